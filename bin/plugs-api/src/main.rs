@@ -1,0 +1,2 @@
+//! plugs-api
+fn main() {}

@@ -1,0 +1,87 @@
+//! The records this service keeps: events and the media attached to them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{EventId, MediaId, UserId};
+
+/// An event that media is attached to. Owned by the user who created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Identifier.
+    pub id: EventId,
+    /// Display title, 1 to 200 characters.
+    pub title: String,
+    /// The user who created the event; the only one who may see or change it and its media.
+    pub owner: UserId,
+    /// When the event was created (UTC, microsecond precision).
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a media record is in its life. Records move `Pending -> Ready -> Deleting -> (gone)`;
+/// only `Ready` records are shown to users. The other two states exist so that a crash between
+/// the database and the object store can always be finished or rolled back by the reconciler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStatus {
+    /// The record exists; the bytes may or may not have reached the store yet.
+    Pending,
+    /// The object is stored and its size and checksum are recorded.
+    Ready,
+    /// A delete has started; the object may or may not still exist.
+    Deleting,
+}
+
+impl MediaStatus {
+    /// The lower-case name stored in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(Self::Pending),
+            "ready" => Some(Self::Ready),
+            "deleting" => Some(Self::Deleting),
+            _ => None,
+        }
+    }
+}
+
+/// Metadata of one file attached to an event. The bytes live in the object store under `s3_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMedia {
+    /// Identifier.
+    pub id: MediaId,
+    /// The event this media belongs to.
+    pub event_id: EventId,
+    /// Optional display title (at most 200 characters).
+    pub title: Option<String>,
+    /// Optional description (at most 2000 characters).
+    pub description: Option<String>,
+    /// Normalised tags: trimmed, lower-case, unique, in the order first given.
+    pub tags: Vec<String>,
+    /// The client's file name, sanitised; display metadata only, never part of a key.
+    pub original_filename: Option<String>,
+    /// The content type sniffed from the bytes (not the one the client declared).
+    pub content_type: String,
+    /// Size in bytes; 0 while `Pending`.
+    pub size_bytes: u64,
+    /// Lower-case hex SHA-256 of the bytes; `None` while `Pending`.
+    pub sha256: Option<String>,
+    /// The object key in the store (see [`crate::keys`]).
+    pub s3_key: String,
+    /// Life-cycle state.
+    pub status: MediaStatus,
+    /// The user who uploaded it.
+    pub uploaded_by: UserId,
+    /// When the record was created (UTC, microsecond precision).
+    pub created_at: DateTime<Utc>,
+    /// When the record last changed state.
+    pub updated_at: DateTime<Utc>,
+}

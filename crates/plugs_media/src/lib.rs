@@ -1,0 +1,1 @@
+//! plugs_media

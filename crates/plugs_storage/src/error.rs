@@ -1,0 +1,97 @@
+//! The one public error of every object store.
+
+/// A boxed error from a lower layer (the SDK, the file system, the caller's stream).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an object-store call failed: the cases a caller branches on, each with its context.
+///
+/// Backends convert their private errors into this (S3 error codes, `std::io::ErrorKind`s).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No object under `key`.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
+    /// A conditional GET matched the caller's `If-None-Match` ETag.
+    #[error("object not modified: {key}")]
+    NotModified {
+        /// The key asked for.
+        key: String,
+    },
+    /// A create-only put found an object already there, or another precondition failed.
+    #[error("precondition failed for {key}")]
+    PreconditionFailed {
+        /// The key written or read.
+        key: String,
+    },
+    /// The requested byte range starts past the end of the object.
+    #[error("range not satisfiable for {key} (object size {size})")]
+    RangeNotSatisfiable {
+        /// The key read.
+        key: String,
+        /// The object's size, for a `Content-Range: bytes */size` answer.
+        size: u64,
+    },
+    /// The credentials are valid but not allowed to do this (S3 `AccessDenied`).
+    #[error("access denied for {key}")]
+    AccessDenied {
+        /// The key, or the bucket for bucket-level calls.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store refused the credentials (unknown key id, bad signature, expired token).
+    #[error("the object store refused the credentials")]
+    InvalidCredentials {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store did not answer in time.
+    #[error("object store timed out")]
+    Timeout {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store could not be reached or answered that it is unavailable (5xx, throttling after
+    /// retries, connection refused, disk full).
+    #[error("object store unavailable")]
+    Unavailable {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A key failed [`ObjectKey`](crate::ObjectKey) validation.
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The offending key (truncated).
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The caller's body stream failed; the store wrote nothing and passes the caller's error
+    /// back unchanged.
+    #[error("the upload stream failed")]
+    Body {
+        /// The caller's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Anything else, with the backend's error.
+    #[error("object store error: {message}")]
+    Other {
+        /// What was being done.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Result alias for object-store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,257 @@
+//! The `ObjectStore` trait and the types it takes and returns.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{ObjectKey, Result, StoreError};
+
+/// Bytes in flight, in either direction. A failing caller stream should yield
+/// [`StoreError::Body`]; stores pass that error back unchanged.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// Server-side encryption asked of the store for a new object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerSideEncryption {
+    /// No encryption header (the bucket's default applies).
+    None,
+    /// `AES256`: keys managed by the store. The default.
+    #[default]
+    Aes256,
+    /// `aws:kms`, with the KMS key id (or the account's default key when `None`).
+    Kms {
+        /// KMS key id or ARN.
+        key_id: Option<String>,
+    },
+}
+
+/// How to write an object.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// `Content-Type` to store with the object.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`); keys are lower-case ASCII.
+    pub metadata: BTreeMap<String, String>,
+    /// Encryption at rest.
+    pub encryption: ServerSideEncryption,
+    /// The SHA-256 of the whole body, when the caller already knows it; the store checks it.
+    pub sha256: Option<[u8; 32]>,
+    /// Fail with [`StoreError::PreconditionFailed`] if an object already exists (`If-None-Match: *`).
+    pub create_only: bool,
+}
+
+impl PutOptions {
+    /// Options with a content type and everything else at its default.
+    pub fn with_content_type(content_type: impl Into<String>) -> Self {
+        Self { content_type: Some(content_type.into()), ..Self::default() }
+    }
+}
+
+/// What a successful put stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    /// Bytes stored.
+    pub size: u64,
+    /// The store's entity tag, quoted as in HTTP (`"..."`).
+    pub etag: String,
+}
+
+/// A byte range of an object, as in an HTTP `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=start-end` with `end` exclusive here (HTTP's is inclusive).
+    Bounded {
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
+    /// `bytes=start-`.
+    From {
+        /// First byte.
+        start: u64,
+    },
+    /// `bytes=-len`: the last `len` bytes.
+    Suffix {
+        /// How many bytes from the end.
+        len: u64,
+    },
+}
+
+impl ByteRange {
+    /// The concrete range within an object of `size` bytes, or `None` if it is not satisfiable
+    /// (starts at or past the end, or is empty). A range that runs past the end is cut to it,
+    /// as HTTP does.
+    pub fn resolve(self, size: u64) -> Option<Range<u64>> {
+        let range = match self {
+            Self::Bounded { start, end } => start..end.min(size),
+            Self::From { start } => start..size,
+            Self::Suffix { len } => size.saturating_sub(len)..size,
+        };
+        (range.start < range.end).then_some(range)
+    }
+}
+
+/// How to read an object.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct GetOptions {
+    /// Only these bytes.
+    pub range: Option<ByteRange>,
+    /// Answer [`StoreError::NotModified`] when the object's ETag equals this one.
+    pub if_none_match: Option<String>,
+}
+
+/// An object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Its whole size in bytes.
+    pub size: u64,
+    /// Entity tag, quoted (`"..."`).
+    pub etag: String,
+    /// When it was last written.
+    pub last_modified: DateTime<Utc>,
+    /// Stored content type, when known (listing does not return it).
+    pub content_type: Option<String>,
+    /// User metadata (empty in listings).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The answer to a get: metadata, the byte range served and the bytes.
+pub struct GetResult {
+    /// The whole object's metadata.
+    pub meta: ObjectMeta,
+    /// The bytes this stream carries, within `0..meta.size`.
+    pub range: Range<u64>,
+    /// The bytes, streamed.
+    pub body: ByteStream,
+}
+
+impl Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult").field("meta", &self.meta).field("range", &self.range).finish_non_exhaustive()
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListOptions {
+    /// Only keys starting with this (a plain string prefix).
+    pub prefix: Option<String>,
+    /// The `next_token` of the previous page.
+    pub page_token: Option<String>,
+    /// At most this many keys (capped at 1000).
+    pub max_keys: Option<usize>,
+}
+
+/// A page of keys, in lexicographic order.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// The objects of this page.
+    pub objects: Vec<ObjectMeta>,
+    /// Pass back as [`ListOptions::page_token`] for the next page; `None` on the last.
+    pub next_token: Option<String>,
+}
+
+/// Which request a presigned URL allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignMethod {
+    /// Download.
+    Get,
+    /// Upload.
+    Put,
+}
+
+/// A URL that allows one kind of request on one key until it expires, without other credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUrl {
+    /// The URL.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A store of objects addressed by [`ObjectKey`]: S3, a local directory, memory, or a wrapper.
+///
+/// Object-safe and held as `Arc<dyn ObjectStore>`. Bytes stream both ways; no method holds a
+/// whole object in memory. Conveniences live in [`ObjectStoreExt`], so wrappers only forward
+/// these few methods.
+#[async_trait]
+pub trait ObjectStore: Debug + Send + Sync + 'static {
+    /// Writes `body` under `key`, replacing any object there unless `create_only`. Either the
+    /// whole body is stored or nothing is: a failing body stream or a failing store leaves no
+    /// object (and, on S3, no unfinished multipart upload).
+    async fn put(&self, key: &ObjectKey, body: ByteStream, options: PutOptions) -> Result<PutResult>;
+
+    /// Reads an object, or a range of it.
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult>;
+
+    /// An object's metadata.
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta>;
+
+    /// Deletes an object. Deleting a missing object succeeds.
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    /// Copies `from` to `to` inside the store, with its content type and metadata.
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()>;
+
+    /// One page of the keys under a prefix.
+    async fn list(&self, options: ListOptions) -> Result<ListPage>;
+
+    /// A URL that allows `method` on `key` for `expires_in`.
+    async fn presign(&self, method: PresignMethod, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl>;
+}
+
+/// Conveniences over [`ObjectStore`], for every store and wrapper alike.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Puts bytes already in memory (small objects and tests).
+    async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes, options: PutOptions) -> Result<PutResult> {
+        self.put(key, futures::stream::once(async move { Ok(bytes) }).boxed(), options).await
+    }
+
+    /// Reads a whole object into memory (small objects and tests).
+    async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes> {
+        let result = self.get(key, GetOptions::default()).await?;
+        let chunks: Vec<Bytes> = result.body.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Whether an object exists.
+    async fn exists(&self, key: &ObjectKey) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Every object under `prefix`, following pages.
+    async fn list_all(&self, prefix: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        let mut objects = Vec::new();
+        let mut page_token = None;
+        loop {
+            let options = ListOptions { prefix: prefix.map(str::to_owned), page_token, max_keys: None };
+            let page = self.list(options).await?;
+            objects.extend(page.objects);
+            match page.next_token {
+                Some(token) => page_token = Some(token),
+                None => return Ok(objects),
+            }
+        }
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
