@@ -1,0 +1,1 @@
+//! S3 test servers started by `cargo xtask ci`. (owned by the storage work)
