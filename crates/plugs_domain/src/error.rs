@@ -12,4 +12,7 @@ pub enum DomainError {
         /// The offending value (truncated).
         value: String,
     },
+    /// A pagination cursor was not one this service produced.
+    #[error("invalid pagination cursor")]
+    InvalidCursor,
 }
