@@ -12,8 +12,9 @@ use crate::DomainError;
 /// even when many rows share a timestamp.
 ///
 /// ```
-/// use plugs_domain::PageCursor;
-/// let cursor = PageCursor { created_at: chrono::Utc::now(), id: uuid::Uuid::nil() };
+/// use plugs_domain::{Clock, PageCursor, SystemClock};
+/// // Cursors keep microseconds, as the database does; clocks hand out such times.
+/// let cursor = PageCursor { created_at: SystemClock.now(), id: uuid::Uuid::nil() };
 /// assert_eq!(PageCursor::decode(&cursor.encode()), Ok(cursor));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +28,15 @@ pub struct PageCursor {
 impl PageCursor {
     /// The opaque text form handed to clients.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at.timestamp_micros(), self.id.simple()))
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        ))
     }
 
-    /// Parses a cursor previously produced by [`PageCursor::encode`].
+    /// Parses a cursor previously produced by [`PageCursor::encode`]. Any other text, however
+    /// malformed, gives [`DomainError::InvalidCursor`].
     pub fn decode(text: &str) -> Result<Self, DomainError> {
         let invalid = || DomainError::InvalidCursor;
         let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
@@ -40,5 +46,122 @@ impl PageCursor {
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
         let id = Uuid::parse_str(id).map_err(|_| invalid())?;
         Ok(Self { created_at, id })
+    }
+}
+
+/// How many items one page holds: 1 to [`PageLimit::MAX`], [`PageLimit::DEFAULT`] when the
+/// client does not say.
+///
+/// ```
+/// use plugs_domain::PageLimit;
+/// assert_eq!(PageLimit::parse(None).unwrap().get(), 20);
+/// assert!(PageLimit::parse(Some(0)).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageLimit(u32);
+
+impl PageLimit {
+    /// The page size when none is asked for.
+    pub const DEFAULT: u32 = 20;
+    /// The largest page size served.
+    pub const MAX: u32 = 100;
+
+    /// Validates a requested page size. Out-of-range values are refused rather than clamped,
+    /// so a client asking for 1000 learns the limit instead of silently getting 100.
+    pub fn parse(requested: Option<u32>) -> Result<Self, DomainError> {
+        match requested {
+            None => Ok(Self(Self::DEFAULT)),
+            Some(value @ 1..=Self::MAX) => Ok(Self(value)),
+            Some(value) => Err(DomainError::InvalidLimit {
+                value,
+                max: Self::MAX,
+            }),
+        }
+    }
+
+    /// The page size.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for PageLimit {
+    fn default() -> Self {
+        Self(Self::DEFAULT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every instant a database timestamp with microsecond precision can hold, years 0 to 9999.
+    const MIN_MICROS: i64 = -62_167_219_200_000_000;
+    const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+    #[test]
+    fn page_limit_defaults_and_bounds() {
+        assert_eq!(PageLimit::parse(None), Ok(PageLimit(20)));
+        assert_eq!(PageLimit::default().get(), 20);
+        assert_eq!(PageLimit::parse(Some(1)).map(PageLimit::get), Ok(1));
+        assert_eq!(PageLimit::parse(Some(100)).map(PageLimit::get), Ok(100));
+        assert_eq!(
+            PageLimit::parse(Some(0)),
+            Err(DomainError::InvalidLimit { value: 0, max: 100 })
+        );
+        assert_eq!(
+            PageLimit::parse(Some(101)),
+            Err(DomainError::InvalidLimit {
+                value: 101,
+                max: 100
+            })
+        );
+    }
+
+    #[test]
+    fn cursor_rejects_text_it_did_not_produce() {
+        for text in [
+            "",
+            "!!!",
+            "bm90IGEgY3Vyc29y",
+            "MTIzOm5vdC1hLXV1aWQ",
+            "OnRvbw",
+        ] {
+            assert_eq!(
+                PageCursor::decode(text),
+                Err(DomainError::InvalidCursor),
+                "{text}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cursor_round_trips(micros in MIN_MICROS..=MAX_MICROS, id in any::<u128>()) {
+            let cursor = PageCursor {
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id: Uuid::from_u128(id),
+            };
+            let text = cursor.encode();
+            prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            prop_assert_eq!(PageCursor::decode(&text), Ok(cursor));
+        }
+
+        #[test]
+        fn cursor_decode_never_panics(text in any::<String>()) {
+            let _ = PageCursor::decode(&text);
+        }
+
+        #[test]
+        fn cursor_decode_never_panics_on_well_formed_base64(raw in any::<Vec<u8>>()) {
+            let _ = PageCursor::decode(&URL_SAFE_NO_PAD.encode(raw));
+        }
+
+        #[test]
+        fn page_limit_accepts_exactly_1_to_100(value in any::<u32>()) {
+            prop_assert_eq!(PageLimit::parse(Some(value)).is_ok(), (1..=100).contains(&value));
+        }
     }
 }

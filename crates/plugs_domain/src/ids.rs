@@ -84,7 +84,10 @@ impl UserId {
         let value = value.into();
         let len = value.chars().count();
         if len == 0 || len > Self::MAX_LEN || value.chars().any(char::is_control) {
-            return Err(DomainError::InvalidId { kind: "user", value: value.chars().take(64).collect() });
+            return Err(DomainError::InvalidId {
+                kind: "user",
+                value: value.chars().take(64).collect(),
+            });
         }
         Ok(Self(value))
     }

@@ -1,11 +1,23 @@
 #![doc = include_str!("../README.md")]
 
+mod access;
 mod cursor;
 mod error;
+mod fields;
+mod filename;
 mod ids;
+pub mod keys;
+mod media_type;
 mod model;
+mod policy;
 
-pub use cursor::PageCursor;
+pub use access::{Access, authorize};
+pub use cursor::{PageCursor, PageLimit};
 pub use error::DomainError;
+pub use fields::{MediaFields, validate_event_title};
+pub use filename::{MAX_FILENAME_CHARS, sanitize_filename};
 pub use ids::{EventId, MediaId, UserId};
+pub use keys::{Clock, ManualClock, SystemClock};
+pub use media_type::{AllowedType, ContentType, MediaKind, normalize_mime};
 pub use model::{Event, EventMedia, MediaStatus};
+pub use policy::{DEFAULT_MAX_SIZE_BYTES, MediaPolicy, SNIFF_LEN};
