@@ -1,7 +1,22 @@
 #![doc = include_str!("../README.md")]
 
+mod connection;
+mod database;
+mod diesel_repo;
 mod error;
+mod memory;
 mod repository;
+mod schema;
 
+use chrono::{DateTime, SubsecRound as _, Utc};
+
+pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
+pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{EventRepository, HealthCheck, MediaRepository};
+
+/// The precision every repository keeps timestamps at (PostgreSQL's): what is read back equals
+/// what was written after this truncation, on every backend and in the fake.
+pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}

@@ -1,0 +1,372 @@
+//! The in-memory fake: the same behaviour as the Diesel repository (it passes the same test
+//! suite), plus fault hooks so the service's tests can make any call fail like a database outage.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use plugs_domain::{Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId};
+
+use crate::{EventRepository, HealthCheck, MediaRepository, RepoError, truncate_to_micros};
+
+/// A repository operation, named for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RepoOp {
+    /// [`EventRepository::insert_event`].
+    InsertEvent,
+    /// [`EventRepository::find_event`].
+    FindEvent,
+    /// [`EventRepository::list_events`].
+    ListEvents,
+    /// [`EventRepository::delete_event`].
+    DeleteEvent,
+    /// [`MediaRepository::insert_media`].
+    InsertMedia,
+    /// [`MediaRepository::mark_ready`].
+    MarkReady,
+    /// [`MediaRepository::mark_deleting`].
+    MarkDeleting,
+    /// [`MediaRepository::delete_media`].
+    DeleteMedia,
+    /// [`MediaRepository::find_media`].
+    FindMedia,
+    /// [`MediaRepository::find_by_key`].
+    FindByKey,
+    /// [`MediaRepository::list_ready`].
+    ListReady,
+    /// [`MediaRepository::list_all_for_event`].
+    ListAllForEvent,
+    /// [`MediaRepository::list_stale`].
+    ListStale,
+    /// [`HealthCheck::ping`].
+    Ping,
+}
+
+/// How an injected fault fails a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// [`RepoError::Unavailable`] before anything changes: the commit never happened.
+    Unavailable,
+    /// The change is applied, then the call answers [`RepoError::Unavailable`]: the commit
+    /// happened but its acknowledgement was lost (the connection died after `COMMIT`). Callers
+    /// cannot tell this from [`FaultKind::Unavailable`], and must cope with both.
+    UnavailableAfterCommit,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    events: BTreeMap<EventId, Event>,
+    media: BTreeMap<MediaId, EventMedia>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    unavailable: bool,
+    queued: HashMap<RepoOp, VecDeque<FaultKind>>,
+    calls: HashMap<RepoOp, usize>,
+}
+
+/// An in-memory [`EventRepository`] + [`MediaRepository`] + [`HealthCheck`] for tests.
+///
+/// Faults: [`InMemoryRepository::fail_next`] queues a failure for the next call of one operation;
+/// [`InMemoryRepository::set_unavailable`] fails every call until cleared, like a database that
+/// is down.
+#[derive(Debug, Default)]
+pub struct InMemoryRepository {
+    tables: Mutex<Tables>,
+    faults: Mutex<Faults>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock left consistent data (every operation validates
+    // before it mutates), so later calls may keep using it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn injected(op: RepoOp) -> RepoError {
+    RepoError::Unavailable {
+        source: format!("injected fault in {op:?}").into(),
+    }
+}
+
+fn keyset_before(created_at: DateTime<Utc>, id: uuid::Uuid, cursor: &PageCursor) -> bool {
+    let cursor_at = truncate_to_micros(cursor.created_at);
+    (created_at, id) < (cursor_at, cursor.id)
+}
+
+impl InMemoryRepository {
+    /// An empty repository with no faults armed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next call of `op` fail as `kind`. Several calls queue up, one per call.
+    pub fn fail_next(&self, op: RepoOp, kind: FaultKind) {
+        lock(&self.faults)
+            .queued
+            .entry(op)
+            .or_default()
+            .push_back(kind);
+    }
+
+    /// While `true`, every call fails with [`RepoError::Unavailable`] and changes nothing.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        lock(&self.faults).unavailable = unavailable;
+    }
+
+    /// How many times `op` was called (including calls failed by a fault).
+    pub fn calls(&self, op: RepoOp) -> usize {
+        lock(&self.faults).calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call and takes the fault armed for it, if any. `Err` fails the call untouched.
+    fn enter(&self, op: RepoOp) -> Result<Option<FaultKind>, RepoError> {
+        let mut faults = lock(&self.faults);
+        *faults.calls.entry(op).or_default() += 1;
+        if faults.unavailable {
+            return Err(injected(op));
+        }
+        match faults.queued.get_mut(&op).and_then(VecDeque::pop_front) {
+            Some(FaultKind::Unavailable) => Err(injected(op)),
+            other => Ok(other),
+        }
+    }
+
+    /// Runs an operation under the fault hooks: an after-commit fault lets `work` apply its change
+    /// and then replaces the answer.
+    fn run<T>(
+        &self,
+        op: RepoOp,
+        work: impl FnOnce(&mut Tables) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        let fault = self.enter(op)?;
+        let result = work(&mut lock(&self.tables));
+        match (fault, result) {
+            (Some(FaultKind::UnavailableAfterCommit), Ok(_)) => Err(injected(op)),
+            (_, result) => result,
+        }
+    }
+}
+
+fn newest_first<T>(items: &mut [T], key: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid)) {
+    items.sort_by(|a, b| key(b).cmp(&key(a)));
+}
+
+#[async_trait]
+impl EventRepository for InMemoryRepository {
+    async fn insert_event(&self, event: &Event) -> Result<(), RepoError> {
+        self.run(RepoOp::InsertEvent, |tables| {
+            if tables.events.contains_key(&event.id) {
+                return Err(RepoError::Duplicate { what: "id" });
+            }
+            let mut stored = event.clone();
+            stored.created_at = truncate_to_micros(stored.created_at);
+            tables.events.insert(event.id, stored);
+            Ok(())
+        })
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<Event>, RepoError> {
+        self.run(RepoOp::FindEvent, |tables| {
+            Ok(tables.events.get(&id).cloned())
+        })
+    }
+
+    async fn list_events(
+        &self,
+        owner: &UserId,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<Vec<Event>, RepoError> {
+        self.run(RepoOp::ListEvents, |tables| {
+            let mut events: Vec<Event> = tables
+                .events
+                .values()
+                .filter(|e| &e.owner == owner)
+                .filter(|e| {
+                    after
+                        .as_ref()
+                        .is_none_or(|c| keyset_before(e.created_at, e.id.as_uuid(), c))
+                })
+                .cloned()
+                .collect();
+            newest_first(&mut events, |e| (e.created_at, e.id.as_uuid()));
+            events.truncate(limit);
+            Ok(events)
+        })
+    }
+
+    async fn delete_event(&self, id: EventId) -> Result<(), RepoError> {
+        self.run(RepoOp::DeleteEvent, |tables| {
+            if !tables.events.contains_key(&id) {
+                return Err(RepoError::NotFound {
+                    entity: "event",
+                    id: id.to_string(),
+                });
+            }
+            if tables.media.values().any(|m| m.event_id == id) {
+                return Err(RepoError::HasChildren {
+                    entity: "event",
+                    id: id.to_string(),
+                    children: "media",
+                });
+            }
+            tables.events.remove(&id);
+            Ok(())
+        })
+    }
+}
+
+fn not_found(id: MediaId) -> RepoError {
+    RepoError::NotFound {
+        entity: "media",
+        id: id.to_string(),
+    }
+}
+
+#[async_trait]
+impl MediaRepository for InMemoryRepository {
+    async fn insert_media(&self, media: &EventMedia) -> Result<(), RepoError> {
+        self.run(RepoOp::InsertMedia, |tables| {
+            if tables.media.contains_key(&media.id) {
+                return Err(RepoError::Duplicate { what: "id" });
+            }
+            if tables.media.values().any(|m| m.s3_key == media.s3_key) {
+                return Err(RepoError::Duplicate { what: "s3_key" });
+            }
+            if !tables.events.contains_key(&media.event_id) {
+                return Err(RepoError::MissingParent {
+                    entity: "media",
+                    parent: "event",
+                });
+            }
+            let mut seen = std::collections::HashSet::new();
+            if !media.tags.iter().all(|tag| seen.insert(tag)) {
+                return Err(RepoError::Duplicate { what: "tag" });
+            }
+            let mut stored = media.clone();
+            stored.created_at = truncate_to_micros(stored.created_at);
+            stored.updated_at = truncate_to_micros(stored.updated_at);
+            tables.media.insert(media.id, stored);
+            Ok(())
+        })
+    }
+
+    async fn mark_ready(
+        &self,
+        id: MediaId,
+        size_bytes: u64,
+        sha256: &str,
+    ) -> Result<EventMedia, RepoError> {
+        self.run(RepoOp::MarkReady, |tables| {
+            let media = tables.media.get_mut(&id).ok_or_else(|| not_found(id))?;
+            if media.status != MediaStatus::Pending {
+                return Err(RepoError::InvalidState {
+                    id: id.to_string(),
+                    expected: MediaStatus::Pending.as_str(),
+                    actual: media.status.as_str(),
+                });
+            }
+            media.status = MediaStatus::Ready;
+            media.size_bytes = size_bytes;
+            media.sha256 = Some(sha256.to_owned());
+            media.updated_at = truncate_to_micros(Utc::now());
+            Ok(media.clone())
+        })
+    }
+
+    async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, RepoError> {
+        self.run(RepoOp::MarkDeleting, |tables| {
+            let media = tables.media.get_mut(&id).ok_or_else(|| not_found(id))?;
+            if media.status != MediaStatus::Deleting {
+                media.status = MediaStatus::Deleting;
+                media.updated_at = truncate_to_micros(Utc::now());
+            }
+            Ok(media.clone())
+        })
+    }
+
+    async fn delete_media(&self, id: MediaId) -> Result<(), RepoError> {
+        self.run(RepoOp::DeleteMedia, |tables| {
+            tables.media.remove(&id);
+            Ok(())
+        })
+    }
+
+    async fn find_media(&self, id: MediaId) -> Result<Option<EventMedia>, RepoError> {
+        self.run(RepoOp::FindMedia, |tables| {
+            Ok(tables.media.get(&id).cloned())
+        })
+    }
+
+    async fn find_by_key(&self, s3_key: &str) -> Result<Option<EventMedia>, RepoError> {
+        self.run(RepoOp::FindByKey, |tables| {
+            Ok(tables.media.values().find(|m| m.s3_key == s3_key).cloned())
+        })
+    }
+
+    async fn list_ready(
+        &self,
+        event_id: EventId,
+        after: Option<PageCursor>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError> {
+        self.run(RepoOp::ListReady, |tables| {
+            let mut media: Vec<EventMedia> = tables
+                .media
+                .values()
+                .filter(|m| m.event_id == event_id && m.status == MediaStatus::Ready)
+                .filter(|m| {
+                    after
+                        .as_ref()
+                        .is_none_or(|c| keyset_before(m.created_at, m.id.as_uuid(), c))
+                })
+                .cloned()
+                .collect();
+            newest_first(&mut media, |m| (m.created_at, m.id.as_uuid()));
+            media.truncate(limit);
+            Ok(media)
+        })
+    }
+
+    async fn list_all_for_event(&self, event_id: EventId) -> Result<Vec<EventMedia>, RepoError> {
+        self.run(RepoOp::ListAllForEvent, |tables| {
+            Ok(tables
+                .media
+                .values()
+                .filter(|m| m.event_id == event_id)
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn list_stale(
+        &self,
+        status: MediaStatus,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError> {
+        self.run(RepoOp::ListStale, |tables| {
+            let before = truncate_to_micros(before);
+            let mut media: Vec<EventMedia> = tables
+                .media
+                .values()
+                .filter(|m| m.status == status && m.updated_at < before)
+                .cloned()
+                .collect();
+            media.sort_by_key(|m| (m.updated_at, m.id));
+            media.truncate(limit);
+            Ok(media)
+        })
+    }
+}
+
+#[async_trait]
+impl HealthCheck for InMemoryRepository {
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.run(RepoOp::Ping, |_| Ok(()))
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE event_media_tags;
+DROP TABLE event_media;
+DROP TABLE events;
