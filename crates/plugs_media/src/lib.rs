@@ -1,1 +1,13 @@
-//! plugs_media
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod reconcile;
+mod service;
+mod types;
+mod upload;
+
+pub use config::ServiceConfig;
+pub use error::MediaError;
+pub use service::MediaService;
+pub use types::{Page, PageRequest, ReconcileOptions, ReconcileReport, UploadRequest};

@@ -1,0 +1,39 @@
+//! The service's settings: plain values, filled in by the binary.
+
+use std::time::Duration;
+
+use plugs_domain::MediaPolicy;
+use plugs_storage::ServerSideEncryption;
+
+/// Everything the service needs to know besides its backends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Size limit and accepted types of uploads.
+    pub policy: MediaPolicy,
+    /// Encryption at rest asked of the store for every new object.
+    pub encryption: ServerSideEncryption,
+    /// Lifetime of a presigned URL when the caller does not ask for one.
+    pub presign_default_ttl: Duration,
+    /// Longest lifetime of a presigned URL; longer requests are cut to it (S3 refuses more than
+    /// 7 days for SigV4).
+    pub presign_max_ttl: Duration,
+    /// When set, a media's public `url` is `{cdn_base_url}/{s3_key}` instead of the API's
+    /// download route.
+    pub cdn_base_url: Option<String>,
+    /// How old an unfinished record or an unclaimed object must be before the reconciler
+    /// touches it; longer than any upload takes, so it never races a live one.
+    pub reconcile_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            policy: MediaPolicy::default(),
+            encryption: ServerSideEncryption::Aes256,
+            presign_default_ttl: Duration::from_secs(15 * 60),
+            presign_max_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            cdn_base_url: None,
+            reconcile_grace: Duration::from_secs(60 * 60),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The service: events, media reads and deletes, readiness. Uploads and the reconciler have
+//! their own modules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugs_domain::{
+    Access, Clock, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, PageLimit,
+    SystemClock, UserId, validate_event_title,
+};
+use plugs_persistence::{EventRepository, HealthCheck, MediaRepository, RepoError};
+use plugs_storage::{
+    GetOptions, GetResult, ListOptions, ObjectKey, ObjectStore, PresignMethod, PresignedUrl,
+    StoreError,
+};
+
+use crate::{MediaError, Page, PageRequest, ServiceConfig};
+
+/// The media layer's application service: every use case, over the store and repository traits.
+///
+/// Holds only `Arc`s and plain config, so one instance is shared by every request.
+#[derive(Debug, Clone)]
+pub struct MediaService {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) events: Arc<dyn EventRepository>,
+    pub(crate) media: Arc<dyn MediaRepository>,
+    pub(crate) health: Arc<dyn HealthCheck>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: ServiceConfig,
+}
+
+/// How many times deleting an event re-lists its media when an upload slipped in meanwhile.
+const DELETE_EVENT_ATTEMPTS: usize = 3;
+
+impl MediaService {
+    /// A service over these backends, dated by the system clock.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        events: Arc<dyn EventRepository>,
+        media: Arc<dyn MediaRepository>,
+        health: Arc<dyn HealthCheck>,
+        config: ServiceConfig,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            media,
+            health,
+            clock: Arc::new(SystemClock),
+            config,
+        }
+    }
+
+    /// The same service reading time from `clock` (tests pin it to date keys and grace periods).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Where clients fetch a media's bytes: `{cdn_base_url}/{s3_key}` when a CDN fronts the
+    /// bucket, else the API's download route.
+    pub fn media_url(&self, media: &EventMedia) -> String {
+        match &self.config.cdn_base_url {
+            Some(cdn) => format!("{}/{}", cdn.trim_end_matches('/'), media.s3_key),
+            None => format!(
+                "/api/v1/events/{}/media/{}/download",
+                media.event_id, media.id
+            ),
+        }
+    }
+
+    /// Creates an event owned by `user`.
+    pub async fn create_event(&self, user: &UserId, title: &str) -> Result<Event, MediaError> {
+        let title = validate_event_title(title).map_err(MediaError::Invalid)?;
+        let event = Event {
+            id: EventId::new(),
+            title,
+            owner: user.clone(),
+            created_at: self.clock.now(),
+        };
+        self.events.insert_event(&event).await?;
+        tracing::info!(event_id = %event.id, "event created");
+        Ok(event)
+    }
+
+    /// `user`'s events, newest first.
+    pub async fn list_events(
+        &self,
+        user: &UserId,
+        page: PageRequest,
+    ) -> Result<Page<Event>, MediaError> {
+        let (after, limit) = parse_page(&page)?;
+        let events = self.events.list_events(user, after, limit + 1).await?;
+        Ok(into_page(events, limit, |event| PageCursor {
+            created_at: event.created_at,
+            id: event.id.as_uuid(),
+        }))
+    }
+
+    /// One of `user`'s events.
+    pub async fn get_event(&self, user: &UserId, event_id: EventId) -> Result<Event, MediaError> {
+        self.authorized_event(user, event_id, Access::Read).await
+    }
+
+    /// Deletes an event with all its media, objects first, so a failure half-way never leaves an
+    /// object that no record claims.
+    pub async fn delete_event(&self, user: &UserId, event_id: EventId) -> Result<(), MediaError> {
+        self.authorized_event(user, event_id, Access::Delete)
+            .await?;
+        for attempt in 1..=DELETE_EVENT_ATTEMPTS {
+            for media in self.media.list_all_for_event(event_id).await? {
+                self.remove_media(&media).await?;
+            }
+            match self.events.delete_event(event_id).await {
+                Ok(()) => {
+                    tracing::info!(%event_id, "event deleted");
+                    return Ok(());
+                }
+                // Someone else deleted it between our check and now: the result is what was asked.
+                Err(RepoError::NotFound { .. }) => return Ok(()),
+                // An upload inserted a record after we listed: list again.
+                Err(error @ RepoError::HasChildren { .. }) if attempt == DELETE_EVENT_ATTEMPTS => {
+                    return Err(error.into());
+                }
+                Err(RepoError::HasChildren { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(MediaError::event_not_found(event_id))
+    }
+
+    /// An event's `ready` media, newest first.
+    pub async fn list_media(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        page: PageRequest,
+    ) -> Result<Page<EventMedia>, MediaError> {
+        self.authorized_event(user, event_id, Access::Read).await?;
+        let (after, limit) = parse_page(&page)?;
+        let media = self.media.list_ready(event_id, after, limit + 1).await?;
+        Ok(into_page(media, limit, |media| PageCursor {
+            created_at: media.created_at,
+            id: media.id.as_uuid(),
+        }))
+    }
+
+    /// One `ready` media of one of `user`'s events.
+    pub async fn get_media(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        media_id: MediaId,
+    ) -> Result<EventMedia, MediaError> {
+        self.authorized_event(user, event_id, Access::Read).await?;
+        self.ready_media(event_id, media_id).await
+    }
+
+    /// The record and a stream of its bytes; `options` (range, `If-None-Match`) go to the store.
+    pub async fn open_media(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        media_id: MediaId,
+        options: GetOptions,
+    ) -> Result<(EventMedia, GetResult), MediaError> {
+        let media = self.get_media(user, event_id, media_id).await?;
+        let key = object_key(&media)?;
+        match self.store.get(&key, options).await {
+            Ok(result) => Ok((media, result)),
+            Err(StoreError::NotFound { .. }) => {
+                tracing::error!(media_id = %media.id, key = %key, "ready record without its object (dangling record)");
+                Err(MediaError::media_not_found(media_id))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// A presigned GET URL for a media's object, valid for `ttl` (default
+    /// [`ServiceConfig::presign_default_ttl`]); longer requests are cut to
+    /// [`ServiceConfig::presign_max_ttl`] rather than refused, and the answer's `expires_at`
+    /// says what was granted.
+    pub async fn presign_download(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        media_id: MediaId,
+        ttl: Option<Duration>,
+    ) -> Result<PresignedUrl, MediaError> {
+        let media = self.get_media(user, event_id, media_id).await?;
+        let key = object_key(&media)?;
+        let ttl = ttl.unwrap_or(self.config.presign_default_ttl).clamp(
+            Duration::from_secs(1),
+            self.config.presign_max_ttl.max(Duration::from_secs(1)),
+        );
+        Ok(self.store.presign(PresignMethod::Get, &key, ttl).await?)
+    }
+
+    /// Deletes one media: record marked `deleting`, object deleted, record deleted. A failure
+    /// between the steps leaves a `deleting` record the reconciler (or a retry) finishes.
+    pub async fn delete_media(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        media_id: MediaId,
+    ) -> Result<(), MediaError> {
+        self.authorized_event(user, event_id, Access::Delete)
+            .await?;
+        let media = match self.media.find_media(media_id).await? {
+            // A `deleting` record is a delete that failed half-way: a retry finishes it.
+            Some(media)
+                if media.event_id == event_id
+                    && matches!(media.status, MediaStatus::Ready | MediaStatus::Deleting) =>
+            {
+                media
+            }
+            _ => return Err(MediaError::media_not_found(media_id)),
+        };
+        self.remove_media(&media).await?;
+        tracing::info!(%media_id, %event_id, "media deleted");
+        Ok(())
+    }
+
+    /// Readiness: the database answers a trivial query and the store answers a listing.
+    pub async fn check_ready(&self) -> Result<(), MediaError> {
+        self.health.ping().await?;
+        let mut options = ListOptions::default();
+        options.max_keys = Some(1);
+        self.store.list(options).await?;
+        Ok(())
+    }
+
+    /// The event, if it exists and `user` may have `access` to it; a stranger's event and a
+    /// missing one give the same answer.
+    pub(crate) async fn authorized_event(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        access: Access,
+    ) -> Result<Event, MediaError> {
+        match self.events.find_event(event_id).await? {
+            Some(event) if access.authorize(&event, user).is_ok() => Ok(event),
+            _ => Err(MediaError::event_not_found(event_id)),
+        }
+    }
+
+    async fn ready_media(
+        &self,
+        event_id: EventId,
+        media_id: MediaId,
+    ) -> Result<EventMedia, MediaError> {
+        match self.media.find_media(media_id).await? {
+            Some(media) if media.event_id == event_id && media.status == MediaStatus::Ready => {
+                Ok(media)
+            }
+            _ => Err(MediaError::media_not_found(media_id)),
+        }
+    }
+
+    /// The delete sequence: `deleting` first (so nothing serves or completes it any more), then
+    /// the object, then the record. Each step is idempotent, so running it again finishes it.
+    pub(crate) async fn remove_media(&self, media: &EventMedia) -> Result<(), MediaError> {
+        if media.status != MediaStatus::Deleting {
+            match self.media.mark_deleting(media.id).await {
+                Ok(_) => {}
+                Err(RepoError::NotFound { .. }) => return Ok(()),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        self.delete_object(&media.s3_key).await?;
+        self.media.delete_media(media.id).await?;
+        Ok(())
+    }
+
+    /// Deletes an object; a missing one is already what we want.
+    pub(crate) async fn delete_object(&self, key: &str) -> Result<(), MediaError> {
+        let key = ObjectKey::parse(key)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+pub(crate) fn object_key(media: &EventMedia) -> Result<ObjectKey, MediaError> {
+    Ok(ObjectKey::parse(media.s3_key.as_str())?)
+}
+
+fn parse_page(page: &PageRequest) -> Result<(Option<PageCursor>, usize), MediaError> {
+    let limit = PageLimit::parse(page.limit).map_err(MediaError::Invalid)?;
+    let after = page
+        .cursor
+        .as_deref()
+        .map(PageCursor::decode)
+        .transpose()
+        .map_err(MediaError::Invalid)?;
+    let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+    Ok((after, limit))
+}
+
+/// Cuts a `limit + 1` fetch to `limit` items; the extra item only says that a next page exists.
+fn into_page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> PageCursor) -> Page<T> {
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if has_more {
+        items.last().map(|last| cursor_of(last).encode())
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}

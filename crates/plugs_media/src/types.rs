@@ -1,0 +1,68 @@
+//! The request and answer types of the service's calls.
+
+use std::time::Duration;
+
+use plugs_domain::MediaId;
+
+/// The form fields of an upload, raw as the client sent them; the service validates them.
+#[derive(Debug, Clone, Default)]
+pub struct UploadRequest {
+    /// Optional title.
+    pub title: Option<String>,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Comma-separated tags, as the form sends them.
+    pub tags: Option<String>,
+    /// The client's file name (raw; sanitised by the service, display metadata only).
+    pub filename: Option<String>,
+    /// The multipart part's `Content-Type`; it must agree with the bytes when given.
+    pub declared_content_type: Option<String>,
+}
+
+/// Which page of a listing: the cursor from the previous page and a page size.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// The previous page's `next_cursor`; `None` for the first page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 100; 20 when `None`.
+    pub limit: Option<u32>,
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// Pass back as [`PageRequest::cursor`] for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// How to run the reconciler.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileOptions {
+    /// Count what would be done, change nothing.
+    pub dry_run: bool,
+    /// Override of [`ServiceConfig::reconcile_grace`](crate::ServiceConfig::reconcile_grace).
+    pub grace: Option<Duration>,
+}
+
+/// What a reconciler run did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Stale `pending` records rolled back: object (if any) and record deleted.
+    pub pending_rolled_back: u64,
+    /// Stale `pending` records completed. Always 0: rolling back is the one sound choice
+    /// without the upload's checksum, so the reconciler never completes uploads.
+    pub pending_completed: u64,
+    /// Stale `deleting` records whose object and record were removed.
+    pub deleting_finished: u64,
+    /// Objects under `events/` older than the grace period that no record claims.
+    pub orphans_found: u64,
+    /// Of those, how many were deleted (0 in a dry run).
+    pub orphans_deleted: u64,
+    /// `ready` records whose object is gone. Reported, never deleted automatically: the bytes
+    /// may come back from a backup, and the record is the only trace of what was lost.
+    pub missing_objects: Vec<MediaId>,
+    /// Items whose repair failed this run (logged; the next run retries them).
+    pub failed: u64,
+}

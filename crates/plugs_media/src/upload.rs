@@ -1,0 +1,374 @@
+//! Uploads: authorise, validate, sniff, write a `pending` record, stream the bytes to the store
+//! while counting and hashing them, mark the record `ready`; undo on any failure.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use chrono::TimeDelta;
+use futures::{Stream, StreamExt};
+use plugs_domain::{
+    Access, EventId, EventMedia, MediaFields, MediaId, MediaStatus, SNIFF_LEN, UserId, keys,
+    sanitize_filename,
+};
+use plugs_persistence::RepoError;
+use plugs_storage::{ByteStream, ObjectKey, PutOptions, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::{MediaError, MediaService, UploadRequest};
+
+/// How many next-microsecond keys to try when another upload to the same event took the key.
+const KEY_ATTEMPTS: i64 = 5;
+
+impl MediaService {
+    /// Stores a new media of `event_id` from `body` and returns its `ready` record.
+    ///
+    /// Nothing is stored for a refused upload: the fields, the file name and the first
+    /// [`SNIFF_LEN`] bytes are checked before any record or byte is written, and the size limit
+    /// stops the stream the moment it is crossed. The record is written (`pending`) before the
+    /// bytes move, so an object never exists without a record; if anything fails afterwards the
+    /// object and record are removed, or, if that fails too, left for the reconciler.
+    pub async fn upload(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        request: UploadRequest,
+        mut body: ByteStream,
+    ) -> Result<EventMedia, MediaError> {
+        self.authorized_event(user, event_id, Access::Write).await?;
+        let fields = MediaFields::parse(
+            request.title.as_deref(),
+            request.description.as_deref(),
+            request.tags.as_deref(),
+        )
+        .map_err(MediaError::Invalid)?;
+        let original_filename = request.filename.as_deref().and_then(sanitize_filename);
+
+        let head = read_head(&mut body).await?;
+        if head.len == 0 {
+            return Err(MediaError::EmptyFile);
+        }
+        let limit = self.config.policy.max_size_bytes;
+        if head.len > limit {
+            return Err(MediaError::TooLarge { limit });
+        }
+        let content_type = self.config.policy.classify(
+            &head.sniff,
+            request.declared_content_type.as_deref(),
+            request.filename.as_deref(),
+        )?;
+
+        let now = self.clock.now();
+        let mut media = EventMedia {
+            id: MediaId::new(),
+            event_id,
+            title: fields.title,
+            description: fields.description,
+            tags: fields.tags,
+            original_filename,
+            content_type: content_type.mime.to_owned(),
+            size_bytes: 0,
+            sha256: None,
+            s3_key: String::new(),
+            status: MediaStatus::Pending,
+            uploaded_by: user.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.insert_pending(&mut media, content_type.extension)
+            .await?;
+
+        match self.store_bytes(&media, head.chunks, body).await {
+            Ok(done) => {
+                tracing::info!(media_id = %done.id, %event_id, size = done.size_bytes, "media uploaded");
+                Ok(done)
+            }
+            Err(error) => {
+                self.undo_upload(&media).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Inserts the `pending` record under a fresh key, moving one microsecond on when an upload
+    /// to the same event in the same microsecond took the key.
+    async fn insert_pending(
+        &self,
+        media: &mut EventMedia,
+        extension: &str,
+    ) -> Result<(), MediaError> {
+        for step in 0..KEY_ATTEMPTS {
+            let at = media.created_at + TimeDelta::microseconds(step);
+            media.s3_key = keys::media_key(media.event_id, at, extension);
+            match self.media.insert_media(media).await {
+                Ok(()) => return Ok(()),
+                Err(RepoError::Duplicate { what: "s3_key" }) => continue,
+                // The event was deleted since we looked it up.
+                Err(RepoError::MissingParent { .. }) => {
+                    return Err(MediaError::event_not_found(media.event_id));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(RepoError::Duplicate { what: "s3_key" }.into())
+    }
+
+    /// Streams the bytes to the store and marks the record `ready`.
+    async fn store_bytes(
+        &self,
+        media: &EventMedia,
+        head: Vec<Bytes>,
+        rest: ByteStream,
+    ) -> Result<EventMedia, MediaError> {
+        let key = ObjectKey::parse(media.s3_key.as_str())?;
+        let limit = self.config.policy.max_size_bytes;
+        let meter = Arc::new(Mutex::new(Meter::default()));
+        let body = MeteredBody {
+            inner: futures::stream::iter(head.into_iter().map(Ok))
+                .chain(rest)
+                .boxed(),
+            meter: Arc::clone(&meter),
+            limit,
+            finished: false,
+        };
+        let options = self.put_options(media);
+
+        let put = self.store.put(&key, Box::pin(body), options).await;
+        let (size, sha256, exceeded, complete) = {
+            let meter = meter.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                meter.bytes,
+                hex::encode(meter.hasher.clone().finalize()),
+                meter.exceeded,
+                meter.complete,
+            )
+        };
+        match put {
+            Err(_) if exceeded => return Err(MediaError::TooLarge { limit }),
+            Err(error) => return Err(error.into()),
+            Ok(stored) if !complete || stored.size != size => {
+                return Err(MediaError::Store(StoreError::Other {
+                    message: format!(
+                        "store reported {} bytes for {key}, {size} were sent",
+                        stored.size
+                    ),
+                    source: "the stored object does not match the upload".into(),
+                }));
+            }
+            Ok(_) => {}
+        }
+        Ok(self.media.mark_ready(media.id, size, &sha256).await?)
+    }
+
+    fn put_options(&self, media: &EventMedia) -> PutOptions {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("event-id".to_owned(), media.event_id.to_string());
+        metadata.insert("media-id".to_owned(), media.id.to_string());
+        metadata.insert(
+            "uploaded-by".to_owned(),
+            ascii_safe(media.uploaded_by.as_str()),
+        );
+        if let Some(name) = &media.original_filename {
+            metadata.insert("original-filename".to_owned(), ascii_safe(name));
+        }
+        let mut options = PutOptions::with_content_type(media.content_type.clone());
+        options.metadata = metadata;
+        options.encryption = self.config.encryption.clone();
+        options.create_only = true;
+        options
+    }
+
+    /// Best-effort removal of a failed upload's object and record. The record goes to
+    /// `deleting` first, so that an upload whose `ready` commit actually landed is not left
+    /// `ready` without its object. If any step fails, the record stays (`pending` or
+    /// `deleting`) and the reconciler finishes the job after the grace period; the object is
+    /// never deleted while a `pending`/`ready` record might still claim it.
+    async fn undo_upload(&self, media: &EventMedia) {
+        match self.media.mark_deleting(media.id).await {
+            // Gone already (the reconciler rolled back a slow upload): the object is ours alone.
+            Ok(_) | Err(RepoError::NotFound { .. }) => {}
+            Err(error) => {
+                tracing::warn!(media_id = %media.id, key = %media.s3_key, error = %error,
+                    "could not undo a failed upload; the reconciler will roll it back");
+                return;
+            }
+        }
+        if let Err(error) = self.delete_object(&media.s3_key).await {
+            tracing::warn!(media_id = %media.id, key = %media.s3_key, error = %error,
+                "could not delete a failed upload's object; the reconciler will finish it");
+            return;
+        }
+        if let Err(error) = self.media.delete_media(media.id).await {
+            tracing::warn!(media_id = %media.id, error = %error,
+                "could not delete a failed upload's record; the reconciler will finish it");
+        }
+    }
+}
+
+/// The first bytes of an upload, kept as the chunks they arrived in (to be sent on unchanged)
+/// plus a copy of at most [`SNIFF_LEN`] bytes to classify.
+struct Head {
+    chunks: Vec<Bytes>,
+    sniff: Vec<u8>,
+    len: u64,
+}
+
+async fn read_head(body: &mut ByteStream) -> Result<Head, MediaError> {
+    let mut head = Head {
+        chunks: Vec::new(),
+        sniff: Vec::with_capacity(SNIFF_LEN),
+        len: 0,
+    };
+    while head.sniff.len() < SNIFF_LEN {
+        match body.next().await {
+            Some(Ok(chunk)) if chunk.is_empty() => {}
+            Some(Ok(chunk)) => {
+                let take = chunk.len().min(SNIFF_LEN - head.sniff.len());
+                head.sniff.extend_from_slice(&chunk[..take]);
+                head.len += chunk.len() as u64;
+                head.chunks.push(chunk);
+            }
+            Some(Err(error)) => return Err(interrupted(error)),
+            None => break,
+        }
+    }
+    Ok(head)
+}
+
+/// A caller's stream should only fail with [`StoreError::Body`]; any other error from it is
+/// still the client's stream failing.
+fn interrupted(error: StoreError) -> MediaError {
+    match error {
+        StoreError::Body { source } => MediaError::UploadInterrupted { source },
+        other => MediaError::UploadInterrupted {
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Percent-encodes what S3 user metadata cannot carry (non-ASCII, control characters) and `%`
+/// itself, so the value decodes back unambiguously.
+fn ascii_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte == b'%' || !(0x20..0x7f).contains(&byte) {
+            out.push_str(&format!("%{byte:02X}"));
+        } else {
+            out.push(char::from(byte));
+        }
+    }
+    out
+}
+
+/// What passed through a [`MeteredBody`].
+#[derive(Default)]
+struct Meter {
+    bytes: u64,
+    hasher: Sha256,
+    exceeded: bool,
+    complete: bool,
+}
+
+/// The upload stream as the store sees it: counts and hashes each chunk as it passes (no
+/// copy), and fails the moment the count crosses the limit, so the store aborts the write.
+struct MeteredBody {
+    inner: ByteStream,
+    meter: Arc<Mutex<Meter>>,
+    limit: u64,
+    finished: bool,
+}
+
+/// The error a [`MeteredBody`] fails with when the upload crosses the size limit.
+#[derive(Debug, thiserror::Error)]
+#[error("upload exceeds the limit of {limit} bytes")]
+struct SizeLimitExceeded {
+    limit: u64,
+}
+
+impl Stream for MeteredBody {
+    type Item = Result<Bytes, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.inner.poll_next_unpin(cx));
+        let limit = self.limit;
+        let mut meter = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
+        let answer = match item {
+            Some(Ok(chunk)) => {
+                meter.bytes += chunk.len() as u64;
+                if meter.bytes > limit {
+                    meter.exceeded = true;
+                    Some(Err(StoreError::Body {
+                        source: Box::new(SizeLimitExceeded { limit }),
+                    }))
+                } else {
+                    meter.hasher.update(&chunk);
+                    Some(Ok(chunk))
+                }
+            }
+            Some(Err(error)) => Some(Err(error)),
+            None => {
+                meter.complete = true;
+                None
+            }
+        };
+        drop(meter);
+        if !matches!(answer, Some(Ok(_))) {
+            self.finished = true;
+        }
+        Poll::Ready(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_values_are_ascii_and_reversible() {
+        assert_eq!(ascii_safe("holiday photo.jpg"), "holiday photo.jpg");
+        assert_eq!(ascii_safe("été 100%.jpg"), "%C3%A9t%C3%A9 100%25.jpg");
+        assert_eq!(ascii_safe("a\tb"), "a%09b");
+    }
+
+    #[tokio::test]
+    async fn metered_body_counts_hashes_and_stops_past_the_limit() {
+        let chunks = ["abc", "def", "ghi"].map(|s| Ok(Bytes::from_static(s.as_bytes())));
+        let meter = Arc::new(Mutex::new(Meter::default()));
+        let body = MeteredBody {
+            inner: futures::stream::iter(chunks).boxed(),
+            meter: Arc::clone(&meter),
+            limit: 6,
+            finished: false,
+        };
+        let items: Vec<_> = body.collect().await;
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        assert!(matches!(items[2], Err(StoreError::Body { .. })));
+        let meter = meter.lock().unwrap();
+        assert!(meter.exceeded && !meter.complete);
+
+        let meter = Arc::new(Mutex::new(Meter::default()));
+        let body = MeteredBody {
+            inner: futures::stream::iter(
+                ["abc", "def"].map(|s| Ok(Bytes::from_static(s.as_bytes()))),
+            )
+            .boxed(),
+            meter: Arc::clone(&meter),
+            limit: 6,
+            finished: false,
+        };
+        assert_eq!(body.count().await, 2);
+        let meter = meter.lock().unwrap();
+        assert!(!meter.exceeded && meter.complete);
+        assert_eq!(meter.bytes, 6);
+        assert_eq!(
+            hex::encode(meter.hasher.clone().finalize()),
+            hex::encode(Sha256::digest(b"abcdef"))
+        );
+    }
+}
