@@ -216,14 +216,19 @@ fn is_transient(message: &str) -> bool {
         || message.contains("no connection to the server")
 }
 
+/// A foreign key refused the statement. SQLite reports an `ON DELETE RESTRICT` refusal with an
+/// extended code Diesel does not classify, so its message is checked too.
 fn is_fk_violation(error: &DieselError) -> bool {
-    matches!(
-        error,
+    match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ForeignKeyViolation | DatabaseErrorKind::RestrictViolation,
-            _
-        )
-    )
+            _,
+        ) => true,
+        DieselError::DatabaseError(_, info) => {
+            info.message().contains("FOREIGN KEY constraint failed")
+        }
+        _ => false,
+    }
 }
 
 /// The status literal is SQL text, not a bound parameter, so that the partial index

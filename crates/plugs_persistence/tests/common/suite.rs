@@ -1,0 +1,589 @@
+//! The cases. Each takes an empty repository and asserts what a caller of the traits would see.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use plugs_domain::{Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId};
+use plugs_persistence::{RepoError, truncate_to_micros};
+
+use super::Repo;
+
+fn at(seconds: i64, nanos: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_750_000_000 + seconds, nanos).unwrap()
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn event(owner: &str, created_at: DateTime<Utc>) -> Event {
+    Event {
+        id: EventId::new(),
+        title: format!("event of {owner}"),
+        owner: user(owner),
+        created_at,
+    }
+}
+
+fn pending(event_id: EventId, created_at: DateTime<Utc>, tags: &[&str]) -> EventMedia {
+    let id = MediaId::new();
+    EventMedia {
+        id,
+        event_id,
+        title: Some("Stage, second night".to_owned()),
+        description: Some("From the balcony — ünïcode too".to_owned()),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        original_filename: Some("IMG_0001.jpg".to_owned()),
+        content_type: "image/jpeg".to_owned(),
+        size_bytes: 0,
+        sha256: None,
+        s3_key: format!(
+            "events/{event_id}/media/2025/06/15/120000_{}.jpg",
+            id.as_uuid().simple()
+        ),
+        status: MediaStatus::Pending,
+        uploaded_by: user("alice"),
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+async fn new_event(repo: &dyn Repo, created_at: DateTime<Utc>) -> Event {
+    let event = event("alice", created_at);
+    repo.insert_event(&event).await.unwrap();
+    event
+}
+
+async fn ready_media(repo: &dyn Repo, event_id: EventId, created_at: DateTime<Utc>) -> EventMedia {
+    let media = pending(event_id, created_at, &[]);
+    repo.insert_media(&media).await.unwrap();
+    repo.mark_ready(media.id, 42, SHA).await.unwrap()
+}
+
+/// Walks every page of a listing with `page_size` and returns the items in order served.
+async fn all_pages<T, F, Fut>(
+    page_size: usize,
+    key: impl Fn(&T) -> PageCursor,
+    mut page: F,
+) -> Vec<T>
+where
+    F: FnMut(Option<PageCursor>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, RepoError>>,
+{
+    let mut served = Vec::new();
+    let mut cursor = None;
+    loop {
+        let items = page(cursor).await.unwrap();
+        assert!(items.len() <= page_size, "a page longer than the limit");
+        let Some(last) = items.last() else { break };
+        cursor = Some(key(last));
+        let full = items.len() == page_size;
+        served.extend(items);
+        if !full {
+            break;
+        }
+    }
+    served
+}
+
+pub async fn event_round_trip_and_duplicate_id(repo: &dyn Repo) {
+    // Nanoseconds are beyond every backend's precision: what comes back is truncated to micros.
+    let event = event("alice", at(0, 123_456_789));
+    repo.insert_event(&event).await.unwrap();
+
+    let found = repo.find_event(event.id).await.unwrap().unwrap();
+    assert_eq!(
+        found,
+        Event {
+            created_at: at(0, 123_456_000),
+            ..event.clone()
+        }
+    );
+    assert_eq!(repo.find_event(EventId::new()).await.unwrap(), None);
+
+    let again = Event {
+        title: "other".to_owned(),
+        ..event.clone()
+    };
+    let err = repo.insert_event(&again).await.unwrap_err();
+    assert!(
+        matches!(err, RepoError::Duplicate { what: "id" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        repo.find_event(event.id).await.unwrap().unwrap().title,
+        event.title
+    );
+}
+
+pub async fn events_list_by_owner_newest_first_without_repeats_or_skips(repo: &dyn Repo) {
+    // Three events share one timestamp: only the id tie-break keeps pages from repeating or
+    // skipping them.
+    let times = [
+        at(5, 0),
+        at(1, 0),
+        at(3, 500),
+        at(3, 500),
+        at(3, 500),
+        at(2, 999_000),
+        at(4, 1_000),
+    ];
+    let mut expected = Vec::new();
+    for time in times {
+        expected.push(new_event(repo, time).await);
+    }
+    for time in [at(10, 0), at(0, 0)] {
+        repo.insert_event(&event("bob", time)).await.unwrap();
+    }
+    for event in &mut expected {
+        event.created_at = truncate_to_micros(event.created_at);
+    }
+    expected.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
+
+    let alice = user("alice");
+    for page_size in [1, 2, 3, 7, 50] {
+        let served = all_pages(
+            page_size,
+            |e: &Event| PageCursor {
+                created_at: e.created_at,
+                id: e.id.as_uuid(),
+            },
+            |after| repo.list_events(&alice, after, page_size),
+        )
+        .await;
+        assert_eq!(served, expected, "page size {page_size}");
+    }
+    assert!(
+        repo.list_events(&user("carol"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(repo.list_events(&alice, None, 0).await.unwrap().is_empty());
+}
+
+pub async fn delete_event_refuses_while_media_remain(repo: &dyn Repo) {
+    let missing = EventId::new();
+    let err = repo.delete_event(missing).await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::NotFound { entity: "event", id } if *id == missing.to_string()),
+        "{err:?}"
+    );
+
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["a"]);
+    repo.insert_media(&media).await.unwrap();
+    let err = repo.delete_event(event.id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::HasChildren {
+                entity: "event",
+                children: "media",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(repo.find_event(event.id).await.unwrap().is_some());
+
+    repo.delete_media(media.id).await.unwrap();
+    repo.delete_event(event.id).await.unwrap();
+    assert_eq!(repo.find_event(event.id).await.unwrap(), None);
+}
+
+pub async fn media_round_trip_keeps_tags_in_order(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let mut media = pending(event.id, at(1, 987_654_321), &["zeta", "alpha", "mid", "b"]);
+    media.updated_at = at(2, 1_999);
+    repo.insert_media(&media).await.unwrap();
+
+    let expected = EventMedia {
+        created_at: truncate_to_micros(media.created_at),
+        updated_at: truncate_to_micros(media.updated_at),
+        ..media.clone()
+    };
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        repo.find_by_key(&media.s3_key).await.unwrap(),
+        Some(expected)
+    );
+
+    let mut bare = pending(event.id, at(2, 0), &[]);
+    bare.title = None;
+    bare.description = None;
+    bare.original_filename = None;
+    repo.insert_media(&bare).await.unwrap();
+    assert_eq!(repo.find_media(bare.id).await.unwrap(), Some(bare));
+    assert_eq!(repo.find_media(MediaId::new()).await.unwrap(), None);
+}
+
+pub async fn media_duplicates_are_told_apart(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["x"]);
+    repo.insert_media(&media).await.unwrap();
+
+    let same_id = EventMedia {
+        s3_key: format!("{}-other", media.s3_key),
+        ..media.clone()
+    };
+    let err = repo.insert_media(&same_id).await.unwrap_err();
+    assert!(
+        matches!(err, RepoError::Duplicate { what: "id" }),
+        "{err:?}"
+    );
+
+    let same_key = EventMedia {
+        id: MediaId::new(),
+        ..media.clone()
+    };
+    let err = repo.insert_media(&same_key).await.unwrap_err();
+    assert!(
+        matches!(err, RepoError::Duplicate { what: "s3_key" }),
+        "{err:?}"
+    );
+
+    // Neither refused insert left anything behind (its tags included).
+    assert_eq!(repo.find_media(same_key.id).await.unwrap(), None);
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap().unwrap().tags,
+        vec!["x".to_owned()]
+    );
+    assert_eq!(repo.list_all_for_event(event.id).await.unwrap().len(), 1);
+}
+
+pub async fn media_for_a_missing_event_is_refused(repo: &dyn Repo) {
+    let media = pending(EventId::new(), at(0, 0), &["tag"]);
+    let err = repo.insert_media(&media).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::MissingParent {
+                entity: "media",
+                parent: "event"
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(repo.find_media(media.id).await.unwrap(), None);
+}
+
+pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["t1", "t2"]);
+    repo.insert_media(&media).await.unwrap();
+
+    let ready = repo.mark_ready(media.id, 1_234_567, SHA).await.unwrap();
+    assert_eq!(ready.status, MediaStatus::Ready);
+    assert_eq!(ready.size_bytes, 1_234_567);
+    assert_eq!(ready.sha256.as_deref(), Some(SHA));
+    assert_eq!(ready.tags, media.tags);
+    assert!(ready.updated_at > media.updated_at);
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(ready.clone())
+    );
+
+    let err = repo.mark_ready(media.id, 1, SHA).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::InvalidState {
+                expected: "pending",
+                actual: "ready",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap().unwrap().size_bytes,
+        1_234_567
+    );
+
+    let deleting = repo.mark_deleting(media.id).await.unwrap();
+    assert_eq!(deleting.status, MediaStatus::Deleting);
+    assert_eq!(deleting.sha256.as_deref(), Some(SHA));
+    // Idempotent, and the age of the delete is kept so the reconciler still sees it as stale.
+    let again = repo.mark_deleting(media.id).await.unwrap();
+    assert_eq!(again, deleting);
+
+    let err = repo.mark_ready(media.id, 1, SHA).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::InvalidState {
+                expected: "pending",
+                actual: "deleting",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A pending record can be abandoned straight away.
+    let other = pending(event.id, at(2, 0), &[]);
+    repo.insert_media(&other).await.unwrap();
+    assert_eq!(
+        repo.mark_deleting(other.id).await.unwrap().status,
+        MediaStatus::Deleting
+    );
+
+    let missing = MediaId::new();
+    let err = repo.mark_ready(missing, 1, SHA).await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::NotFound { entity: "media", id } if *id == missing.to_string()),
+        "{err:?}"
+    );
+    let err = repo.mark_deleting(missing).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::NotFound {
+                entity: "media",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+pub async fn racing_mark_ready_lets_exactly_one_win(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &[]);
+    repo.insert_media(&media).await.unwrap();
+
+    let results = futures_join(
+        repo.mark_ready(media.id, 10, SHA),
+        repo.mark_ready(media.id, 20, SHA),
+    )
+    .await;
+    let wins: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|m| m.size_bytes)
+        .collect();
+    assert_eq!(wins.len(), 1, "{results:?}");
+    assert!(results.iter().any(|r| matches!(
+        r,
+        Err(RepoError::InvalidState {
+            actual: "ready",
+            ..
+        })
+    )));
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap().unwrap().size_bytes,
+        wins[0]
+    );
+}
+
+async fn futures_join<A, B>(a: A, b: B) -> Vec<A::Output>
+where
+    A: Future,
+    B: Future<Output = A::Output>,
+{
+    let (a, b) = tokio::join!(a, b);
+    vec![a, b]
+}
+
+pub async fn list_ready_shows_only_ready_media_newest_first(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let other_event = new_event(repo, at(0, 0)).await;
+    let mut expected = Vec::new();
+    // Four share a timestamp; each has its own tags so a mix-up while attaching them shows.
+    for (i, time) in [
+        at(3, 0),
+        at(1, 0),
+        at(2, 0),
+        at(2, 0),
+        at(2, 0),
+        at(2, 0),
+        at(4, 5_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tag_a = format!("n{i}");
+        let tag_b = format!("m{i}");
+        let media = pending(event.id, time, &[tag_a.as_str(), "shared", tag_b.as_str()]);
+        repo.insert_media(&media).await.unwrap();
+        expected.push(repo.mark_ready(media.id, i as u64, SHA).await.unwrap());
+    }
+    // Not listed: pending, deleting, another event's.
+    repo.insert_media(&pending(event.id, at(9, 0), &[]))
+        .await
+        .unwrap();
+    let gone = ready_media(repo, event.id, at(9, 0)).await;
+    repo.mark_deleting(gone.id).await.unwrap();
+    ready_media(repo, other_event.id, at(9, 0)).await;
+
+    expected.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
+    for page_size in [1, 2, 3, 4, 100] {
+        let served = all_pages(
+            page_size,
+            |m: &EventMedia| PageCursor {
+                created_at: m.created_at,
+                id: m.id.as_uuid(),
+            },
+            |after| repo.list_ready(event.id, after, page_size),
+        )
+        .await;
+        assert_eq!(served, expected, "page size {page_size}");
+    }
+    assert!(
+        repo.list_ready(EventId::new(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn list_all_for_event_covers_every_state(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let other = new_event(repo, at(0, 0)).await;
+    let p = pending(event.id, at(1, 0), &["p"]);
+    repo.insert_media(&p).await.unwrap();
+    let r = ready_media(repo, event.id, at(2, 0)).await;
+    let d = ready_media(repo, event.id, at(3, 0)).await;
+    let d = repo.mark_deleting(d.id).await.unwrap();
+    ready_media(repo, other.id, at(4, 0)).await;
+
+    let mut all = repo.list_all_for_event(event.id).await.unwrap();
+    all.sort_by_key(|m| m.created_at);
+    assert_eq!(all, vec![p, r, d]);
+}
+
+pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let now = Utc::now();
+    let hour_ago = now - Duration::hours(1);
+    let mut old_pending = Vec::new();
+    for minutes in [90, 300, 120] {
+        let mut media = pending(event.id, now - Duration::minutes(minutes), &["s"]);
+        media.updated_at = media.created_at;
+        repo.insert_media(&media).await.unwrap();
+        old_pending.push(media);
+    }
+    let fresh = pending(event.id, now - Duration::minutes(5), &[]);
+    repo.insert_media(&fresh).await.unwrap();
+    let mut old_ready = pending(event.id, now - Duration::minutes(500), &[]);
+    old_ready.status = MediaStatus::Ready;
+    old_ready.size_bytes = 3;
+    old_ready.sha256 = Some(SHA.to_owned());
+    repo.insert_media(&old_ready).await.unwrap();
+
+    let stale = repo
+        .list_stale(MediaStatus::Pending, hour_ago, 10)
+        .await
+        .unwrap();
+    let ids: Vec<MediaId> = stale.iter().map(|m| m.id).collect();
+    // Oldest first.
+    assert_eq!(
+        ids,
+        vec![old_pending[1].id, old_pending[2].id, old_pending[0].id]
+    );
+    assert_eq!(stale[0].tags, vec!["s".to_owned()]);
+
+    let first = repo
+        .list_stale(MediaStatus::Pending, hour_ago, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![old_pending[1].id]
+    );
+
+    let ready: Vec<MediaId> = repo
+        .list_stale(MediaStatus::Ready, hour_ago, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ready, vec![old_ready.id]);
+    assert!(
+        repo.list_stale(MediaStatus::Deleting, now, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A transition refreshes the age: a record just marked deleting is not stale yet.
+    repo.mark_deleting(old_ready.id).await.unwrap();
+    assert!(
+        repo.list_stale(MediaStatus::Deleting, hour_ago, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        repo.list_stale(MediaStatus::Deleting, Utc::now() + Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn find_by_key_in_any_state(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["k"]);
+    repo.insert_media(&media).await.unwrap();
+    assert_eq!(
+        repo.find_by_key(&media.s3_key).await.unwrap().unwrap().id,
+        media.id
+    );
+    repo.mark_deleting(media.id).await.unwrap();
+    let found = repo.find_by_key(&media.s3_key).await.unwrap().unwrap();
+    assert_eq!((found.id, found.status), (media.id, MediaStatus::Deleting));
+    assert_eq!(
+        repo.find_by_key("events/nobody/claims/this.jpg")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn delete_media_is_idempotent_and_takes_its_tags(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["one", "two"]);
+    repo.insert_media(&media).await.unwrap();
+
+    repo.delete_media(media.id).await.unwrap();
+    assert_eq!(repo.find_media(media.id).await.unwrap(), None);
+    repo.delete_media(media.id).await.unwrap();
+    repo.delete_media(MediaId::new()).await.unwrap();
+
+    // The same id and key can be used again, and no tag of the deleted row comes back with it.
+    let again = EventMedia {
+        tags: vec!["two".to_owned()],
+        ..media.clone()
+    };
+    repo.insert_media(&again).await.unwrap();
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap().unwrap().tags,
+        vec!["two".to_owned()]
+    );
+}
+
+pub async fn ping_answers(repo: &dyn Repo) {
+    repo.ping().await.unwrap();
+}
+
+pub async fn concurrent_inserts_all_land(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media: Vec<EventMedia> = (0..16)
+        .map(|i| pending(event.id, at(i, 0), &["c"]))
+        .collect();
+    let media = Arc::new(media);
+    let inserts = media.iter().map(|m| repo.insert_media(m));
+    for result in futures::future::join_all(inserts).await {
+        result.unwrap();
+    }
+    assert_eq!(repo.list_all_for_event(event.id).await.unwrap().len(), 16);
+}

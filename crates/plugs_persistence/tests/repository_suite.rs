@@ -1,0 +1,33 @@
+//! The shared repository suite, run against the in-memory fake, SQLite (a temp file) and
+//! PostgreSQL (a fresh database per test; skipped visibly when no server is reachable).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+macro_rules! all_backends {
+    ($($case:ident),* $(,)?) => {
+        repository_suite!(memory, crate::common::memory, [$($case),*]);
+        repository_suite!(sqlite, crate::common::sqlite, [$($case),*]);
+        repository_suite!(postgres, crate::common::postgres, [$($case),*]);
+    };
+}
+
+all_backends!(
+    event_round_trip_and_duplicate_id,
+    events_list_by_owner_newest_first_without_repeats_or_skips,
+    delete_event_refuses_while_media_remain,
+    media_round_trip_keeps_tags_in_order,
+    media_duplicates_are_told_apart,
+    media_for_a_missing_event_is_refused,
+    state_machine_pending_ready_deleting,
+    racing_mark_ready_lets_exactly_one_win,
+    list_ready_shows_only_ready_media_newest_first,
+    list_all_for_event_covers_every_state,
+    list_stale_by_status_and_age,
+    find_by_key_in_any_state,
+    delete_media_is_idempotent_and_takes_its_tags,
+    ping_answers,
+    concurrent_inserts_all_land,
+);
