@@ -60,9 +60,14 @@ pub async fn postgres() -> Option<Subject> {
 
 /// A fresh PostgreSQL database (not yet migrated) and a pool on it; `None` when skipped.
 pub async fn postgres_database() -> Option<(TestDatabase, Database)> {
-    let (test_db, db) = tokio::task::spawn_blocking(|| {
+    postgres_database_with(options()).await
+}
+
+/// [`postgres_database`] with pool options of the test's choosing.
+pub async fn postgres_database_with(options: DatabaseOptions) -> Option<(TestDatabase, Database)> {
+    let (test_db, db) = tokio::task::spawn_blocking(move || {
         let test_db = TestDatabase::create()?;
-        let db = Database::connect(test_db.url(), options()).unwrap();
+        let db = Database::connect(test_db.url(), options).unwrap();
         Some((test_db, db))
     })
     .await
@@ -71,6 +76,7 @@ pub async fn postgres_database() -> Option<(TestDatabase, Database)> {
 }
 
 /// One `#[tokio::test]` per suite case for the backend made by `$make`.
+#[allow(unused_macros)]
 macro_rules! repository_suite {
     ($backend:ident, $make:path, [$($case:ident),* $(,)?]) => {
         mod $backend {
