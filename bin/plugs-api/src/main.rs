@@ -1,2 +1,2 @@
-//! plugs-api
+//! plugs-api: see the library crate.
 fn main() {}

@@ -1,0 +1,101 @@
+//! The command line: `serve` (the default), `migrate`, `token`, `gc`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::parse_duration;
+use crate::config::FlagOverrides;
+
+/// plugs-api: the media API of the events backend, and its operator commands.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML settings file (lower-case names of the environment settings).
+    #[arg(long, global = true, env = "PLUGS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides BIND_ADDR).
+    #[arg(long, global = true)]
+    pub bind_addr: Option<String>,
+    /// Directory of the embedded defaults (overrides DATA_DIR).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `text` or `json` (overrides LOG_FORMAT).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The flags that override settings.
+    pub fn overrides(&self) -> FlagOverrides {
+        FlagOverrides {
+            bind_addr: self.bind_addr.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print a bearer token for a user (HS256 with JWT_SECRET or the development secret).
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid, like 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Reconcile the database with the object store: roll back or finish half-done uploads and
+    /// deletes, find objects no record claims. A dry run unless --apply.
+    Gc {
+        /// Change things (default: only report what would be done).
+        #[arg(long)]
+        apply: bool,
+        /// Only touch records and objects older than this (default GC_GRACE).
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_is_the_default_and_subcommands_parse() {
+        let cli = Cli::try_parse_from(["plugs-api"]).unwrap();
+        assert!(cli.command.is_none());
+        let cli =
+            Cli::try_parse_from(["plugs-api", "token", "--user", "alice", "--ttl", "2h"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Token { user, ttl }) if user == "alice" && ttl.as_secs() == 7200)
+        );
+        let cli = Cli::try_parse_from(["plugs-api", "gc", "--apply", "--grace", "10m"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Gc { apply: true, grace: Some(g) }) if g.as_secs() == 600)
+        );
+        let cli = Cli::try_parse_from(["plugs-api", "gc"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gc {
+                apply: false,
+                grace: None
+            })
+        ));
+        assert!(
+            Cli::try_parse_from(["plugs-api", "token"]).is_err(),
+            "--user is required"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! Settings: defaults, then an optional TOML file, then the environment, then flags; validated
+//! once into [`Settings`], with errors that name the setting and never echo a secret.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The environment names this binary reads (the TOML file uses the same names in lower case).
+/// Only these are taken from the environment, so an unrelated variable never trips validation.
+pub const ENV_NAMES: &[&str] = &[
+    "BIND_ADDR",
+    "DATA_DIR",
+    "DATABASE_URL",
+    "S3_BUCKET_NAME",
+    "S3_REGION",
+    "S3_USE_IAM_ROLE",
+    "S3_ENDPOINT_URL",
+    "S3_FORCE_PATH_STYLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MAX_FILE_SIZE",
+    "JWT_SECRET",
+    "JWT_PUBLIC_KEY_PEM",
+    "PRESIGN_TTL",
+    "CDN_BASE_URL",
+    "PUBLIC_BASE_URL",
+    "GC_INTERVAL",
+    "GC_GRACE",
+    "LOG_FORMAT",
+];
+
+/// A value that must never reach a log line, an error message or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why the settings could not be loaded. Messages name the setting, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file or a value's type was wrong (the message names the key).
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is not acceptable.
+    #[error("configuration: {setting}: {reason}")]
+    Invalid {
+        /// The environment name of the setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Overrides given on the command line: the last layer.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--bind-addr`.
+    pub bind_addr: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+/// The settings as layered, before validation. Every field has a default or is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    bind_addr: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    s3_bucket_name: Option<String>,
+    s3_region: String,
+    s3_use_iam_role: bool,
+    s3_endpoint_url: Option<String>,
+    s3_force_path_style: Option<bool>,
+    aws_access_key_id: Option<String>,
+    aws_secret_access_key: Option<String>,
+    max_file_size: u64,
+    jwt_secret: Option<String>,
+    jwt_public_key_pem: Option<PathBuf>,
+    presign_ttl: u64,
+    cdn_base_url: Option<String>,
+    public_base_url: Option<String>,
+    gc_interval: u64,
+    gc_grace: u64,
+    log_format: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Credentials for the S3 store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Credentials {
+    /// The standard AWS chain (environment, profile, IAM role, web identity).
+    DefaultChain,
+    /// Static keys from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    Static {
+        /// Access key id (not secret on its own, but kept out of logs all the same).
+        access_key_id: Secret,
+        /// Secret access key.
+        secret_access_key: Secret,
+    },
+}
+
+/// Where object bytes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    /// A local directory (the embedded default): `DATA_DIR/objects`.
+    Local {
+        /// The directory holding the objects.
+        root: PathBuf,
+    },
+    /// An S3 bucket (`S3_BUCKET_NAME` set).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Region.
+        region: String,
+        /// Endpoint of an S3-compatible service (MinIO, R2, ...); `None` for AWS.
+        endpoint_url: Option<String>,
+        /// Path-style addressing; defaults to true when an endpoint is given.
+        force_path_style: bool,
+        /// Which credentials to use.
+        credentials: S3Credentials,
+    },
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtSettings {
+    /// HS256 with a shared secret (`JWT_SECRET`).
+    Secret(Secret),
+    /// RS256 with a public key read from this PEM file (`JWT_PUBLIC_KEY_PEM`).
+    PublicKeyFile(PathBuf),
+    /// Neither configured: a development secret kept in `DATA_DIR/jwt-secret`.
+    Development,
+}
+
+/// Validated settings of the binary.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub bind_addr: SocketAddr,
+    /// Directory for the embedded defaults (SQLite file, local objects, development secret).
+    pub data_dir: PathBuf,
+    /// Database URL (may hold a password).
+    pub database_url: Secret,
+    /// Object store.
+    pub storage: StorageSettings,
+    /// Largest accepted upload, in bytes.
+    pub max_file_size: u64,
+    /// Token verification.
+    pub jwt: JwtSettings,
+    /// Lifetime of presigned URLs when the client does not ask for one.
+    pub presign_ttl: Duration,
+    /// Base URL of a CDN in front of the bucket.
+    pub cdn_base_url: Option<String>,
+    /// Base URL clients reach this server at (used in local-store presigned URLs).
+    pub public_base_url: String,
+    /// How often the server reconciles the database with the store; `None` = never.
+    pub gc_interval: Option<Duration>,
+    /// How old an unclaimed object must be before the reconciler removes it.
+    pub gc_grace: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Layers defaults, the TOML file at `file` (if any), the process environment and `flags`,
+    /// then validates.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = ENV_NAMES
+            .iter()
+            .filter_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| ((*name).to_owned(), value))
+            })
+            .collect();
+        Self::load_from(file, &env, flags)
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<Self, ConfigError> {
+        // An empty variable means "unset", as shells and .env files often leave them.
+        let env: config::Map<String, String> = env
+            .iter()
+            .filter(|(name, value)| ENV_NAMES.contains(&name.as_str()) && !value.is_empty())
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let mut builder = config::Config::builder()
+            .set_default("bind_addr", "127.0.0.1:8000")?
+            .set_default("data_dir", "./data")?
+            .set_default("s3_region", "us-east-1")?
+            .set_default("s3_use_iam_role", false)?
+            .set_default("max_file_size", plugs_domain::DEFAULT_MAX_SIZE_BYTES)?
+            .set_default("presign_ttl", 900)?
+            .set_default("gc_interval", 0)?
+            .set_default("gc_grace", 3600)?
+            .set_default("log_format", "text")?;
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let raw: RawSettings = builder
+            .add_source(config::Environment::default().source(Some(env)))
+            .set_override_option("bind_addr", flags.bind_addr.clone())?
+            .set_override_option(
+                "data_dir",
+                flags
+                    .data_dir
+                    .as_ref()
+                    .map(|dir| dir.to_string_lossy().into_owned()),
+            )?
+            .set_override_option("log_format", flags.log_format.clone())?
+            .build()?
+            .try_deserialize()?;
+        raw.validate()
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let bind_addr: SocketAddr = self.bind_addr.parse().map_err(|_| {
+            invalid(
+                "BIND_ADDR",
+                "expected an IP address and port, like 127.0.0.1:8000",
+            )
+        })?;
+
+        let database_url = match self.database_url {
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:") =>
+            {
+                Secret::new(url)
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "DATABASE_URL",
+                    "expected a postgres:// or sqlite:// URL",
+                ));
+            }
+            None => Secret::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("plugs.db").display()
+            )),
+        };
+
+        let storage = match self.s3_bucket_name {
+            None => StorageSettings::Local {
+                root: self.data_dir.join("objects"),
+            },
+            Some(bucket) => {
+                if let Some(endpoint) = &self.s3_endpoint_url {
+                    check_url("S3_ENDPOINT_URL", endpoint)?;
+                }
+                let credentials = match (
+                    self.s3_use_iam_role,
+                    self.aws_access_key_id,
+                    self.aws_secret_access_key,
+                ) {
+                    (true, _, _) | (false, None, None) => S3Credentials::DefaultChain,
+                    (false, Some(id), Some(secret)) => S3Credentials::Static {
+                        access_key_id: Secret::new(id),
+                        secret_access_key: Secret::new(secret),
+                    },
+                    (false, Some(_), None) => {
+                        return Err(invalid(
+                            "AWS_SECRET_ACCESS_KEY",
+                            "must be set with AWS_ACCESS_KEY_ID",
+                        ));
+                    }
+                    (false, None, Some(_)) => {
+                        return Err(invalid(
+                            "AWS_ACCESS_KEY_ID",
+                            "must be set with AWS_SECRET_ACCESS_KEY",
+                        ));
+                    }
+                };
+                StorageSettings::S3 {
+                    bucket,
+                    region: self.s3_region,
+                    force_path_style: self
+                        .s3_force_path_style
+                        .unwrap_or(self.s3_endpoint_url.is_some()),
+                    endpoint_url: self.s3_endpoint_url,
+                    credentials,
+                }
+            }
+        };
+
+        if self.max_file_size == 0 {
+            return Err(invalid("MAX_FILE_SIZE", "must be at least 1 byte"));
+        }
+
+        let jwt = match (self.jwt_public_key_pem, self.jwt_secret) {
+            (Some(path), _) => JwtSettings::PublicKeyFile(path),
+            (None, Some(secret)) if secret.len() < 32 => {
+                return Err(invalid("JWT_SECRET", "must be at least 32 bytes long"));
+            }
+            (None, Some(secret)) => JwtSettings::Secret(Secret::new(secret)),
+            (None, None) => JwtSettings::Development,
+        };
+
+        if self.presign_ttl == 0 || self.presign_ttl > 7 * 24 * 3600 {
+            return Err(invalid(
+                "PRESIGN_TTL",
+                "must be 1 to 604800 seconds (S3's limit is 7 days)",
+            ));
+        }
+        let cdn_base_url = match self.cdn_base_url {
+            Some(url) => {
+                check_url("CDN_BASE_URL", &url)?;
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
+        let public_base_url = match self.public_base_url {
+            Some(url) => {
+                check_url("PUBLIC_BASE_URL", &url)?;
+                url.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{bind_addr}"),
+        };
+        let log_format = match self.log_format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(invalid("LOG_FORMAT", "expected text or json")),
+        };
+
+        Ok(Settings {
+            bind_addr,
+            data_dir: self.data_dir,
+            database_url,
+            storage,
+            max_file_size: self.max_file_size,
+            jwt,
+            presign_ttl: Duration::from_secs(self.presign_ttl),
+            cdn_base_url,
+            public_base_url,
+            gc_interval: (self.gc_interval > 0).then(|| Duration::from_secs(self.gc_interval)),
+            gc_grace: Duration::from_secs(self.gc_grace),
+            log_format,
+        })
+    }
+}
+
+fn check_url(setting: &'static str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => Err(invalid(setting, "expected an http:// or https:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(None, &env(pairs), &FlagOverrides::default())
+    }
+
+    #[test]
+    fn nothing_configured_means_the_embedded_default() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(settings.database_url.expose(), "sqlite://./data/plugs.db");
+        assert_eq!(
+            settings.storage,
+            StorageSettings::Local {
+                root: PathBuf::from("./data/objects")
+            }
+        );
+        assert_eq!(settings.jwt, JwtSettings::Development);
+        assert_eq!(settings.max_file_size, 10_485_760);
+        assert_eq!(settings.presign_ttl, Duration::from_secs(900));
+        assert_eq!(settings.public_base_url, "http://127.0.0.1:8000");
+        assert_eq!(settings.gc_interval, None);
+        assert_eq!(settings.gc_grace, Duration::from_secs(3600));
+        assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_legacy_s3_names_select_the_s3_store() {
+        let settings = load(&[
+            ("S3_BUCKET_NAME", "media"),
+            ("S3_REGION", "eu-west-1"),
+            ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "shh-secret"),
+            ("MAX_FILE_SIZE", "1024"),
+        ])
+        .unwrap();
+        let StorageSettings::S3 {
+            bucket,
+            region,
+            force_path_style,
+            credentials,
+            ..
+        } = &settings.storage
+        else {
+            panic!("expected S3, got {:?}", settings.storage);
+        };
+        assert_eq!(
+            (bucket.as_str(), region.as_str(), *force_path_style),
+            ("media", "eu-west-1", true)
+        );
+        assert!(matches!(credentials, S3Credentials::Static { .. }));
+        assert_eq!(settings.max_file_size, 1024);
+        assert!(!format!("{settings:?}").contains("shh-secret"));
+
+        let iam = load(&[
+            ("S3_BUCKET_NAME", "media"),
+            ("S3_USE_IAM_ROLE", "true"),
+            ("AWS_ACCESS_KEY_ID", "x"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            iam.storage,
+            StorageSettings::S3 {
+                credentials: S3Credentials::DefaultChain,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_never_the_secret() {
+        let secret = "short-but-secret";
+        let err = load(&[("JWT_SECRET", secret)]).unwrap_err().to_string();
+        assert!(err.contains("JWT_SECRET"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+
+        let err = load(&[("MAX_FILE_SIZE", "ten")]).unwrap_err().to_string();
+        assert!(err.contains("max_file_size"), "{err}");
+        let err = load(&[("BIND_ADDR", "nowhere")]).unwrap_err().to_string();
+        assert!(err.contains("BIND_ADDR"), "{err}");
+        let err = load(&[("DATABASE_URL", "mysql://root:hunter2@db/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = load(&[("S3_BUCKET_NAME", "b"), ("AWS_ACCESS_KEY_ID", "id")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+        let err = load(&[("LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(err.contains("LOG_FORMAT"), "{err}");
+        let err = load(&[("PRESIGN_TTL", "0")]).unwrap_err().to_string();
+        assert!(err.contains("PRESIGN_TTL"), "{err}");
+
+        let settings =
+            load(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret")]).unwrap();
+        assert!(!format!("{settings:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plugs.toml");
+        std::fs::write(&file, "bind_addr = \"127.0.0.1:7000\"\ndata_dir = \"/srv/plugs\"\nmax_file_size = 5\nlog_format = \"json\"\n")
+            .unwrap();
+        let from_file =
+            Settings::load_from(Some(&file), &env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(from_file.bind_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(from_file.max_file_size, 5);
+        assert_eq!(
+            from_file.database_url.expose(),
+            "sqlite:///srv/plugs/plugs.db"
+        );
+
+        let environment = env(&[
+            ("BIND_ADDR", "127.0.0.1:7001"),
+            ("MAX_FILE_SIZE", ""),
+            ("PATH", "/bin"),
+        ]);
+        let from_env =
+            Settings::load_from(Some(&file), &environment, &FlagOverrides::default()).unwrap();
+        assert_eq!(from_env.bind_addr.to_string(), "127.0.0.1:7001");
+        assert_eq!(
+            from_env.max_file_size, 5,
+            "an empty variable counts as unset"
+        );
+
+        let flags = FlagOverrides {
+            bind_addr: Some("127.0.0.1:7002".into()),
+            log_format: Some("text".into()),
+            ..Default::default()
+        };
+        let from_flags = Settings::load_from(Some(&file), &environment, &flags).unwrap();
+        assert_eq!(from_flags.bind_addr.to_string(), "127.0.0.1:7002");
+        assert_eq!(from_flags.log_format, LogFormat::Text);
+
+        std::fs::write(&file, "bind_adr = \"127.0.0.1:7000\"\n").unwrap();
+        let err = Settings::load_from(Some(&file), &env(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bind_adr"),
+            "a typo in the file is reported: {err}"
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! plugs-api: the actix-web server and operator CLI of the media layer. Thin: it loads settings,
+//! authenticates callers, maps HTTP to [`plugs_media::MediaService`] calls and errors back to
+//! HTTP. The binary's `main` only dispatches; everything else lives here so tests can build the
+//! app.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpMessage as _, web};
+use tracing_actix_web::{RequestId, TracingLogger};
+
+pub use state::AppState;
+
+/// Largest JSON body accepted (event creation is a title).
+const JSON_LIMIT: usize = 64 * 1024;
+
+/// The application: routes, shared state, extractor error handlers and middleware (request id,
+/// tracing, metrics). Used by `serve` and by tests alike.
+pub fn build_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let mut app = App::new()
+        .app_data(web::Data::new(state.service))
+        .app_data(web::Data::new(state.keys))
+        .app_data(web::Data::new(state.metrics))
+        .app_data(web::Data::new(state.limits))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(JSON_LIMIT)
+                .error_handler(error::json_error),
+        )
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error));
+    if let Some(local) = state.local_objects {
+        app = app.app_data(web::Data::new(local));
+    }
+    app.wrap(from_fn(metrics::record))
+        .wrap(from_fn(request_id_header))
+        .wrap(TracingLogger::default())
+        .configure(routes::health::config)
+        .service(
+            web::scope("/api/v1")
+                .configure(routes::events::config)
+                .configure(routes::media::config)
+                .configure(routes::local_objects::config)
+                .route("/openapi.json", web::get().to(openapi::openapi_json)),
+        )
+        .default_service(web::to(error::not_found))
+}
+
+/// Puts the request id that tracing-actix-web gave the request (and its log lines) on the
+/// response, so a client can quote it in a bug report.
+async fn request_id_header(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req.extensions().get::<RequestId>().copied();
+    let mut response = next.call(req).await?;
+    if let Some(id) = id
+        && let Ok(value) = HeaderValue::from_str(&id.to_string())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}

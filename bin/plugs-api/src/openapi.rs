@@ -1,0 +1,79 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::Problem;
+use crate::routes::{events, health, local_objects, media};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plugs-media API",
+        description = "Media attached to events: photos, videos and documents stored in S3 or a \
+                       compatible store. Errors are RFC 9457 problem details \
+                       (`application/problem+json`). Ids that are not UUIDs answer 404, like ids \
+                       that name nothing the caller owns."
+    ),
+    paths(
+        events::create_event,
+        events::list_events,
+        events::get_event,
+        events::delete_event,
+        media::upload_media,
+        media::list_media,
+        media::get_media,
+        media::delete_media,
+        media::download_media,
+        media::stream_media,
+        media::presign_media,
+        local_objects::get_object,
+        health::healthz,
+        health::readyz,
+        health::metrics_doc,
+        openapi_json,
+    ),
+    components(schemas(
+        Problem,
+        events::EventBody,
+        events::CreateEvent,
+        events::EventPage,
+        media::MediaBody,
+        media::MediaPage,
+        media::PresignedUrlBody,
+        media::UploadForm,
+        health::Status,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "events", description = "Events owned by the caller"),
+        (name = "media", description = "Files attached to events"),
+        (name = "operations", description = "Probes, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
