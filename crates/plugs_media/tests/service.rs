@@ -1,0 +1,501 @@
+//! The service's use cases over fakes: the happy path, refusals, limits, ownership, pagination.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::{
+    Harness, assert_consistent, body, counted_body, object_keys, png, png_request, sha256_hex,
+};
+use plugs_domain::{DomainError, EventId, MediaId, MediaStatus, keys};
+use plugs_media::{MediaError, PageRequest, ServiceConfig, UploadRequest};
+use plugs_persistence::RepoOp;
+use plugs_storage::{ByteRange, GetOptions, ObjectKey, ObjectStore};
+
+fn range(start: u64, end: u64) -> GetOptions {
+    let mut options = GetOptions::default();
+    options.range = Some(ByteRange::Bounded { start, end });
+    options
+}
+
+#[tokio::test]
+async fn upload_list_get_stream_presign_and_delete() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let bytes = png(20_000);
+    let request = UploadRequest {
+        filename: Some("Été à la plage.png".into()),
+        ..png_request()
+    };
+
+    let media = h
+        .service
+        .upload(&h.alice, event, request, body(bytes.clone(), 777))
+        .await
+        .unwrap();
+    assert_eq!(media.status, MediaStatus::Ready);
+    assert_eq!(media.size_bytes, 20_000);
+    assert_eq!(media.sha256.as_deref(), Some(sha256_hex(&bytes).as_str()));
+    assert_eq!(media.content_type, "image/png");
+    assert_eq!(media.title.as_deref(), Some("Sunset"));
+    assert_eq!(media.tags, ["beach", "2024"]);
+    assert_eq!(
+        media.original_filename.as_deref(),
+        Some("Été à la plage.png")
+    );
+    assert_eq!(media.uploaded_by, h.alice);
+    assert_eq!(media.s3_key, keys::media_key(event, h.clock_now(), "png"));
+
+    // The object carries the sniffed type and ASCII-safe metadata.
+    let meta = h
+        .store
+        .head(&ObjectKey::parse(media.s3_key.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(meta.content_type.as_deref(), Some("image/png"));
+    assert_eq!(meta.metadata["event-id"], event.to_string());
+    assert_eq!(meta.metadata["media-id"], media.id.to_string());
+    assert_eq!(meta.metadata["uploaded-by"], "alice");
+    assert_eq!(
+        meta.metadata["original-filename"],
+        "%C3%89t%C3%A9 %C3%A0 la plage.png"
+    );
+
+    let page = h
+        .service
+        .list_media(&h.alice, event, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items, [media.clone()]);
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(
+        h.service
+            .get_media(&h.alice, event, media.id)
+            .await
+            .unwrap(),
+        media
+    );
+
+    // Range and conditional reads pass through to the store.
+    let (served, result) = h
+        .service
+        .open_media(&h.alice, event, media.id, range(0, 8))
+        .await
+        .unwrap();
+    assert_eq!(served, media);
+    assert_eq!(result.range, 0..8);
+    let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(result.body)
+        .await
+        .unwrap();
+    assert_eq!(chunks.concat(), bytes[..8]);
+    let mut conditional = GetOptions::default();
+    conditional.if_none_match = Some(meta.etag.clone());
+    assert!(matches!(
+        h.service
+            .open_media(&h.alice, event, media.id, conditional)
+            .await,
+        Err(MediaError::NotModified)
+    ));
+    assert!(matches!(
+        h.service
+            .open_media(&h.alice, event, media.id, range(20_000, 20_010))
+            .await,
+        Err(MediaError::RangeNotSatisfiable { size: 20_000 })
+    ));
+
+    let url = h
+        .service
+        .presign_download(&h.alice, event, media.id, None)
+        .await
+        .unwrap();
+    assert_eq!(url.expires_at, h.clock_now() + TimeDelta::minutes(15));
+    assert!(url.url.contains(&media.s3_key));
+    let capped = h
+        .service
+        .presign_download(
+            &h.alice,
+            event,
+            media.id,
+            Some(Duration::from_secs(30 * 86_400)),
+        )
+        .await;
+    assert_eq!(
+        capped.unwrap().expires_at,
+        h.clock_now() + TimeDelta::days(7)
+    );
+
+    h.service
+        .delete_media(&h.alice, event, media.id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.service.get_media(&h.alice, event, media.id).await,
+        Err(MediaError::NotFound { .. })
+    ));
+    assert!(object_keys(h.store.as_ref()).await.is_empty());
+
+    // Deleting the event takes its media, objects included.
+    h.upload_png(event, 100).await;
+    h.clock.advance(TimeDelta::seconds(1));
+    h.upload_png(event, 200).await;
+    assert_eq!(object_keys(h.store.as_ref()).await.len(), 2);
+    h.service.delete_event(&h.alice, event).await.unwrap();
+    assert!(object_keys(h.store.as_ref()).await.is_empty());
+    assert!(matches!(
+        h.service.get_event(&h.alice, event).await,
+        Err(MediaError::NotFound { what: "event", .. })
+    ));
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
+async fn media_url_points_at_the_cdn_when_one_is_configured() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let media = h.upload_png(event, 100).await;
+    assert_eq!(
+        h.service.media_url(&media),
+        format!("/api/v1/events/{event}/media/{}/download", media.id)
+    );
+
+    let cdn = Harness::with_config(ServiceConfig {
+        cdn_base_url: Some("https://cdn.example.com/".into()),
+        ..ServiceConfig::default()
+    });
+    assert_eq!(
+        cdn.service.media_url(&media),
+        format!("https://cdn.example.com/{}", media.s3_key)
+    );
+}
+
+#[tokio::test]
+async fn refused_uploads_store_nothing() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let pdf = {
+        let mut pdf = b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n".to_vec();
+        pdf.resize(500, b' ');
+        pdf
+    };
+    let html = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>".to_vec();
+    let cases: Vec<(&str, UploadRequest, Vec<u8>)> = vec![
+        (
+            "long title",
+            UploadRequest {
+                title: Some("x".repeat(201)),
+                ..png_request()
+            },
+            png(100),
+        ),
+        (
+            "too many tags",
+            UploadRequest {
+                tags: Some(
+                    (0..21)
+                        .map(|i| format!("t{i}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                ..png_request()
+            },
+            png(100),
+        ),
+        (
+            "declared type lies",
+            UploadRequest {
+                declared_content_type: Some("application/pdf".into()),
+                ..png_request()
+            },
+            png(100),
+        ),
+        (
+            "pdf named png",
+            UploadRequest {
+                declared_content_type: None,
+                ..png_request()
+            },
+            pdf,
+        ),
+        (
+            "html",
+            UploadRequest {
+                declared_content_type: None,
+                filename: None,
+                ..png_request()
+            },
+            html,
+        ),
+        (
+            "unknown bytes",
+            UploadRequest {
+                declared_content_type: None,
+                filename: None,
+                ..png_request()
+            },
+            vec![7; 300],
+        ),
+        ("empty", png_request(), Vec::new()),
+    ];
+    for (name, request, bytes) in cases {
+        let error = h
+            .service
+            .upload(&h.alice, event, request, body(bytes, 64))
+            .await
+            .unwrap_err();
+        match name {
+            "long title" => assert!(
+                matches!(error, MediaError::Invalid(DomainError::TitleTooLong { .. })),
+                "{name}: {error:?}"
+            ),
+            "too many tags" => assert!(
+                matches!(error, MediaError::Invalid(DomainError::TooManyTags { .. })),
+                "{name}: {error:?}"
+            ),
+            "empty" => assert!(matches!(error, MediaError::EmptyFile), "{name}: {error:?}"),
+            _ => assert!(
+                matches!(error, MediaError::UnsupportedType { .. }),
+                "{name}: {error:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        h.repo.calls(RepoOp::InsertMedia),
+        0,
+        "no record was even attempted"
+    );
+    assert_eq!(h.store.puts(), 0, "no byte was sent to the store");
+    assert!(object_keys(h.store.as_ref()).await.is_empty());
+}
+
+#[tokio::test]
+async fn size_limit_is_inclusive_and_an_oversized_upload_leaves_nothing() {
+    let limit = 10_000;
+    let h = Harness::with_max_size(limit);
+    let event = h.event().await;
+
+    let at_limit = h.upload_png(event, 10_000).await;
+    assert_eq!(at_limit.size_bytes, 10_000);
+
+    h.clock.advance(TimeDelta::seconds(1));
+    let error = h
+        .service
+        .upload(&h.alice, event, png_request(), body(png(10_001), 1000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MediaError::TooLarge { limit: 10_000 }),
+        "{error:?}"
+    );
+
+    // A much larger upload is cut off near the limit, not read to its end.
+    let (stream, pulled) = counted_body(png(1_000_000), 1000);
+    let error = h
+        .service
+        .upload(&h.alice, event, png_request(), stream)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MediaError::TooLarge { limit: 10_000 }),
+        "{error:?}"
+    );
+    assert!(
+        pulled.load(Ordering::SeqCst) <= 11_000,
+        "pulled {} bytes",
+        pulled.load(Ordering::SeqCst)
+    );
+
+    let page = h
+        .service
+        .list_media(&h.alice, event, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items, [at_limit]);
+    assert_eq!(object_keys(h.store.as_ref()).await.len(), 1);
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
+async fn an_upload_larger_than_a_small_limit_is_refused_before_any_record() {
+    let h = Harness::with_max_size(100);
+    let event = h.event().await;
+    let error = h
+        .service
+        .upload(&h.alice, event, png_request(), body(png(101), 1000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MediaError::TooLarge { limit: 100 }),
+        "{error:?}"
+    );
+    assert_eq!(h.repo.calls(RepoOp::InsertMedia), 0);
+    assert_eq!(h.store.puts(), 0);
+}
+
+#[tokio::test]
+async fn a_stranger_gets_not_found_for_everything() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let media = h.upload_png(event, 500).await;
+    let bob = &h.bob;
+    let s = &h.service;
+    let not_found =
+        |result: Result<(), MediaError>| matches!(result, Err(MediaError::NotFound { .. }));
+
+    assert!(not_found(s.get_event(bob, event).await.map(drop)));
+    assert!(not_found(
+        s.list_media(bob, event, PageRequest::default())
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(s.get_media(bob, event, media.id).await.map(drop)));
+    assert!(not_found(
+        s.open_media(bob, event, media.id, GetOptions::default())
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        s.presign_download(bob, event, media.id, None)
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        s.upload(bob, event, png_request(), body(png(500), 100))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(s.delete_media(bob, event, media.id).await));
+    assert!(not_found(s.delete_event(bob, event).await));
+    assert!(
+        s.list_events(bob, PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // A missing event and someone else's answer exactly alike.
+    let missing = EventId::new();
+    let theirs = s
+        .get_event(bob, event)
+        .await
+        .unwrap_err()
+        .to_string()
+        .replace(&event.to_string(), "ID");
+    let nobodys = s
+        .get_event(bob, missing)
+        .await
+        .unwrap_err()
+        .to_string()
+        .replace(&missing.to_string(), "ID");
+    assert_eq!(theirs, nobodys);
+
+    // Alice's own media under another of her events is not reachable through the wrong path.
+    let other = h.event().await;
+    assert!(not_found(
+        s.get_media(&h.alice, other, media.id).await.map(drop)
+    ));
+    assert!(not_found(s.delete_media(&h.alice, other, media.id).await));
+    assert!(not_found(
+        s.get_media(&h.alice, event, MediaId::new()).await.map(drop)
+    ));
+
+    assert_eq!(s.get_media(&h.alice, event, media.id).await.unwrap(), media);
+    assert_eq!(object_keys(h.store.as_ref()).await.len(), 1);
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
+async fn pages_cover_every_media_once_newest_first() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let mut uploaded = Vec::new();
+    for i in 0..45 {
+        // Pairs share a creation time (and so their key's microsecond), so ties are exercised.
+        if i % 2 == 0 {
+            h.clock.advance(TimeDelta::milliseconds(3));
+        }
+        uploaded.push(h.upload_png(event, 100 + i).await);
+    }
+    let keys: HashSet<_> = uploaded.iter().map(|m| m.s3_key.clone()).collect();
+    assert_eq!(keys.len(), 45, "every upload got its own key");
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = h
+            .service
+            .list_media(
+                &h.alice,
+                event,
+                PageRequest {
+                    cursor,
+                    limit: Some(20),
+                },
+            )
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 20);
+        seen.extend(page.items.into_iter().map(|m| (m.created_at, m.id)));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut expected: Vec<_> = uploaded.iter().map(|m| (m.created_at, m.id)).collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected);
+
+    let events = h
+        .service
+        .list_events(
+            &h.alice,
+            PageRequest {
+                cursor: None,
+                limit: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert!(events.next_cursor.is_none());
+}
+
+#[tokio::test]
+async fn bad_page_requests_are_invalid() {
+    let h = Harness::new();
+    let event = h.event().await;
+    for page in [
+        PageRequest {
+            cursor: Some("not-a-cursor".into()),
+            limit: None,
+        },
+        PageRequest {
+            cursor: None,
+            limit: Some(0),
+        },
+        PageRequest {
+            cursor: None,
+            limit: Some(101),
+        },
+    ] {
+        assert!(matches!(
+            h.service.list_media(&h.alice, event, page.clone()).await,
+            Err(MediaError::Invalid(_))
+        ));
+        assert!(matches!(
+            h.service.list_events(&h.alice, page).await,
+            Err(MediaError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        h.service.create_event(&h.alice, "   ").await,
+        Err(MediaError::Invalid(DomainError::TitleEmpty))
+    ));
+}
