@@ -1,2 +1,55 @@
-//! xtask
-fn main() {}
+//! Project automation for plugs-media, run as `cargo xtask <command>`.
+//!
+//! A workspace binary rather than shell scripts, so that the one command CI runs needs nothing but
+//! the Rust toolchain to start. It builds in seconds (std, anyhow and serde_json only), because it
+//! runs before anything else is compiled.
+
+// Printing progress and results is this program's whole interface.
+#![allow(clippy::print_stdout)]
+
+mod bench;
+mod ci;
+mod layers;
+mod process;
+mod services;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                            every check CI runs: fmt, layering, clippy, then every test
+                                against real PostgreSQL, s3s-fs and moto servers it starts
+  services                      start those servers, print `export` lines for a shell, and stop
+                                them on Ctrl-C or end of input
+  layers                        check that each crate depends only on the layers below it
+  bench storage [--size-mib N]  S3Store against bare aws-sdk-s3 on s3s-fs (default 256 MiB);
+                                writes the figures into docs/PERFORMANCE.md
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["ci"] => ci::run(),
+        ["services"] => services::run_until_stopped(),
+        ["layers"] => layers::run(),
+        ["bench", rest @ ..] => bench::run(rest),
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask ci`: every check CI runs, in order, stopping at the first step that fails.
+//!
+//! Passing locally means CI passes: `.ci/run` runs exactly this.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::layers;
+use crate::process::{self, cargo};
+use crate::services::Services;
+
+type Step = (&'static str, &'static str, fn() -> Result<()>);
+
+const STEPS: [Step; 4] = [
+    ("fmt", "cargo fmt --all -- --check", fmt),
+    ("layers", "dependencies point downward only", layers::run),
+    (
+        "clippy",
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        clippy,
+    ),
+    (
+        "tests",
+        "every test and doctest, against PostgreSQL, s3s-fs and moto",
+        tests,
+    ),
+];
+
+pub(crate) fn run() -> Result<()> {
+    let started = Instant::now();
+    for (index, (name, what, step)) in STEPS.iter().enumerate() {
+        println!("\n==> ci {}/{}: {name} ({what})", index + 1, STEPS.len());
+        process::flush();
+        let step_started = Instant::now();
+        step().with_context(|| format!("ci step `{name}` failed"))?;
+        println!("==> {name}: ok in {:.0?}", step_started.elapsed());
+    }
+    println!(
+        "\nci: all {} steps passed in {:.0?}",
+        STEPS.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn fmt() -> Result<()> {
+    process::run(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs; `cargo fmt --all` fixes it")
+}
+
+fn clippy() -> Result<()> {
+    process::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// Runs unit and integration tests (nextest when installed, it is faster on many test
+/// binaries), then doctests, which nextest does not run. Both run even if the first fails, so one
+/// pass shows every failure.
+fn tests() -> Result<()> {
+    let services = Services::start()?;
+    let env = services.env();
+    let mut failures = Vec::new();
+    let mut counts = Vec::new();
+
+    let nextest = process::succeeds(cargo().args(["nextest", "--version"]));
+    if nextest {
+        let mut command = cargo();
+        command
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .envs(env.iter().cloned());
+        if let Err(err) = process::run(&mut command) {
+            failures.push(format!("{err:#}"));
+        }
+    } else {
+        eprintln!("(cargo-nextest is not installed; using cargo test)");
+        let mut command = cargo();
+        command
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .envs(env.iter().cloned());
+        match run_libtest(&mut command) {
+            Ok(tally) => counts.push(format!("tests {tally}")),
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+
+    let mut command = cargo();
+    command
+        .args(["test", "--workspace", "--doc"])
+        .envs(env.iter().cloned());
+    match run_libtest(&mut command) {
+        Ok(tally) => counts.push(format!("doctests {tally}")),
+        Err(err) => failures.push(format!("{err:#}")),
+    }
+    drop(services);
+
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    if nextest {
+        counts.insert(0, "tests: see the nextest summary above".to_string());
+    }
+    println!("{}", counts.join("; "));
+    Ok(())
+}
+
+/// Passed, failed and ignored tests, summed over libtest's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} ignored",
+            self.passed, self.failed, self.ignored
+        )
+    }
+}
+
+impl Tally {
+    fn add_line(&mut self, line: &str) {
+        let Some(result) = line.trim_start().strip_prefix("test result:") else {
+            return;
+        };
+        let words: Vec<&str> = result.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let Ok(count) = pair[0].parse::<u64>() else {
+                continue;
+            };
+            let label = pair[1].trim_end_matches([';', ',', '.']);
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its output while counting results.
+fn run_libtest(command: &mut Command) -> Result<Tally> {
+    let shown = process::display(command);
+    eprintln!("$ {shown}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut tally = Tally::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            tally.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status}): {tally}");
+    }
+    Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_sums_libtest_result_lines_and_ignores_others() {
+        let mut tally = Tally::default();
+        for line in [
+            "running 3 tests",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test keys::tests::a ... ok",
+            "test result: FAILED. 5 passed; 2 failed; 0 ignored; 0 measured; 1 filtered out; finished in 1.2s",
+        ] {
+            tally.add_line(line);
+        }
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 8,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+}
