@@ -4,6 +4,8 @@ mod connection;
 mod database;
 mod diesel_repo;
 mod error;
+#[cfg(test)]
+mod explain_tests;
 mod memory;
 mod repository;
 mod schema;
