@@ -334,12 +334,10 @@ async fn upload_field(
     mut field: Field,
     metrics: Option<&Metrics>,
 ) -> Result<EventMedia, ApiError> {
-    let (sender, receiver) =
+    let (sender, mut receiver) =
         tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_CAPACITY);
-    let body: ByteStream = futures::stream::unfold(receiver, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed();
+    // `poll_recv` keeps answering `None` once closed, so the stream is safe to poll again.
+    let body: ByteStream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed();
     let pump = async move {
         while let Some(chunk) = field.next().await {
             let item = match chunk {

@@ -1,0 +1,1077 @@
+//! Handler tests: the whole app (routes, auth, errors, middleware) over the in-memory store and
+//! repository, driven through `actix_web::test`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::test;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{PNG, Part, multipart, multipart_content_type, png_of_len, sha256_hex};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use plugs_api::AppState;
+use plugs_api::auth::{Claims, JwtKeys};
+use plugs_api::config::Secret;
+use plugs_api::metrics::Metrics;
+use plugs_api::routes::local_objects::LocalObjects;
+use plugs_api::routes::media::UploadLimits;
+use plugs_domain::MediaPolicy;
+use plugs_media::{MediaService, ServiceConfig};
+use plugs_persistence::InMemoryRepository;
+use plugs_storage::{MemoryStore, ObjectStoreExt as _};
+use serde_json::{Value, json};
+
+const SECRET: &str = "handler-tests-secret-0123456789abcdef";
+const MAX_FILE: u64 = 4096;
+
+struct Fixture {
+    state: AppState,
+    store: MemoryStore,
+    repo: Arc<InMemoryRepository>,
+}
+
+fn fixture() -> Fixture {
+    let store = MemoryStore::new();
+    let repo = Arc::new(InMemoryRepository::new());
+    let config = ServiceConfig {
+        policy: MediaPolicy::default().with_max_size_bytes(MAX_FILE),
+        ..ServiceConfig::default()
+    };
+    let service = MediaService::new(
+        Arc::new(store.clone()),
+        repo.clone(),
+        repo.clone(),
+        repo.clone(),
+        config,
+    );
+    let verifier = store.clone();
+    let state = AppState {
+        service,
+        keys: JwtKeys::hs256(&Secret::new(SECRET)),
+        metrics: Metrics::new().unwrap(),
+        limits: UploadLimits {
+            max_file_size: MAX_FILE,
+        },
+        local_objects: Some(LocalObjects {
+            store: Arc::new(store.clone()),
+            verify: Arc::new(move |method, key, expires, signature| {
+                verifier.verify_presigned(method, key, expires, signature)
+            }),
+        }),
+    };
+    Fixture { state, store, repo }
+}
+
+fn now() -> u64 {
+    chrono::Utc::now().timestamp().unsigned_abs()
+}
+
+fn token_for(user: &str) -> String {
+    token_with(user, now() + 3600, Algorithm::HS256, SECRET)
+}
+
+fn token_with(user: &str, exp: u64, alg: Algorithm, secret: &str) -> String {
+    let claims = Claims {
+        sub: user.to_owned(),
+        exp,
+        iat: None,
+    };
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn bearer(user: &str) -> (header::HeaderName, String) {
+    (header::AUTHORIZATION, format!("Bearer {}", token_for(user)))
+}
+
+macro_rules! app {
+    ($fixture:expr) => {
+        test::init_service(plugs_api::build_app($fixture.state.clone())).await
+    };
+}
+
+async fn problem(response: ServiceResponse<impl MessageBody>) -> (StatusCode, Value) {
+    let status = response.status();
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "status {status}"
+    );
+    let body: Value = serde_json::from_slice(&test::read_body(response).await).unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    (status, body)
+}
+
+async fn create_event(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    user: &str,
+) -> String {
+    let req = test::TestRequest::post()
+        .uri("/api/v1/events")
+        .insert_header(bearer(user))
+        .set_json(json!({"title": "Party"}))
+        .to_request();
+    let response = test::call_service(app, req).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = test::read_body_json(response).await;
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn upload_request(user: &str, event: &str, body: Vec<u8>) -> actix_http::Request {
+    test::TestRequest::post()
+        .uri(&format!("/api/v1/events/{event}/media"))
+        .insert_header(bearer(user))
+        .insert_header((header::CONTENT_TYPE, multipart_content_type()))
+        .set_payload(body)
+        .to_request()
+}
+
+async fn upload_png(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    user: &str,
+    event: &str,
+    filename: &str,
+) -> Value {
+    let body = multipart(&[
+        Part::Text("title", "Cat"),
+        Part::Text("tags", "Pets, cats"),
+        Part::File("file", filename, Some("image/png"), PNG),
+    ]);
+    let response = test::call_service(app, upload_request(user, event, body)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    test::read_body_json(response).await
+}
+
+#[actix_web::test]
+async fn requests_without_a_valid_token_get_401_with_a_bearer_challenge() {
+    let f = fixture();
+    let app = app!(f);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get().uri("/api/v1/events").to_request(),
+    )
+    .await;
+    assert_eq!(
+        response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+        "Bearer"
+    );
+    assert_eq!(problem(response).await.0, StatusCode::UNAUTHORIZED);
+
+    let header_b64 = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload_b64 =
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"alice","exp":{}}}"#, now() + 3600));
+    let refused = [
+        (
+            "expired",
+            token_with("alice", now() - 3600, Algorithm::HS256, SECRET),
+        ),
+        (
+            "wrong secret",
+            token_with(
+                "alice",
+                now() + 3600,
+                Algorithm::HS256,
+                "some-other-secret-0123456789abcdef",
+            ),
+        ),
+        ("alg none", format!("{header_b64}.{payload_b64}.")),
+        (
+            "other algorithm",
+            token_with("alice", now() + 3600, Algorithm::HS512, SECRET),
+        ),
+        ("garbage", "not-a-jwt".to_owned()),
+    ];
+    for (why, token) in refused {
+        let req = test::TestRequest::get()
+            .uri("/api/v1/events")
+            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+            .to_request();
+        let response = test::call_service(&app, req).await;
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer error=\"invalid_token\"",
+            "{why}"
+        );
+        assert_eq!(problem(response).await.0, StatusCode::UNAUTHORIZED, "{why}");
+    }
+
+    let req = test::TestRequest::get()
+        .uri("/api/v1/events")
+        .insert_header(bearer("alice"))
+        .to_request();
+    assert_eq!(test::call_service(&app, req).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn events_are_private_to_their_owner() {
+    let f = fixture();
+    let app = app!(f);
+    let req = test::TestRequest::post()
+        .uri("/api/v1/events")
+        .insert_header(bearer("alice"))
+        .set_json(json!({"title": "Party"}))
+        .to_request();
+    let response = test::call_service(&app, req).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let event: Value = test::read_body_json(response).await;
+    assert_eq!(
+        location,
+        format!("/api/v1/events/{}", event["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        (event["title"].as_str(), event["owner"].as_str()),
+        (Some("Party"), Some("alice"))
+    );
+    assert!(event["created_at"].is_string());
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&location)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A stranger sees exactly what a missing event looks like, on every route.
+    let missing = format!("/api/v1/events/{}", uuid::Uuid::now_v7());
+    for uri in [location.clone(), missing] {
+        let response = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri(&uri)
+                .insert_header(bearer("mallory"))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(problem(response).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{location}/media"))
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::NOT_FOUND);
+    let body = multipart(&[Part::File("file", "cat.png", Some("image/png"), PNG)]);
+    let event_id = event["id"].as_str().unwrap();
+    assert_eq!(
+        problem(test::call_service(&app, upload_request("mallory", event_id, body)).await)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri(&location)
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::NOT_FOUND);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/events")
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    let page: Value = test::read_body_json(response).await;
+    assert_eq!(page, json!({"items": [], "next_cursor": null}));
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/events")
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    let page: Value = test::read_body_json(response).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri(&location)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&location)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn bad_input_answers_problem_details_with_the_right_status() {
+    let f = fixture();
+    let app = app!(f);
+    let cases: Vec<(actix_http::Request, StatusCode)> = vec![
+        (
+            test::TestRequest::get()
+                .uri("/api/v1/events/not-a-uuid")
+                .insert_header(bearer("alice"))
+                .to_request(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            test::TestRequest::get()
+                .uri("/api/v1/events?limit=1000")
+                .insert_header(bearer("alice"))
+                .to_request(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            test::TestRequest::get()
+                .uri("/api/v1/events?limit=abc")
+                .insert_header(bearer("alice"))
+                .to_request(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            test::TestRequest::get()
+                .uri("/api/v1/events?cursor=bogus")
+                .insert_header(bearer("alice"))
+                .to_request(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/api/v1/events")
+                .insert_header(bearer("alice"))
+                .insert_header((header::CONTENT_TYPE, "application/json"))
+                .set_payload("{not json")
+                .to_request(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/api/v1/events")
+                .insert_header(bearer("alice"))
+                .set_json(json!({"title": 5}))
+                .to_request(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            test::TestRequest::post()
+                .uri("/api/v1/events")
+                .insert_header(bearer("alice"))
+                .set_json(json!({"title": "  "}))
+                .to_request(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            test::TestRequest::get()
+                .uri("/api/v1/nothing-here")
+                .to_request(),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (req, expected) in cases {
+        let uri = req.uri().clone();
+        let response = test::call_service(&app, req).await;
+        assert_eq!(problem(response).await.0, expected, "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn an_upload_streams_to_the_store_and_is_listed_and_fetched() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let body = multipart(&[
+        Part::Text("title", "Cat"),
+        Part::Text("description", "A very small cat"),
+        Part::Text("tags", "Pets, cats"),
+        Part::File("file", "cat.png", Some("image/png"), PNG),
+    ]);
+    let response = test::call_service(&app, upload_request("alice", &event, body)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let media: Value = test::read_body_json(response).await;
+    let id = media["id"].as_str().unwrap();
+    assert_eq!(location, format!("/api/v1/events/{event}/media/{id}"));
+    assert_eq!(media["event_id"], event.as_str());
+    assert_eq!(media["title"], "Cat");
+    assert_eq!(media["description"], "A very small cat");
+    assert_eq!(media["tags"], json!(["pets", "cats"]));
+    assert_eq!(media["original_filename"], "cat.png");
+    assert_eq!(media["content_type"], "image/png");
+    assert_eq!(media["size_bytes"], PNG.len());
+    assert_eq!(media["sha256"], sha256_hex(PNG));
+    assert_eq!(media["uploaded_by"], "alice");
+    assert_eq!(
+        media["url"],
+        format!("/api/v1/events/{event}/media/{id}/download")
+    );
+    let key = media["s3_key"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!("events/{event}/media/")) && key.ends_with(".png"),
+        "{key}"
+    );
+    let fields: Vec<&String> = media.as_object().unwrap().keys().collect();
+    assert_eq!(
+        fields.len(),
+        13,
+        "exactly the documented fields: {fields:?}"
+    );
+    let stored = f
+        .store
+        .get_bytes(&plugs_storage::ObjectKey::parse(key).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.as_ref(), PNG);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&location)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(test::read_body_json::<Value, _>(response).await, media);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/api/v1/events/{event}/media"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    let page: Value = test::read_body_json(response).await;
+    assert_eq!(page, json!({"items": [media], "next_cursor": null}));
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&location)
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn refused_uploads_keep_nothing_and_say_why() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let png = Some("image/png");
+    let big = png_of_len(usize::try_from(MAX_FILE).unwrap() + 1);
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        (
+            "file one byte over the limit",
+            multipart(&[Part::File("file", "big.png", png, &big)]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "text content",
+            multipart(&[Part::File(
+                "file",
+                "notes.txt",
+                Some("text/plain"),
+                b"just some text, nothing else",
+            )]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "declared type mismatch",
+            multipart(&[Part::File("file", "cat.png", Some("application/pdf"), PNG)]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "extension mismatch",
+            multipart(&[Part::File("file", "cat.pdf", None, PNG)]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "no file",
+            multipart(&[Part::Text("title", "Cat")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "empty file",
+            multipart(&[Part::File("file", "cat.png", png, b"")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "two files",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::File("file", "b.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown field",
+            multipart(&[
+                Part::Text("colour", "red"),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "title too long",
+            multipart(&[
+                Part::Text("title", &"x".repeat(201)),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "text after the file",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("title", "late"),
+            ]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "malformed multipart",
+            b"--wrong-boundary\r\ngarbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (why, body, expected) in cases {
+        let response = test::call_service(&app, upload_request("alice", &event, body)).await;
+        assert_eq!(problem(response).await.0, expected, "{why}");
+        assert!(f.store.is_empty(), "{why}: nothing stored");
+    }
+
+    // A Content-Length far above the limit is refused before the body is read.
+    let req = test::TestRequest::post()
+        .uri(&format!("/api/v1/events/{event}/media"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::CONTENT_TYPE, multipart_content_type()))
+        .insert_header((header::CONTENT_LENGTH, (MAX_FILE + 1024 * 1024).to_string()))
+        .to_request();
+    assert_eq!(
+        problem(test::call_service(&app, req).await).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Not a form at all.
+    let req = test::TestRequest::post()
+        .uri(&format!("/api/v1/events/{event}/media"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::CONTENT_TYPE, "image/png"))
+        .set_payload(PNG)
+        .to_request();
+    assert_eq!(
+        problem(test::call_service(&app, req).await).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/api/v1/events/{event}/media"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    let page: Value = test::read_body_json(response).await;
+    assert_eq!(page["items"], json!([]));
+}
+
+#[actix_web::test]
+async fn downloads_carry_safe_headers_ranges_and_etags() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "évil\"\r\nX-Injected: 1.png").await;
+    let base = format!(
+        "/api/v1/events/{event}/media/{}",
+        media["id"].as_str().unwrap()
+    );
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{base}/download"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    let disposition = headers
+        .get(header::CONTENT_DISPOSITION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\""),
+        "{disposition}"
+    );
+    assert!(disposition.contains("filename*=UTF-8''"), "{disposition}");
+    assert!(
+        !disposition.contains('\r') && !disposition.contains('\n'),
+        "{disposition}"
+    );
+    assert!(headers.get("x-injected").is_none());
+    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "image/png");
+    // Content-Length is written from the body's known size when the response is encoded.
+    assert_eq!(
+        response.response().body().size(),
+        BodySize::Sized(PNG.len() as u64)
+    );
+    assert_eq!(headers.get(header::ACCEPT_RANGES).unwrap(), "bytes");
+    assert_eq!(
+        headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff"
+    );
+    let etag = headers
+        .get(header::ETAG)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(test::read_body(response).await.as_ref(), PNG);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{base}/stream"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert!(
+        response
+            .headers()
+            .get(header::CONTENT_DISPOSITION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("inline;")
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get(header::ETAG)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        etag
+    );
+
+    let ranged = |range: &'static str| {
+        test::TestRequest::get()
+            .uri(&format!("{base}/stream"))
+            .insert_header(bearer("alice"))
+            .insert_header((header::RANGE, range))
+            .to_request()
+    };
+    let response = test::call_service(&app, ranged("bytes=1-3")).await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("bytes 1-3/{}", PNG.len())
+    );
+    assert_eq!(response.response().body().size(), BodySize::Sized(3));
+    assert_eq!(test::read_body(response).await.as_ref(), &PNG[1..4]);
+
+    let response = test::call_service(&app, ranged("bytes=-4")).await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        test::read_body(response).await.as_ref(),
+        &PNG[PNG.len() - 4..]
+    );
+
+    let response = test::call_service(&app, ranged("bytes=1000-")).await;
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("bytes */{}", PNG.len())
+    );
+    assert_eq!(problem(response).await.0, StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let response = test::call_service(&app, ranged("bytes=0-1,4-5")).await;
+    assert_eq!(response.status(), StatusCode::OK, "multi-range is ignored");
+    assert_eq!(test::read_body(response).await.as_ref(), PNG);
+
+    let req = test::TestRequest::get()
+        .uri(&format!("{base}/stream"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::IF_NONE_MATCH, etag.clone()))
+        .to_request();
+    let response = test::call_service(&app, req).await;
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::ETAG)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        etag
+    );
+    assert!(test::read_body(response).await.is_empty());
+    let req = test::TestRequest::get()
+        .uri(&format!("{base}/stream"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::IF_NONE_MATCH, "\"something-else\""))
+        .to_request();
+    assert_eq!(test::call_service(&app, req).await.status(), StatusCode::OK);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{base}/download"))
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn presigned_urls_work_without_a_token_until_tampered_with() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "cat.png").await;
+    let base = format!(
+        "/api/v1/events/{event}/media/{}",
+        media["id"].as_str().unwrap()
+    );
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{base}/url?expires_in=60"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let presigned: Value = test::read_body_json(response).await;
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(presigned["expires_at"].as_str().unwrap()).unwrap();
+    let remaining = expires_at
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((1..=61).contains(&remaining), "{remaining}");
+    let url = presigned["url"].as_str().unwrap();
+    let path = url.strip_prefix(MemoryStore::BASE_URL).unwrap();
+    let local = format!("/api/v1/objects{path}");
+
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&local).to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(test::read_body(response).await.as_ref(), PNG);
+
+    let tampered = format!("{}0", &local[..local.len() - 1]);
+    let tampered = if tampered == local {
+        format!("{}1", &local[..local.len() - 1])
+    } else {
+        tampered
+    };
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri(&tampered).to_request()).await;
+    assert_eq!(problem(response).await.0, StatusCode::FORBIDDEN);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("{base}/url"))
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn deleting_media_or_its_event_removes_the_objects() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let first = upload_png(&app, "alice", &event, "a.png").await;
+    upload_png(&app, "alice", &event, "b.png").await;
+    assert_eq!(f.store.len(), 2);
+
+    let uri = format!(
+        "/api/v1/events/{event}/media/{}",
+        first["id"].as_str().unwrap()
+    );
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri(&uri)
+            .insert_header(bearer("mallory"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(f.store.len(), 1);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let response = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri(&format!("/api/v1/events/{event}"))
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(f.store.is_empty());
+}
+
+#[actix_web::test]
+async fn an_unavailable_database_is_a_503_not_a_client_error() {
+    let f = fixture();
+    let app = app!(f);
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    f.repo.set_unavailable(true);
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+    assert_eq!(problem(response).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/events")
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !body["detail"].as_str().unwrap().contains("Unavailable {"),
+        "no internals leak: {body}"
+    );
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+}
+
+#[actix_web::test]
+async fn every_response_has_a_request_id_and_is_counted() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    upload_png(&app, "alice", &event, "cat.png").await;
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/api/v1/events/{event}"))
+            .to_request(),
+    )
+    .await;
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
+    assert!(
+        text.contains(
+            r#"plugs_http_requests_total{method="POST",route="/api/v1/events",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/api/v1/events/{event_id}",status="401""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("plugs_upload_bytes_total {}", PNG.len())),
+        "{text}"
+    );
+    assert!(text.contains("plugs_orphans_found 0"), "{text}");
+    assert!(
+        text.contains("plugs_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn the_openapi_document_describes_every_route() {
+    let f = fixture();
+    let app = app!(f);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/v1/openapi.json")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = test::read_body_json(response).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let expected = [
+        ("/api/v1/events", &["get", "post"][..]),
+        ("/api/v1/events/{event_id}", &["get", "delete"]),
+        ("/api/v1/events/{event_id}/media", &["get", "post"]),
+        (
+            "/api/v1/events/{event_id}/media/{media_id}",
+            &["get", "delete"],
+        ),
+        (
+            "/api/v1/events/{event_id}/media/{media_id}/download",
+            &["get"],
+        ),
+        (
+            "/api/v1/events/{event_id}/media/{media_id}/stream",
+            &["get"],
+        ),
+        ("/api/v1/events/{event_id}/media/{media_id}/url", &["get"]),
+        ("/api/v1/objects/{key}", &["get"]),
+        ("/api/v1/openapi.json", &["get"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (path, methods) in expected {
+        for method in methods {
+            assert!(paths[path][method].is_object(), "{method} {path}");
+        }
+    }
+    let upload = &paths["/api/v1/events/{event_id}/media"]["post"];
+    assert!(upload["requestBody"]["content"]["multipart/form-data"].is_object());
+    assert_eq!(upload["security"], json!([{"bearer": []}]));
+    for schema in [
+        "MediaBody",
+        "EventBody",
+        "Problem",
+        "MediaPage",
+        "EventPage",
+        "PresignedUrlBody",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+
+    // The documented routes are the served ones: each answers something other than "no such route".
+    let event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "cat.png").await;
+    let media_id = media["id"].as_str().unwrap();
+    for (path, methods) in expected {
+        if path.contains("{key}") {
+            continue;
+        }
+        let uri = path
+            .replace("{event_id}", &event)
+            .replace("{media_id}", media_id);
+        for method in methods.iter().filter(|m| **m == "get") {
+            let req = test::TestRequest::get()
+                .uri(&uri)
+                .insert_header(bearer("alice"))
+                .to_request();
+            let response = test::call_service(&app, req).await;
+            assert!(
+                response.status().is_success(),
+                "{method} {uri}: {}",
+                response.status()
+            );
+        }
+    }
+}
