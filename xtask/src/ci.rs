@@ -29,18 +29,31 @@ const STEPS: [Step; 4] = [
     ),
 ];
 
-pub(crate) fn run() -> Result<()> {
+/// Runs every step, or only the named ones (`cargo xtask ci clippy tests`) when iterating on one.
+pub(crate) fn run(only: &[&str]) -> Result<()> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|name| !STEPS.iter().any(|s| s.0 == **name))
+    {
+        let names: Vec<&str> = STEPS.iter().map(|s| s.0).collect();
+        bail!("no ci step `{unknown}`; the steps are {}", names.join(", "));
+    }
+    let steps: Vec<&Step> = STEPS
+        .iter()
+        .filter(|step| only.is_empty() || only.contains(&step.0))
+        .collect();
     let started = Instant::now();
-    for (index, (name, what, step)) in STEPS.iter().enumerate() {
-        println!("\n==> ci {}/{}: {name} ({what})", index + 1, STEPS.len());
+    for (index, (name, what, step)) in steps.iter().enumerate() {
+        println!("\n==> ci {}/{}: {name} ({what})", index + 1, steps.len());
         process::flush();
         let step_started = Instant::now();
         step().with_context(|| format!("ci step `{name}` failed"))?;
         println!("==> {name}: ok in {:.0?}", step_started.elapsed());
     }
+    let which = if only.is_empty() { "all" } else { "the chosen" };
     println!(
-        "\nci: all {} steps passed in {:.0?}",
-        STEPS.len(),
+        "\nci: {which} {} steps passed in {:.0?}",
+        steps.len(),
         started.elapsed()
     );
     Ok(())

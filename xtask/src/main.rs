@@ -19,8 +19,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci                            every check CI runs: fmt, layering, clippy, then every test
-                                against real PostgreSQL, s3s-fs and moto servers it starts
+  ci [STEP...]                  every check CI runs, in order: fmt, layers, clippy, then tests
+                                (every test against PostgreSQL, s3s-fs and moto servers it
+                                starts); naming steps runs only those
   services                      start those servers, print `export` lines for a shell, and stop
                                 them on Ctrl-C or end of input
   layers                        check that each crate depends only on the layers below it
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["ci"] => ci::run(),
+        ["ci", steps @ ..] => ci::run(steps),
         ["services"] => services::run_until_stopped(),
         ["layers"] => layers::run(),
         ["bench", rest @ ..] => bench::run(rest),
