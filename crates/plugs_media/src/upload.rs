@@ -349,8 +349,10 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[1].is_ok());
         assert!(matches!(items[2], Err(StoreError::Body { .. })));
-        let meter = meter.lock().unwrap();
-        assert!(meter.exceeded && !meter.complete);
+        {
+            let meter = meter.lock().unwrap();
+            assert!(meter.exceeded && !meter.complete);
+        }
 
         let meter = Arc::new(Mutex::new(Meter::default()));
         let body = MeteredBody {

@@ -70,7 +70,7 @@ async fn upload_list_get_stream_presign_and_delete() {
         .list_media(&h.alice, event, PageRequest::default())
         .await
         .unwrap();
-    assert_eq!(page.items, [media.clone()]);
+    assert_eq!(page.items, std::slice::from_ref(&media));
     assert_eq!(page.next_cursor, None);
     assert_eq!(
         h.service
