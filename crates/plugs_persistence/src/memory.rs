@@ -152,7 +152,7 @@ impl InMemoryRepository {
 }
 
 fn newest_first<T>(items: &mut [T], key: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid)) {
-    items.sort_by(|a, b| key(b).cmp(&key(a)));
+    items.sort_by_key(|item| std::cmp::Reverse(key(item)));
 }
 
 #[async_trait]
@@ -368,5 +368,57 @@ impl MediaRepository for InMemoryRepository {
 impl HealthCheck for InMemoryRepository {
     async fn ping(&self) -> Result<(), RepoError> {
         self.run(RepoOp::Ping, |_| Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            id: EventId::new(),
+            title: "faults".to_owned(),
+            owner: UserId::parse("alice").unwrap(),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_next_fails_one_call_and_changes_nothing() {
+        let repo = InMemoryRepository::new();
+        let first = event();
+        repo.fail_next(RepoOp::InsertEvent, FaultKind::Unavailable);
+        let err = repo.insert_event(&first).await.unwrap_err();
+        assert!(matches!(err, RepoError::Unavailable { .. }), "{err:?}");
+        assert_eq!(repo.find_event(first.id).await.unwrap(), None);
+        // One-shot: the retry goes through.
+        repo.insert_event(&first).await.unwrap();
+        assert_eq!(repo.calls(RepoOp::InsertEvent), 2);
+    }
+
+    #[tokio::test]
+    async fn after_commit_faults_apply_the_change_then_fail() {
+        let repo = InMemoryRepository::new();
+        let first = event();
+        repo.fail_next(RepoOp::InsertEvent, FaultKind::UnavailableAfterCommit);
+        let err = repo.insert_event(&first).await.unwrap_err();
+        assert!(matches!(err, RepoError::Unavailable { .. }), "{err:?}");
+        assert!(repo.find_event(first.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_repository_refuses_everything_until_restored() {
+        let repo = InMemoryRepository::new();
+        repo.set_unavailable(true);
+        assert!(matches!(
+            repo.ping().await,
+            Err(RepoError::Unavailable { .. })
+        ));
+        let first = event();
+        assert!(repo.insert_event(&first).await.is_err());
+        repo.set_unavailable(false);
+        repo.ping().await.unwrap();
+        assert_eq!(repo.find_event(first.id).await.unwrap(), None);
     }
 }
