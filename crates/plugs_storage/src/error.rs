@@ -82,6 +82,24 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The body's SHA-256 differs from [`PutOptions::sha256`](crate::PutOptions::sha256); nothing
+    /// was stored.
+    #[error("the body of {key} does not match its declared SHA-256")]
+    ChecksumMismatch {
+        /// The key written.
+        key: String,
+    },
+    /// The body's length differs from [`PutOptions::size`](crate::PutOptions::size); nothing was
+    /// stored.
+    #[error("the body of {key} has {actual} bytes, {expected} were declared")]
+    SizeMismatch {
+        /// The key written.
+        key: String,
+        /// The declared size.
+        expected: u64,
+        /// The bytes the stream carried (at least this many when it was cut short).
+        actual: u64,
+    },
     /// Anything else, with the backend's error.
     #[error("object store error: {message}")]
     Other {
@@ -91,6 +109,21 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+}
+
+impl StoreError {
+    /// Wraps any error as [`StoreError::Other`].
+    pub fn other(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Other {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (the store was slow or unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::Unavailable { .. })
+    }
 }
 
 /// Result alias for object-store calls.

@@ -30,7 +30,10 @@ impl ObjectKey {
         let key = key.into();
         match Self::problem(&key) {
             None => Ok(Self(key)),
-            Some(reason) => Err(StoreError::InvalidKey { key: key.chars().take(200).collect(), reason }),
+            Some(reason) => Err(StoreError::InvalidKey {
+                key: key.chars().take(200).collect(),
+                reason,
+            }),
         }
     }
 
@@ -47,7 +50,10 @@ impl ObjectKey {
         if key.split('/').any(|segment| segment.is_empty()) {
             return Some("has an empty segment or a leading or trailing '/'");
         }
-        if key.split('/').any(|segment| segment == "." || segment == "..") {
+        if key
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        {
             return Some("has a '.' or '..' segment");
         }
         None

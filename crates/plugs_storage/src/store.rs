@@ -47,12 +47,18 @@ pub struct PutOptions {
     pub sha256: Option<[u8; 32]>,
     /// Fail with [`StoreError::PreconditionFailed`] if an object already exists (`If-None-Match: *`).
     pub create_only: bool,
+    /// The exact body size, when the caller knows it; a body of any other size is refused with
+    /// [`StoreError::SizeMismatch`] and nothing is stored.
+    pub size: Option<u64>,
 }
 
 impl PutOptions {
     /// Options with a content type and everything else at its default.
     pub fn with_content_type(content_type: impl Into<String>) -> Self {
-        Self { content_type: Some(content_type.into()), ..Self::default() }
+        Self {
+            content_type: Some(content_type.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -101,6 +107,20 @@ impl ByteRange {
     }
 }
 
+/// Whether an `If-None-Match` value matches an object's ETag: `*`, or one of a comma-separated
+/// list of ETags, compared weakly (quotes and a `W/` prefix ignored) as HTTP does for GET.
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    fn bare(tag: &str) -> &str {
+        let tag = tag.trim();
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag.trim_matches('"')
+    }
+    let etag = bare(etag);
+    if_none_match
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || bare(candidate) == etag)
+}
+
 /// How to read an object.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -140,7 +160,10 @@ pub struct GetResult {
 
 impl Debug for GetResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetResult").field("meta", &self.meta).field("range", &self.range).finish_non_exhaustive()
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,6 +197,16 @@ pub enum PresignMethod {
     Put,
 }
 
+impl PresignMethod {
+    /// The HTTP method name (`GET`, `PUT`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Put => "PUT",
+        }
+    }
+}
+
 /// A URL that allows one kind of request on one key until it expires, without other credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedUrl {
@@ -193,7 +226,12 @@ pub trait ObjectStore: Debug + Send + Sync + 'static {
     /// Writes `body` under `key`, replacing any object there unless `create_only`. Either the
     /// whole body is stored or nothing is: a failing body stream or a failing store leaves no
     /// object (and, on S3, no unfinished multipart upload).
-    async fn put(&self, key: &ObjectKey, body: ByteStream, options: PutOptions) -> Result<PutResult>;
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: ByteStream,
+        options: PutOptions,
+    ) -> Result<PutResult>;
 
     /// Reads an object, or a range of it.
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult>;
@@ -211,15 +249,30 @@ pub trait ObjectStore: Debug + Send + Sync + 'static {
     async fn list(&self, options: ListOptions) -> Result<ListPage>;
 
     /// A URL that allows `method` on `key` for `expires_in`.
-    async fn presign(&self, method: PresignMethod, key: &ObjectKey, expires_in: Duration) -> Result<PresignedUrl>;
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl>;
 }
 
 /// Conveniences over [`ObjectStore`], for every store and wrapper alike.
 #[async_trait]
 pub trait ObjectStoreExt: ObjectStore {
     /// Puts bytes already in memory (small objects and tests).
-    async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes, options: PutOptions) -> Result<PutResult> {
-        self.put(key, futures::stream::once(async move { Ok(bytes) }).boxed(), options).await
+    async fn put_bytes(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        options: PutOptions,
+    ) -> Result<PutResult> {
+        self.put(
+            key,
+            futures::stream::once(async move { Ok(bytes) }).boxed(),
+            options,
+        )
+        .await
     }
 
     /// Reads a whole object into memory (small objects and tests).
@@ -243,7 +296,11 @@ pub trait ObjectStoreExt: ObjectStore {
         let mut objects = Vec::new();
         let mut page_token = None;
         loop {
-            let options = ListOptions { prefix: prefix.map(str::to_owned), page_token, max_keys: None };
+            let options = ListOptions {
+                prefix: prefix.map(str::to_owned),
+                page_token,
+                max_keys: None,
+            };
             let page = self.list(options).await?;
             objects.extend(page.objects);
             match page.next_token {

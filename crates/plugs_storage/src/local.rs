@@ -1,0 +1,571 @@
+//! `LocalFsStore`: objects as files under a root directory, the embedded default.
+//!
+//! Layout: `root/objects/<key>` holds the bytes, `root/meta/<key>` a JSON sidecar (content type,
+//! user metadata, ETag, size, encryption asked for, and the inode of the bytes it describes),
+//! `root/tmp/` the uploads in progress. A put writes a temp file and renames it into place, so a
+//! reader sees the old object or the new one, never a part. Because keys map to paths, a key
+//! cannot also be a "directory" of another key (`a` and `a/b`); the object-key layout of
+//! plugs-media never does that.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, ErrorKind, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::body::BodyCheck;
+use crate::signing::UrlSigner;
+use crate::store::etag_matches;
+use crate::{
+    ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
+    PresignMethod, PresignedUrl, PutOptions, PutResult, Result, ServerSideEncryption, StoreError,
+};
+
+/// Read buffer of a get's stream.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a [`LocalFsStore`] is set up.
+#[derive(Clone)]
+pub struct LocalFsConfig {
+    /// The directory holding everything; created if missing.
+    pub root: PathBuf,
+    /// Where the HTTP server serves presigned URLs: a presigned URL is
+    /// `{base_url}/{key}?method=GET&expires=<unix>&signature=<hex>`.
+    pub base_url: String,
+    /// The HMAC-SHA256 key presigned URLs are signed with. A secret.
+    pub signing_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for LocalFsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFsConfig")
+            .field("root", &self.root)
+            .field("base_url", &self.base_url)
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An object store in a local directory (see the module layout above). Blocking file-system
+/// calls run on tokio's blocking pool; ETags are the quoted hex MD5 of the content, computed
+/// while the upload streams.
+#[derive(Debug, Clone)]
+pub struct LocalFsStore {
+    root: Arc<PathBuf>,
+    signer: UrlSigner,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    size: u64,
+    etag: String,
+    last_modified: DateTime<Utc>,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+    encryption: Option<String>,
+    kms_key_id: Option<String>,
+    /// The inode of the bytes this describes: a reader that finds another inode under the key
+    /// raced a writer (or a crash came between the two renames) and must not mix the two.
+    inode: u64,
+}
+
+impl LocalFsStore {
+    /// Opens (creating if needed) the store under `config.root`. Blocking: call it at start-up.
+    pub fn new(config: LocalFsConfig) -> Result<Self> {
+        for dir in ["objects", "meta", "tmp"] {
+            let path = config.root.join(dir);
+            fs::create_dir_all(&path).map_err(|source| StoreError::Unavailable {
+                source: format!("cannot create {}: {source}", path.display()).into(),
+            })?;
+        }
+        Ok(Self {
+            root: Arc::new(config.root),
+            signer: UrlSigner::new(&config.base_url, config.signing_key),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks the `expires` and `signature` query parameters of a URL from
+    /// [`ObjectStore::presign`]; [`StoreError::AccessDenied`] when expired or tampered with.
+    /// The signature is compared in constant time.
+    pub fn verify_presigned(
+        &self,
+        method: PresignMethod,
+        key: &ObjectKey,
+        expires: i64,
+        signature: &str,
+    ) -> Result<()> {
+        self.signer.verify(method, key, expires, signature)
+    }
+
+    fn object_path(root: &Path, key: &ObjectKey) -> PathBuf {
+        root.join("objects").join(key.as_str())
+    }
+
+    fn meta_path(root: &Path, key: &ObjectKey) -> PathBuf {
+        root.join("meta").join(key.as_str())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|source| StoreError::other("local store task failed", source))?
+    }
+}
+
+/// Maps an I/O error of a read: a missing file is a missing object.
+fn read_error(key: &ObjectKey, source: io::Error) -> StoreError {
+    match source.kind() {
+        // A directory where the file would be: `key` is only a prefix of other keys.
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
+            StoreError::NotFound {
+                key: key.to_string(),
+            }
+        }
+        _ => write_error(key, source),
+    }
+}
+
+/// Maps an I/O error of a write: a missing directory means the store itself is gone.
+fn write_error(key: &ObjectKey, source: io::Error) -> StoreError {
+    match source.kind() {
+        ErrorKind::PermissionDenied => StoreError::AccessDenied {
+            key: key.to_string(),
+            source: source.into(),
+        },
+        ErrorKind::StorageFull
+        | ErrorKind::ReadOnlyFilesystem
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::NotFound => StoreError::Unavailable {
+            source: source.into(),
+        },
+        ErrorKind::IsADirectory | ErrorKind::NotADirectory | ErrorKind::DirectoryNotEmpty => {
+            StoreError::other(
+                format!(
+                    "key {key} collides with another key used as a directory in the local store"
+                ),
+                source,
+            )
+        }
+        _ => StoreError::other(format!("local store I/O on {key}"), source),
+    }
+}
+
+/// A file under `tmp/` removed when dropped, so a failed or abandoned put leaves nothing.
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        // Synchronous on purpose: one unlink on a failure path, and the caller can rely on the
+        // temp file being gone once the put has returned or been dropped.
+        match fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %self.0.display(), %error, "cannot remove temp file")
+            }
+        }
+    }
+}
+
+fn encryption_fields(encryption: &ServerSideEncryption) -> (Option<String>, Option<String>) {
+    match encryption {
+        ServerSideEncryption::Aes256 => (Some("AES256".to_owned()), None),
+        ServerSideEncryption::Kms { key_id } => (Some("aws:kms".to_owned()), key_id.clone()),
+        _ => (None, None),
+    }
+}
+
+/// Opens an object and reads its sidecar so that both describe the same bytes.
+fn open_consistent(root: &Path, key: &ObjectKey) -> Result<(fs::File, ObjectMeta)> {
+    let path = LocalFsStore::object_path(root, key);
+    let mut attempt = 0;
+    loop {
+        let file = fs::File::open(&path).map_err(|e| read_error(key, e))?;
+        let stat = file.metadata().map_err(|e| read_error(key, e))?;
+        if stat.is_dir() {
+            return Err(StoreError::NotFound {
+                key: key.to_string(),
+            });
+        }
+        let sidecar = fs::read(LocalFsStore::meta_path(root, key))
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Sidecar>(&json).ok());
+        match sidecar {
+            Some(sidecar) if sidecar.inode == stat.ino() && sidecar.size == stat.len() => {
+                return Ok((file, meta_from_sidecar(key, sidecar)));
+            }
+            // A writer renamed the bytes and is about to rename the sidecar: look again.
+            _ if attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // No writer in sight: a crash came between the renames. Serve the bytes with what
+            // the file system knows rather than hide them.
+            _ => return Ok((file, meta_from_stat(key, &stat))),
+        }
+    }
+}
+
+fn meta_from_sidecar(key: &ObjectKey, sidecar: Sidecar) -> ObjectMeta {
+    ObjectMeta {
+        key: key.clone(),
+        size: sidecar.size,
+        etag: sidecar.etag,
+        last_modified: sidecar.last_modified,
+        content_type: sidecar.content_type,
+        metadata: sidecar.metadata,
+    }
+}
+
+fn meta_from_stat(key: &ObjectKey, stat: &fs::Metadata) -> ObjectMeta {
+    let modified: DateTime<Utc> = stat
+        .modified()
+        .map(DateTime::from)
+        .unwrap_or_else(|_| Utc::now());
+    ObjectMeta {
+        key: key.clone(),
+        size: stat.len(),
+        etag: format!(
+            "\"{:x}-{:x}-{:x}\"",
+            stat.ino(),
+            stat.len(),
+            modified.timestamp_micros()
+        ),
+        last_modified: modified,
+        content_type: None,
+        metadata: BTreeMap::new(),
+    }
+}
+
+/// Moves a finished temp file and its sidecar into place.
+fn commit(
+    root: &Path,
+    key: &ObjectKey,
+    tmp: &Path,
+    sidecar: &Sidecar,
+    create_only: bool,
+) -> Result<()> {
+    let object_path = LocalFsStore::object_path(root, key);
+    let meta_path = LocalFsStore::meta_path(root, key);
+    let meta_tmp = TempPath(tmp.with_extension("json"));
+    let json =
+        serde_json::to_vec(sidecar).map_err(|e| StoreError::other("cannot encode sidecar", e))?;
+    fs::write(&meta_tmp.0, json).map_err(|e| write_error(key, e))?;
+    // A concurrent delete prunes empty directories, and may remove one between our
+    // create_dir_all and the rename: retry a few times.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = ensure_parent(&object_path).and_then(|()| {
+            if create_only {
+                // link() fails if the name exists, so two racing create-only puts cannot both win.
+                fs::hard_link(tmp, &object_path).and_then(|()| fs::remove_file(tmp))
+            } else {
+                fs::rename(tmp, &object_path)
+            }
+        });
+        match result {
+            Ok(()) => break,
+            Err(e) if create_only && e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StoreError::PreconditionFailed {
+                    key: key.to_string(),
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound && attempt < 5 => continue,
+            Err(e) => return Err(write_error(key, e)),
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ensure_parent(&meta_path).and_then(|()| fs::rename(&meta_tmp.0, &meta_path)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && attempt < 5 => continue,
+            Err(e) => return Err(write_error(key, e)),
+        }
+    }
+}
+
+fn ensure_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent),
+        None => Ok(()),
+    }
+}
+
+/// Removes the empty directories left above `path`, up to (not including) `stop`.
+fn prune_empty_dirs(path: &Path, stop: &Path) {
+    let mut dir = path.parent();
+    while let Some(current) = dir {
+        if current == stop || !current.starts_with(stop) || fs::remove_dir(current).is_err() {
+            return;
+        }
+        dir = current.parent();
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Every key under `objects/` starting with `prefix`, unsorted.
+fn keys_under(root: &Path, prefix: &str) -> io::Result<Vec<String>> {
+    let objects = root.join("objects");
+    // Only walk the directory the prefix names, not the whole store.
+    let start_rel = prefix.rfind('/').map(|at| &prefix[..at]).unwrap_or("");
+    let mut keys = Vec::new();
+    let mut pending = vec![(objects.join(start_rel), start_rel.to_owned())];
+    while let Some((dir, rel)) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
+                    pending.push((entry.path(), key));
+                }
+            } else if key.starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+#[async_trait]
+impl ObjectStore for LocalFsStore {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        mut body: ByteStream,
+        options: PutOptions,
+    ) -> Result<PutResult> {
+        let tmp = TempPath(self.root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.0)
+            .await
+            .map_err(|e| write_error(key, e))?;
+        let mut check = BodyCheck::new(key, &options, true);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            check.update(&chunk)?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| write_error(key, e))?;
+        }
+        file.flush().await.map_err(|e| write_error(key, e))?;
+        file.sync_all().await.map_err(|e| write_error(key, e))?;
+        let inode = file
+            .metadata()
+            .await
+            .map_err(|e| write_error(key, e))?
+            .ino();
+        drop(file);
+        let (size, etag) = check.finish()?;
+        let etag = etag.unwrap_or_default();
+        let (encryption, kms_key_id) = encryption_fields(&options.encryption);
+        let sidecar = Sidecar {
+            size,
+            etag: etag.clone(),
+            last_modified: Utc::now(),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            encryption,
+            kms_key_id,
+            inode,
+        };
+        let key_owned = key.clone();
+        self.blocking(move |root| {
+            let tmp = tmp;
+            commit(root, &key_owned, &tmp.0, &sidecar, options.create_only)
+        })
+        .await?;
+        Ok(PutResult { size, etag })
+    }
+
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        let key_owned = key.clone();
+        let (file, meta) = self
+            .blocking(move |root| open_consistent(root, &key_owned))
+            .await?;
+        if let Some(tag) = &options.if_none_match
+            && etag_matches(tag, &meta.etag)
+        {
+            return Err(StoreError::NotModified {
+                key: key.to_string(),
+            });
+        }
+        let range = match options.range {
+            None => 0..meta.size,
+            Some(range) => {
+                range
+                    .resolve(meta.size)
+                    .ok_or_else(|| StoreError::RangeNotSatisfiable {
+                        key: key.to_string(),
+                        size: meta.size,
+                    })?
+            }
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        if range.start > 0 {
+            file.seek(SeekFrom::Start(range.start))
+                .await
+                .map_err(|e| read_error(key, e))?;
+        }
+        let error_key = key.clone();
+        let body = tokio_util::io::ReaderStream::with_capacity(
+            file.take(range.end - range.start),
+            READ_CHUNK,
+        )
+        .map_err(move |e| write_error(&error_key, e))
+        .boxed();
+        Ok(GetResult { meta, range, body })
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        let key = key.clone();
+        self.blocking(move |root| open_consistent(root, &key).map(|(_, meta)| meta))
+            .await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let key = key.clone();
+        self.blocking(move |root| {
+            // Bytes first: once they are gone no reader finds the object, whatever happens next.
+            let object_path = Self::object_path(root, &key);
+            remove_if_present(&object_path).map_err(|e| write_error(&key, e))?;
+            prune_empty_dirs(&object_path, &root.join("objects"));
+            let meta_path = Self::meta_path(root, &key);
+            remove_if_present(&meta_path).map_err(|e| write_error(&key, e))?;
+            prune_empty_dirs(&meta_path, &root.join("meta"));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.blocking(move |root| {
+            let (mut source, meta) = open_consistent(root, &from)?;
+            let sidecar = fs::read(Self::meta_path(root, &from))
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Sidecar>(&json).ok());
+            let tmp = TempPath(root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
+            let mut target = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp.0)
+                .map_err(|e| write_error(&to, e))?;
+            io::copy(&mut source, &mut target).map_err(|e| write_error(&to, e))?;
+            target.sync_all().map_err(|e| write_error(&to, e))?;
+            let inode = target.metadata().map_err(|e| write_error(&to, e))?.ino();
+            let (encryption, kms_key_id) = sidecar
+                .map(|s| (s.encryption, s.kms_key_id))
+                .unwrap_or((None, None));
+            let sidecar = Sidecar {
+                size: meta.size,
+                etag: meta.etag,
+                last_modified: Utc::now(),
+                content_type: meta.content_type,
+                metadata: meta.metadata,
+                encryption,
+                kms_key_id,
+                inode,
+            };
+            commit(root, &to, &tmp.0, &sidecar, false)
+        })
+        .await
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<ListPage> {
+        let prefix = options.prefix.unwrap_or_default();
+        let max_keys = options.max_keys.unwrap_or(1000).clamp(1, 1000);
+        let token = options.page_token;
+        self.blocking(move |root| {
+            let mut keys: Vec<String> = keys_under(root, &prefix)
+                .map_err(|source| StoreError::other("cannot list the local store", source))?
+                .into_iter()
+                .filter(|key| token.as_deref().is_none_or(|token| key.as_str() > token))
+                .collect();
+            keys.sort_unstable();
+            let mut objects = Vec::with_capacity(max_keys.min(keys.len()));
+            let mut next_token = None;
+            for key in keys {
+                // Names that are not valid keys were not written by this store: skip them.
+                let Ok(key) = ObjectKey::parse(key) else {
+                    continue;
+                };
+                if objects.len() == max_keys {
+                    next_token = objects.last().map(|meta: &ObjectMeta| meta.key.to_string());
+                    break;
+                }
+                match open_consistent(root, &key) {
+                    Ok((_, mut meta)) => {
+                        meta.content_type = None;
+                        meta.metadata.clear();
+                        objects.push(meta);
+                    }
+                    // Deleted since the walk.
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(ListPage {
+                objects,
+                next_token,
+            })
+        })
+        .await
+    }
+
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl> {
+        self.signer.presign(method, key, expires_in)
+    }
+}
