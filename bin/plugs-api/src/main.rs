@@ -1,2 +1,20 @@
-//! plugs-api: see the library crate.
-fn main() {}
+//! plugs-api: parse the command line, load settings, start tracing, dispatch. The work lives in
+//! the library (`plugs_api::commands`).
+
+use clap::Parser as _;
+use plugs_api::cli::Cli;
+use plugs_api::config::Settings;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    // Before parsing: `.env` may set PLUGS_CONFIG, which clap reads.
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        anyhow::bail!(".env: {err}");
+    }
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref(), &cli.overrides())?;
+    plugs_api::commands::init_tracing(settings.log_format);
+    plugs_api::commands::run(cli.command, settings).await
+}

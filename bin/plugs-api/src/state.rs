@@ -1,8 +1,17 @@
 //! The application state every worker shares, and how it is built from [`Settings`].
 
-use plugs_media::MediaService;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use plugs_domain::MediaPolicy;
+use plugs_media::{MediaService, ServiceConfig};
+use plugs_persistence::{Database, DatabaseOptions};
+use plugs_storage::{LocalFsConfig, LocalFsStore, ObjectStore};
 
 use crate::auth::JwtKeys;
+use crate::config::{Settings, StorageSettings};
 use crate::metrics::Metrics;
 use crate::routes::local_objects::LocalObjects;
 use crate::routes::media::UploadLimits;
@@ -21,4 +30,129 @@ pub struct AppState {
     pub limits: UploadLimits,
     /// Set when the store's presigned URLs point at this server.
     pub local_objects: Option<LocalObjects>,
+}
+
+/// Whether to apply pending migrations while connecting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply them (`serve`, `migrate`).
+    Apply,
+    /// Leave the schema alone (`gc`).
+    Skip,
+}
+
+/// Opens the database (applying migrations if asked).
+pub async fn connect_database(
+    settings: &Settings,
+    migrations: Migrations,
+) -> anyhow::Result<Database> {
+    let url = settings.database_url.clone();
+    // Connecting blocks (it establishes one connection before returning).
+    let database = tokio::task::spawn_blocking(move || {
+        Database::connect(url.expose(), DatabaseOptions::default())
+    })
+    .await
+    .context("database connection task failed")?
+    .context("DATABASE_URL: cannot connect to the database")?;
+    if migrations == Migrations::Apply {
+        database
+            .run_migrations()
+            .await
+            .context("applying database migrations failed")?;
+    }
+    Ok(database)
+}
+
+/// The object store the settings name, and (for the local store) what serves its presigned URLs.
+pub async fn build_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<LocalObjects>)> {
+    match &settings.storage {
+        StorageSettings::Local { root } => {
+            let signing_key = presign_key(&settings.data_dir)?;
+            let config = LocalFsConfig {
+                root: root.clone(),
+                base_url: format!("{}/api/v1/objects", settings.public_base_url),
+                signing_key,
+            };
+            let store = LocalFsStore::new(config)
+                .with_context(|| format!("DATA_DIR: cannot open {}", root.display()))?;
+            tracing::info!(root = %root.display(), "objects stored in a local directory");
+            let verifier = store.clone();
+            let local = LocalObjects {
+                store: Arc::new(store.clone()),
+                verify: Arc::new(move |method, key, expires, signature| {
+                    verifier.verify_presigned(method, key, expires, signature)
+                }),
+            };
+            Ok((Arc::new(store), Some(local)))
+        }
+        StorageSettings::S3 { .. } => s3::build(settings).await.map(|store| (store, None)),
+    }
+}
+
+mod s3 {
+    use super::*;
+
+    pub(super) async fn build(_settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        anyhow::bail!("S3_BUCKET_NAME: this build has no S3 store yet")
+    }
+}
+
+/// The key local presigned URLs are signed with: random, kept in `DATA_DIR/presign-key` (mode
+/// 0600) so URLs handed out stay valid across restarts.
+fn presign_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("presign-key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("DATA_DIR: cannot create {}", data_dir.display()))?;
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(key.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key.into_bytes())
+}
+
+/// The service over the configured database and store.
+pub async fn build_service(
+    settings: &Settings,
+    migrations: Migrations,
+) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
+    let database = Arc::new(connect_database(settings, migrations).await?);
+    let (store, local) = build_store(settings).await?;
+    let config = ServiceConfig {
+        policy: MediaPolicy::default().with_max_size_bytes(settings.max_file_size),
+        presign_default_ttl: settings.presign_ttl,
+        cdn_base_url: settings.cdn_base_url.clone(),
+        reconcile_grace: settings.gc_grace,
+        ..ServiceConfig::default()
+    };
+    let service = MediaService::new(store, database.clone(), database.clone(), database, config);
+    Ok((service, local))
+}
+
+/// Everything `serve` needs.
+pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
+    let keys = JwtKeys::from_settings(&settings.jwt, &settings.data_dir)?;
+    let (service, local_objects) = build_service(settings, Migrations::Apply).await?;
+    Ok(AppState {
+        service,
+        keys,
+        metrics: Metrics::new().context("registering metrics failed")?,
+        limits: UploadLimits {
+            max_file_size: settings.max_file_size,
+        },
+        local_objects,
+    })
 }

@@ -1,0 +1,146 @@
+//! What each subcommand does.
+
+use std::time::Duration;
+
+use actix_web::HttpServer;
+use anyhow::Context as _;
+use plugs_domain::UserId;
+use plugs_media::{MediaService, ReconcileOptions, ReconcileReport};
+
+use crate::auth::JwtKeys;
+use crate::cli::Command;
+use crate::config::{LogFormat, Settings};
+use crate::metrics::Metrics;
+use crate::state::{self, Migrations};
+
+/// How long in-flight requests may run after SIGTERM/SIGINT before workers stop.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// Runs `command` (`serve` when `None`).
+pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result<()> {
+    match command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            state::connect_database(&settings, Migrations::Apply).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token { user, ttl } => token(&settings, &user, ttl),
+        Command::Gc { apply, grace } => gc(&settings, apply, grace).await,
+    }
+}
+
+/// Starts tracing on stderr (stdout stays clean for `token`), filtered by `RUST_LOG`.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let state = state::build(&settings).await?;
+    if let Some(interval) = settings.gc_interval {
+        let service = state.service.clone();
+        let metrics = state.metrics.clone();
+        actix_web::rt::spawn(reconcile_periodically(service, metrics, interval));
+    }
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    tracing::info!(addr = %settings.bind_addr, workers, "listening");
+    HttpServer::new(move || crate::build_app(state.clone()))
+        .workers(workers)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .bind(settings.bind_addr)
+        .with_context(|| format!("BIND_ADDR: cannot listen on {}", settings.bind_addr))?
+        .run()
+        .await
+        .context("the HTTP server failed")
+}
+
+/// The server's reconciler: finishes or rolls back what faults left half done, removes unclaimed
+/// objects older than GC_GRACE. A failed pass is logged and retried at the next tick.
+async fn reconcile_periodically(service: MediaService, metrics: Metrics, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match service
+            .reconcile(ReconcileOptions {
+                dry_run: false,
+                grace: None,
+            })
+            .await
+        {
+            Ok(report) => {
+                metrics
+                    .orphans_found
+                    .set(i64::try_from(report.orphans_found).unwrap_or(i64::MAX));
+                tracing::info!(?report, "reconciler pass done");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "reconciler pass failed")
+            }
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the token is this command's output")]
+fn token(settings: &Settings, user: &str, ttl: Duration) -> anyhow::Result<()> {
+    let user = UserId::parse(user).context("--user: not a valid user id")?;
+    let keys = JwtKeys::from_settings(&settings.jwt, &settings.data_dir)?;
+    let token = keys.issue(&user, ttl)?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn gc(settings: &Settings, apply: bool, grace: Option<Duration>) -> anyhow::Result<()> {
+    let (service, _) = state::build_service(settings, Migrations::Skip).await?;
+    let report = service
+        .reconcile(ReconcileOptions {
+            dry_run: !apply,
+            grace,
+        })
+        .await
+        .context("reconciling failed")?;
+    print_report(&report, apply);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the summary is this command's output")]
+fn print_report(report: &ReconcileReport, applied: bool) {
+    let mode = if applied {
+        "applied"
+    } else {
+        "dry run (pass --apply to change anything)"
+    };
+    println!("gc: {mode}");
+    println!(
+        "  pending uploads rolled back: {}",
+        report.pending_rolled_back
+    );
+    println!(
+        "  pending uploads completed:   {}",
+        report.pending_completed
+    );
+    println!(
+        "  deletes finished:            {}",
+        report.deleting_finished
+    );
+    println!("  orphan objects found:        {}", report.orphans_found);
+    println!("  orphan objects deleted:      {}", report.orphans_deleted);
+    println!(
+        "  records missing their object: {}",
+        report.missing_objects.len()
+    );
+    for id in &report.missing_objects {
+        println!("    {id}");
+    }
+    println!("  repairs failed:              {}", report.failed);
+}
