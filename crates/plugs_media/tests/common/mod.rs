@@ -2,8 +2,7 @@
 //! consistency check every fault test ends with.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +15,8 @@ use plugs_domain::{Clock, EventId, EventMedia, ManualClock, MediaPolicy, MediaSt
 use plugs_media::{MediaService, ServiceConfig, UploadRequest};
 use plugs_persistence::{InMemoryRepository, MediaRepository};
 use plugs_storage::{
-    ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PresignMethod, PresignedUrl, PutOptions, PutResult, StoreError,
+    ByteStream, GetOptions, GetResult, ListOptions, ListPage, MemoryStore, ObjectKey, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PresignMethod, PresignedUrl, PutOptions, PutResult, StoreError,
 };
 use sha2::{Digest, Sha256};
 
@@ -223,13 +222,13 @@ pub struct StoreFaults {
     pub fail_deletes: u32,
 }
 
-/// An object store for these tests: objects in memory, dated by the shared manual clock (so the
-/// reconciler's grace period can be tested), with injectable faults. Puts read the whole body
-/// before storing, so a failing body stores nothing, as the `ObjectStore` contract demands.
+/// The object store of these tests: a [`MemoryStore`] behind a wrapper that injects faults and
+/// dates objects by the shared manual clock (so the reconciler's grace period can be tested).
 #[derive(Debug)]
 pub struct TestStore {
+    inner: MemoryStore,
     clock: Arc<ManualClock>,
-    objects: Mutex<BTreeMap<String, (Bytes, ObjectMeta)>>,
+    stamps: Mutex<HashMap<String, DateTime<Utc>>>,
     pub faults: Mutex<StoreFaults>,
     puts: AtomicU64,
 }
@@ -243,8 +242,9 @@ fn injected(what: &str) -> StoreError {
 impl TestStore {
     pub fn new(clock: Arc<ManualClock>) -> Self {
         Self {
+            inner: MemoryStore::new(),
             clock,
-            objects: Mutex::default(),
+            stamps: Mutex::default(),
             faults: Mutex::default(),
             puts: AtomicU64::new(0),
         }
@@ -266,6 +266,12 @@ impl TestStore {
             Ok(())
         }
     }
+
+    fn restamp(&self, meta: &mut ObjectMeta) {
+        if let Some(at) = self.stamps.lock().unwrap().get(meta.key.as_str()) {
+            meta.last_modified = *at;
+        }
+    }
 }
 
 #[async_trait]
@@ -273,7 +279,7 @@ impl ObjectStore for TestStore {
     async fn put(
         &self,
         key: &ObjectKey,
-        mut body: ByteStream,
+        body: ByteStream,
         options: PutOptions,
     ) -> Result<PutResult, StoreError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
@@ -288,79 +294,45 @@ impl ObjectStore for TestStore {
                 std::mem::take(&mut faults.fail_next_put_after_commit),
             )
         };
-        let mut data = Vec::new();
-        while let Some(chunk) = body.next().await {
-            data.extend_from_slice(&chunk?);
-            if fail_after.is_some_and(|n| data.len() as u64 >= n) {
-                return Err(injected("put (mid-stream)"));
+        let body = match fail_after {
+            None => body,
+            Some(limit) => {
+                let mut seen = 0u64;
+                body.map(move |chunk| {
+                    let chunk = chunk?;
+                    seen += chunk.len() as u64;
+                    if seen >= limit {
+                        Err(injected("put (mid-stream)"))
+                    } else {
+                        Ok(chunk)
+                    }
+                })
+                .boxed()
             }
-        }
-        let mut objects = self.objects.lock().unwrap();
-        if options.create_only && objects.contains_key(key.as_str()) {
-            return Err(StoreError::PreconditionFailed {
-                key: key.to_string(),
-            });
-        }
-        let etag = format!("\"{}\"", &sha256_hex(&data)[..32]);
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: data.len() as u64,
-            etag: etag.clone(),
-            last_modified: self.clock.now(),
-            content_type: options.content_type,
-            metadata: options.metadata,
         };
-        let size = meta.size;
-        objects.insert(key.to_string(), (Bytes::from(data), meta));
+        let result = self.inner.put(key, body, options).await?;
+        self.stamps
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), self.clock.now());
         if after_commit {
             return Err(injected("put (after commit)"));
         }
-        Ok(PutResult { size, etag })
+        Ok(result)
     }
 
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult, StoreError> {
         self.check_up("get")?;
-        let (bytes, meta) = self
-            .objects
-            .lock()
-            .unwrap()
-            .get(key.as_str())
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                key: key.to_string(),
-            })?;
-        if options.if_none_match.as_deref() == Some(meta.etag.as_str()) {
-            return Err(StoreError::NotModified {
-                key: key.to_string(),
-            });
-        }
-        let range = match options.range {
-            Some(range) => range
-                .resolve(meta.size)
-                .ok_or(StoreError::RangeNotSatisfiable {
-                    key: key.to_string(),
-                    size: meta.size,
-                })?,
-            None => 0..meta.size,
-        };
-        let slice = bytes.slice(range.start as usize..range.end as usize);
-        Ok(GetResult {
-            meta,
-            range,
-            body: futures::stream::once(async move { Ok(slice) }).boxed(),
-        })
+        let mut result = self.inner.get(key, options).await?;
+        self.restamp(&mut result.meta);
+        Ok(result)
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StoreError> {
         self.check_up("head")?;
-        self.objects
-            .lock()
-            .unwrap()
-            .get(key.as_str())
-            .map(|(_, meta)| meta.clone())
-            .ok_or_else(|| StoreError::NotFound {
-                key: key.to_string(),
-            })
+        let mut meta = self.inner.head(key).await?;
+        self.restamp(&mut meta);
+        Ok(meta)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
@@ -372,51 +344,28 @@ impl ObjectStore for TestStore {
                 return Err(injected("delete"));
             }
         }
-        self.objects.lock().unwrap().remove(key.as_str());
+        self.inner.delete(key).await?;
+        self.stamps.lock().unwrap().remove(key.as_str());
         Ok(())
     }
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
         self.check_up("copy")?;
-        let mut objects = self.objects.lock().unwrap();
-        let (bytes, mut meta) =
-            objects
-                .get(from.as_str())
-                .cloned()
-                .ok_or_else(|| StoreError::NotFound {
-                    key: from.to_string(),
-                })?;
-        meta.key = to.clone();
-        meta.last_modified = self.clock.now();
-        objects.insert(to.to_string(), (bytes, meta));
+        self.inner.copy(from, to).await?;
+        self.stamps
+            .lock()
+            .unwrap()
+            .insert(to.to_string(), self.clock.now());
         Ok(())
     }
 
     async fn list(&self, options: ListOptions) -> Result<ListPage, StoreError> {
         self.check_up("list")?;
-        let objects = self.objects.lock().unwrap();
-        let start = match &options.page_token {
-            Some(token) => Bound::Excluded(token.clone()),
-            None => Bound::Unbounded,
-        };
-        let max = options.max_keys.unwrap_or(1000).clamp(1, 1000);
-        let prefix = options.prefix.unwrap_or_default();
-        let mut page: Vec<ObjectMeta> = objects
-            .range((start, Bound::Unbounded))
-            .filter(|(key, _)| key.starts_with(&prefix))
-            .take(max + 1)
-            .map(|(_, (_, meta))| meta.clone())
-            .collect();
-        let next_token = if page.len() > max {
-            page.truncate(max);
-            page.last().map(|m| m.key.to_string())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects: page,
-            next_token,
-        })
+        let mut page = self.inner.list(options).await?;
+        for meta in &mut page.objects {
+            self.restamp(meta);
+        }
+        Ok(page)
     }
 
     async fn presign(
@@ -426,14 +375,7 @@ impl ObjectStore for TestStore {
         expires_in: Duration,
     ) -> Result<PresignedUrl, StoreError> {
         self.check_up("presign")?;
-        let expires_at = self.clock.now() + TimeDelta::from_std(expires_in).unwrap();
-        Ok(PresignedUrl {
-            url: format!(
-                "memory://{method:?}/{key}?expires={}",
-                expires_at.timestamp()
-            ),
-            expires_at,
-        })
+        self.inner.presign(method, key, expires_in).await
     }
 }
 
