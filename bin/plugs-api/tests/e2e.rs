@@ -190,7 +190,6 @@ async fn journey(mut server: Server, store: Arc<dyn ObjectStore>) {
         .unwrap()
         .to_owned();
     let media: Value = response.json().await.unwrap();
-    let media_id = media["id"].as_str().unwrap().to_owned();
     assert_eq!(media["sha256"], sha256_hex(&bytes));
     assert_eq!(media["size_bytes"], bytes.len());
     assert_eq!(media["tags"], json!(["launch", "team"]));
