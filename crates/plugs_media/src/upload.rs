@@ -77,8 +77,20 @@ impl MediaService {
             created_at: now,
             updated_at: now,
         };
-        self.insert_pending(&mut media, content_type.extension)
-            .await?;
+        if let Err(error) = self
+            .insert_pending(&mut media, content_type.extension)
+            .await
+        {
+            // An outage may hide a commit that happened; the record is ours alone (fresh id),
+            // so removing it is safe, and if that fails too the reconciler rolls it back.
+            if error.is_unavailable()
+                && let Err(cleanup) = self.media.delete_media(media.id).await
+            {
+                tracing::warn!(media_id = %media.id, error = %cleanup,
+                    "could not remove a possibly committed pending record; the reconciler will");
+            }
+            return Err(error);
+        }
 
         match self.store_bytes(&media, head.chunks, body).await {
             Ok(done) => {

@@ -11,7 +11,7 @@ use common::{
     Harness, all_records, assert_consistent, body, failing_body, object_keys, png, png_request,
     put_orphan,
 };
-use plugs_domain::{MediaStatus, keys};
+use plugs_domain::{EventMedia, MediaId, MediaStatus, keys};
 use plugs_media::{MediaError, ReconcileOptions, ReconcileReport};
 use plugs_persistence::{FaultKind, MediaRepository, RepoOp};
 use plugs_storage::{ObjectKey, ObjectStore, StoreError};
@@ -134,6 +134,83 @@ async fn database_down_before_the_bytes_move_stores_no_object() {
     );
     assert_eq!(h.store.puts(), 0);
     assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
+async fn a_pending_insert_whose_answer_is_lost_leaves_no_record() {
+    let h = Harness::new();
+    let event = h.event().await;
+    h.repo
+        .fail_next(RepoOp::InsertMedia, FaultKind::UnavailableAfterCommit);
+    let error = h
+        .service
+        .upload(&h.alice, event, png_request(), body(png(5000), 1000))
+        .await
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+    assert_eq!(h.store.puts(), 0);
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
+async fn reconcile_pages_through_more_stale_records_than_one_batch() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let at = h.clock_now();
+    for i in 0..1_100 {
+        let record = EventMedia {
+            id: MediaId::new(),
+            event_id: event,
+            title: None,
+            description: None,
+            tags: Vec::new(),
+            original_filename: None,
+            content_type: "image/png".into(),
+            size_bytes: 0,
+            sha256: None,
+            s3_key: keys::media_key(event, at + TimeDelta::microseconds(i), "png"),
+            status: MediaStatus::Pending,
+            uploaded_by: h.alice.clone(),
+            created_at: at,
+            updated_at: at,
+        };
+        h.repo.insert_media(&record).await.unwrap();
+        // Every tenth one got its bytes stored before the crash.
+        if i % 10 == 0 {
+            put_orphan(&h.store, &record.s3_key).await;
+        }
+    }
+    h.after_grace();
+    let dry = h
+        .service
+        .reconcile(ReconcileOptions {
+            dry_run: true,
+            grace: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        dry,
+        ReconcileReport {
+            pending_rolled_back: 1_100,
+            ..ReconcileReport::default()
+        }
+    );
+    assert_eq!(
+        all_records(&h.repo, MediaStatus::Pending).await.len(),
+        1_100
+    );
+
+    let done = reconcile(&h).await;
+    assert_eq!(
+        done,
+        ReconcileReport {
+            pending_rolled_back: 1_100,
+            ..ReconcileReport::default()
+        }
+    );
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+    assert!(object_keys(h.store.as_ref()).await.is_empty());
 }
 
 #[tokio::test]
