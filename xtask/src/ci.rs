@@ -2,6 +2,7 @@
 //!
 //! Passing locally means CI passes: `.ci/run` runs exactly this.
 
+use std::fs;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -11,6 +12,12 @@ use anyhow::{Context as _, Result, bail};
 use crate::layers;
 use crate::process::{self, cargo};
 use crate::services::Services;
+
+/// nextest settings: a test that hangs (a server that never answers) would otherwise hold CI
+/// until the job's own time limit, so a test still running after ten minutes is ended. Passed as a
+/// tool config file, so a repository `.config/nextest.toml` still takes precedence.
+const NEXTEST_TOOL_CONFIG: &str =
+    "[profile.default]\nslow-timeout = { period = \"60s\", terminate-after = 10 }\n";
 
 type Step = (&'static str, &'static str, fn() -> Result<()>);
 
@@ -86,9 +93,13 @@ fn tests() -> Result<()> {
 
     let nextest = process::succeeds(cargo().args(["nextest", "--version"]));
     if nextest {
+        let config = services.scratch_dir().join("nextest.toml");
+        fs::write(&config, NEXTEST_TOOL_CONFIG)?;
         let mut command = cargo();
         command
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .arg("--tool-config-file")
+            .arg(format!("xtask:{}", config.display()))
             .envs(env.iter().cloned());
         if let Err(err) = process::run(&mut command) {
             failures.push(format!("{err:#}"));

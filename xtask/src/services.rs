@@ -38,7 +38,7 @@ pub(crate) struct Services {
     s3s_endpoint: String,
     moto_endpoint: String,
     // Declared last so it is dropped last; it stops the servers.
-    _guard: Guard,
+    guard: Guard,
 }
 
 impl Services {
@@ -56,8 +56,13 @@ impl Services {
             pg_url,
             s3s_endpoint: s3s_fs.endpoint(),
             moto_endpoint: moto.endpoint(),
-            _guard: guard,
+            guard,
         })
+    }
+
+    /// A directory for files the run needs, removed with the servers.
+    pub(crate) fn scratch_dir(&self) -> &Path {
+        self.guard.dir()
     }
 
     /// The variables to set on test processes.
