@@ -101,7 +101,8 @@ fn token(settings: &Settings, user: &str, ttl: Duration) -> anyhow::Result<()> {
 }
 
 async fn gc(settings: &Settings, apply: bool, grace: Option<Duration>) -> anyhow::Result<()> {
-    let (service, _) = state::build_service(settings, Migrations::Skip).await?;
+    // Migrations are idempotent, and a fresh embedded database has no tables to reconcile yet.
+    let (service, _) = state::build_service(settings, Migrations::Apply).await?;
     let report = service
         .reconcile(ReconcileOptions {
             dry_run: !apply,

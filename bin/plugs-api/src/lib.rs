@@ -1,7 +1,4 @@
-//! plugs-api: the actix-web server and operator CLI of the media layer. Thin: it loads settings,
-//! authenticates callers, maps HTTP to [`plugs_media::MediaService`] calls and errors back to
-//! HTTP. The binary's `main` only dispatches; everything else lives here so tests can build the
-//! app.
+#![doc = include_str!("../README.md")]
 
 pub mod auth;
 pub mod cli;

@@ -37,7 +37,7 @@ pub struct AppState {
 pub enum Migrations {
     /// Apply them (`serve`, `migrate`).
     Apply,
-    /// Leave the schema alone (`gc`).
+    /// Leave the schema alone.
     Skip,
 }
 

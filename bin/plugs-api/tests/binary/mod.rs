@@ -1,0 +1,425 @@
+//! The real `plugs-api` binary as a child process, for tests that need what an in-process app
+//! cannot give: real sockets (a body that is never sent, a client that hangs up), a process that
+//! is killed, the real files and tables behind it. Shared by `hostile.rs` and `faults_e2e.rs`.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_plugs-api");
+/// The HS256 secret the servers are started with, so tests can also sign hostile tokens.
+pub const JWT_SECRET: &str = "binary-tests-secret-0123456789abcdef0123";
+
+/// A running `plugs-api serve`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The settings it was started with.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary with exactly these settings (plus `JWT_SECRET` unless given, and a free
+    /// `BIND_ADDR`) and waits until `/healthz` answers.
+    pub fn start(env: &[(String, String)], cwd: &Path) -> Self {
+        let server = Self::spawn(env, cwd);
+        server.wait_until_up();
+        server
+    }
+
+    /// Starts the binary without waiting for it.
+    pub fn spawn(env: &[(String, String)], cwd: &Path) -> Self {
+        let port = free_port();
+        let mut env = env.to_vec();
+        env.retain(|(k, _)| k != "BIND_ADDR");
+        env.push(("BIND_ADDR".into(), format!("127.0.0.1:{port}")));
+        if !env.iter().any(|(k, _)| k == "JWT_SECRET") {
+            env.push(("JWT_SECRET".into(), JWT_SECRET.into()));
+        }
+        let child = command(&env, cwd)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            base: format!("http://127.0.0.1:{port}"),
+            env,
+            cwd: cwd.to_owned(),
+        }
+    }
+
+    /// Waits until `/healthz` answers 200; fails if the process exits or a minute passes.
+    pub fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = try_exchange(self.addr, &get_request("/healthz", None))
+                && response.status == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugs-api did not come up on {}",
+                self.base
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no graceful shutdown, no cleanup, no flushed buffers.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs another subcommand (`token`, `gc`, ...) with the server's settings.
+    pub fn run(&self, args: &[&str]) -> Output {
+        command(&self.env, &self.cwd).args(args).output().unwrap()
+    }
+
+    /// `plugs-api token --user USER`: the token alone on stdout.
+    pub fn token(&self, user: &str) -> String {
+        let output = self.run(&["token", "--user", user]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `plugs-api gc --apply --grace 0s`, returning its summary; fails if gc fails.
+    pub fn gc_apply_now(&self) -> String {
+        let output = self.run(&["gc", "--apply", "--grace", "0s"]);
+        assert!(
+            output.status.success(),
+            "gc failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The binary with a clean environment: only PATH, HOME, RUST_LOG and `env`.
+pub fn command(env: &[(String, String)], cwd: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().current_dir(cwd);
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+    );
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
+}
+
+/// `[("K", "V")]` as owned pairs.
+pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP/1.1 response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines as sent (names lower-cased), in order, repeated names kept.
+    pub headers: Vec<(String, String)>,
+    /// The raw bytes of the header block, to look for injected lines.
+    pub head: Vec<u8>,
+    /// The body (Content-Length bytes, or until the server closed).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// `GET path` with `Connection: close` and an optional bearer token.
+pub fn get_request(path: &str, token: Option<&str>) -> Vec<u8> {
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// Sends `request` whole and reads one response.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    try_exchange(addr, request).unwrap()
+}
+
+/// Like [`exchange`], but a connection failure is an error rather than a panic.
+pub fn try_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(request)?;
+    read_response(&mut stream)
+}
+
+/// Reads one response: the header block, then `Content-Length` bytes (or to EOF without one).
+/// A read timeout (set by the caller) turns a server that never answers into an error.
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed before a full response head: {:?}",
+                    String::from_utf8_lossy(&buffer)
+                ),
+            ));
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = buffer[..head_end].to_vec();
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buffer[head_end..].to_vec();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    match length {
+        Some(length) => {
+            while body.len() < length {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(length);
+        }
+        None if status == 304 || status == 204 => {}
+        None => {
+            let _ = stream.read_to_end(&mut body);
+        }
+    }
+    Ok(RawResponse {
+        status,
+        headers,
+        head,
+        body,
+    })
+}
+
+/// A request head for a POST of `length` body bytes.
+pub fn post_head(path: &str, token: &str, content_type: &str, length: u64) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Hex SHA-256 of a file's contents.
+pub fn file_sha256(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every regular file under `root`, as paths relative to it, sorted. Temporary files a store
+/// left behind count: they are orphans too.
+pub fn files_under(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// One row of `event_media`, read straight from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    /// `pending`, `ready` or `deleting`.
+    pub status: String,
+    /// The object key.
+    pub s3_key: String,
+    /// The recorded size.
+    pub size_bytes: u64,
+}
+
+/// Every `event_media` row, through the database's own command-line client (`psql` for a
+/// `postgres://` URL, `sqlite3` for a SQLite file), so the check does not go through the code
+/// under test.
+pub fn media_rows(database: &Database) -> Vec<MediaRow> {
+    let sql = "SELECT status, s3_key, size_bytes FROM event_media ORDER BY s3_key";
+    let output = match database {
+        Database::Postgres(url) => Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-F",
+                "|",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .arg(url)
+            .output(),
+        Database::Sqlite(path) => Command::new("sqlite3")
+            .args(["-batch", "-separator", "|"])
+            .arg(path)
+            .arg(sql)
+            .output(),
+    }
+    .unwrap_or_else(|err| panic!("cannot run the database client for {database:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "query failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split('|');
+            MediaRow {
+                status: fields.next().unwrap().to_owned(),
+                s3_key: fields.next().unwrap().to_owned(),
+                size_bytes: fields.next().unwrap().trim().parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Where a server keeps its records.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A `postgres://` URL.
+    Postgres(String),
+    /// The embedded default's SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// The consistency invariant, checked on the store's files and the database's rows directly:
+/// every object has a `ready` record of its size, every record is `ready` and has its object, and
+/// the store holds nothing else (no temporary files either). `objects` is the store's directory
+/// (the local store's root, or s3s-fs's bucket directory).
+pub fn assert_consistent(objects: &Path, database: &Database) {
+    let files: Vec<String> = files_under(objects)
+        .into_iter()
+        // s3s-fs keeps object metadata in sidecar files beside the objects.
+        .filter(|f| !f.contains(".s3s-fs") && !f.ends_with(".metadata.json"))
+        .collect();
+    let rows = media_rows(database);
+    let not_ready: Vec<&MediaRow> = rows.iter().filter(|r| r.status != "ready").collect();
+    assert!(
+        not_ready.is_empty(),
+        "dangling records (not ready): {not_ready:?}"
+    );
+    let keys: Vec<&str> = rows.iter().map(|r| r.s3_key.as_str()).collect();
+    let orphans: Vec<&String> = files
+        .iter()
+        .filter(|f| !keys.contains(&f.as_str()))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "orphans (files no record claims): {orphans:?}"
+    );
+    for row in &rows {
+        let path = objects.join(&row.s3_key);
+        let size = std::fs::metadata(&path)
+            .unwrap_or_else(|_| panic!("dangling record: no object for {row:?}"))
+            .len();
+        assert_eq!(size, row.size_bytes, "object size differs from its record");
+    }
+}
