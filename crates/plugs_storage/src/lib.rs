@@ -5,6 +5,7 @@ mod error;
 mod key;
 mod local;
 mod memory;
+mod s3;
 mod signing;
 mod store;
 
@@ -15,6 +16,7 @@ pub use error::{BoxError, Result, StoreError};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
+pub use s3::{MIN_PART_SIZE, PendingUpload, S3Config, S3Store};
 pub use store::{
     ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectMeta, ObjectStore,
     ObjectStoreExt, PresignMethod, PresignedUrl, PutOptions, PutResult, ServerSideEncryption,

@@ -1,0 +1,1108 @@
+//! `S3Store`: Amazon S3 and S3-compatible stores through aws-sdk-s3.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::body::BodyCheck;
+use crate::signing::encode_key;
+use crate::store::etag_matches;
+use crate::{
+    ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
+    ObjectStore, PresignMethod, PresignedUrl, PutOptions, PutResult, Result, ServerSideEncryption,
+    StoreError,
+};
+
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's largest part.
+const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+/// S3's most parts in one upload.
+const MAX_PARTS: i32 = 10_000;
+
+/// How an [`S3Store`] reaches its bucket.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The region (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    /// A non-AWS endpoint (`http://127.0.0.1:9000`), or `None` for AWS.
+    pub endpoint_url: Option<String>,
+    /// `http://host/bucket/key` rather than `http://bucket.host/key` (most S3-compatible servers).
+    pub force_path_style: bool,
+    /// Take credentials from the standard AWS chain (environment, profile, web identity, IAM
+    /// role) rather than the static keys below.
+    pub use_iam_role: bool,
+    /// Static access key id, used when `use_iam_role` is false.
+    pub access_key_id: Option<String>,
+    /// Static secret key, used when `use_iam_role` is false. Never printed.
+    pub secret_access_key: Option<String>,
+    /// Size of each multipart-upload part, and the largest object sent in one PutObject.
+    /// At least 5 MiB. Memory per upload stays near `part_size × (max_parts_in_flight + 1)`.
+    pub part_size: usize,
+    /// Parts of one upload sent concurrently.
+    pub max_parts_in_flight: usize,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for one whole call (retries included), or `None` for no limit.
+    pub operation_timeout: Option<Duration>,
+    /// Attempts per call, the first included (the SDK's standard retry with backoff).
+    pub max_attempts: u32,
+}
+
+impl S3Config {
+    /// A configuration for `bucket` in `region` with static credentials to be filled in, 8 MiB
+    /// parts, 4 parts in flight, a 5 s connect and 120 s operation timeout, 3 attempts.
+    pub fn new(bucket: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            region: region.into(),
+            endpoint_url: None,
+            force_path_style: false,
+            use_iam_role: false,
+            access_key_id: None,
+            secret_access_key: None,
+            part_size: 8 * 1024 * 1024,
+            max_parts_in_flight: 4,
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Some(Duration::from_secs(120)),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("force_path_style", &self.force_path_style)
+            .field("use_iam_role", &self.use_iam_role)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("part_size", &self.part_size)
+            .field("max_parts_in_flight", &self.max_parts_in_flight)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+/// A multipart upload started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The key being uploaded.
+    pub key: String,
+    /// S3's id of the upload.
+    pub upload_id: String,
+    /// When it started, when the server says.
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// An object store on S3 or an S3-compatible server.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    part_size: usize,
+    max_parts_in_flight: usize,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .field("part_size", &self.part_size)
+            .field("max_parts_in_flight", &self.max_parts_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(message: &str) -> StoreError {
+    StoreError::other("invalid S3 configuration", message.to_owned())
+}
+
+impl S3Store {
+    /// Builds the client. Makes no request: a wrong bucket or credentials show at the first call
+    /// (see [`S3Store::ensure_bucket`] for a start-up check).
+    pub async fn new(config: S3Config) -> Result<Self> {
+        if config.bucket.is_empty() {
+            return Err(config_error("the bucket name is empty"));
+        }
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&config.part_size) {
+            return Err(config_error("part_size must be between 5 MiB and 5 GiB"));
+        }
+        if config.max_parts_in_flight == 0 || config.max_attempts == 0 {
+            return Err(config_error(
+                "max_parts_in_flight and max_attempts must be at least 1",
+            ));
+        }
+        let mut timeouts =
+            aws_config::timeout::TimeoutConfig::builder().connect_timeout(config.connect_timeout);
+        if let Some(timeout) = config.operation_timeout {
+            timeouts = timeouts.operation_timeout(timeout);
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .timeout_config(timeouts.build())
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(config.max_attempts),
+            );
+        if !config.use_iam_role {
+            let (Some(access_key), Some(secret_key)) =
+                (&config.access_key_id, &config.secret_access_key)
+            else {
+                return Err(config_error(
+                    "static credentials need both access_key_id and secret_access_key",
+                ));
+            };
+            loader = loader.credentials_provider(Credentials::new(
+                access_key,
+                secret_key,
+                None,
+                None,
+                "plugs-static",
+            ));
+        }
+        if let Some(endpoint) = &config.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style)
+            .build();
+        Ok(Self {
+            client: Client::from_conf(s3_config),
+            bucket: config.bucket,
+            part_size: config.part_size,
+            max_parts_in_flight: config.max_parts_in_flight,
+        })
+    }
+
+    /// The SDK client, for what the trait does not cover.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket unless it exists (and is ours). For tests and the operator's setup.
+    pub async fn ensure_bucket(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(error) => match map_error(error, &self.bucket) {
+                StoreError::NotFound { .. } => {}
+                other => return Err(other),
+            },
+        }
+        let mut create = self.client.create_bucket().bucket(&self.bucket);
+        let region = self
+            .client
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_owned())
+            .unwrap_or_default();
+        // us-east-1 is the one region that refuses an explicit location constraint.
+        if !region.is_empty() && region != "us-east-1" {
+            let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build();
+            create = create.create_bucket_configuration(location);
+        }
+        match create.send().await {
+            Ok(_) => Ok(()),
+            Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
+            Err(error) => Err(map_error(error, &self.bucket)),
+        }
+    }
+
+    /// Unfinished multipart uploads under `prefix` (what an aborted put must not leave). Not
+    /// every S3-compatible server implements this (s3s-fs does not).
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|error| map_error(error, prefix))?;
+            uploads.extend(page.uploads().iter().map(|upload| PendingUpload {
+                key: upload.key().unwrap_or_default().to_owned(),
+                upload_id: upload.upload_id().unwrap_or_default().to_owned(),
+                initiated: upload.initiated().and_then(to_chrono),
+            }));
+            if page.is_truncated() != Some(true) {
+                return Ok(uploads);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_marker.is_none() {
+                return Ok(uploads);
+            }
+        }
+    }
+
+    /// Aborts a pending multipart upload (for `gc`, after a process died mid-upload).
+    pub async fn abort_multipart_upload(&self, upload: &PendingUpload) -> Result<()> {
+        abort(&self.client, &self.bucket, &upload.key, &upload.upload_id).await
+    }
+
+    async fn put_single(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<PutResult> {
+        let size = body.len() as u64;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_length(body.len() as i64)
+            .body(SdkByteStream::from(body))
+            .set_content_type(options.content_type.clone())
+            .set_metadata(metadata_map(options));
+        request = apply_sse!(request, &options.encryption);
+        if let Some(sha256) = options.sha256 {
+            // The server checks the bytes it received against this, end to end.
+            request =
+                request.checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha256));
+        }
+        if options.create_only {
+            request = request.if_none_match("*");
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|error| map_error(error, key.as_str()))?;
+        Ok(PutResult {
+            size,
+            etag: quoted(output.e_tag().unwrap_or_default()),
+        })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        mut parts: PartReader,
+        first: Vec<Bytes>,
+        options: &PutOptions,
+    ) -> Result<PutResult> {
+        if options.create_only && self.head(key).await.is_ok() {
+            // Fail before sending gigabytes; the conditional complete below still settles races.
+            return Err(StoreError::PreconditionFailed {
+                key: key.to_string(),
+            });
+        }
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .set_content_type(options.content_type.clone())
+            .set_metadata(metadata_map(options));
+        create = apply_sse!(create, &options.encryption);
+        let created = create
+            .send()
+            .await
+            .map_err(|error| map_error(error, key.as_str()))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| {
+                StoreError::other(
+                    "CreateMultipartUpload answered no upload id",
+                    key.to_string(),
+                )
+            })?
+            .to_owned();
+        let mut guard = AbortGuard {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
+        let outcome = self
+            .send_parts(key, &upload_id, &mut parts, first, options)
+            .await;
+        // Abort here, awaited, on any failure; the guard only covers a dropped future.
+        guard.armed = false;
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(error) => {
+                if let Err(abort_error) =
+                    abort(&self.client, &self.bucket, key.as_str(), &upload_id).await
+                {
+                    tracing::warn!(%key, %upload_id, error = %abort_error, "cannot abort multipart upload; gc will");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn send_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &mut PartReader,
+        first: Vec<Bytes>,
+        options: &PutOptions,
+    ) -> Result<PutResult> {
+        let mut in_flight = FuturesUnordered::new();
+        let mut completed = Vec::new();
+        let mut next_number = 1;
+        for part in first {
+            in_flight.push(self.upload_part(key, upload_id, next_number, part));
+            next_number += 1;
+        }
+        let mut body_done = false;
+        loop {
+            if !body_done && in_flight.len() < self.max_parts_in_flight {
+                tokio::select! {
+                    part = parts.next_part() => match part? {
+                        Some(part) => {
+                            if next_number > MAX_PARTS {
+                                return Err(StoreError::other(
+                                    "object larger than 10000 parts; raise part_size",
+                                    key.to_string(),
+                                ));
+                            }
+                            in_flight.push(self.upload_part(key, upload_id, next_number, part));
+                            next_number += 1;
+                        }
+                        None => body_done = true,
+                    },
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => completed.push(done?),
+                }
+            } else {
+                match in_flight.next().await {
+                    Some(done) => completed.push(done?),
+                    None => break,
+                }
+            }
+        }
+        let size = parts.finish()?;
+        completed.sort_by_key(|part: &CompletedPart| part.part_number());
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            );
+        if options.create_only {
+            complete = complete.if_none_match("*");
+        }
+        let output = complete
+            .send()
+            .await
+            .map_err(|error| map_error(error, key.as_str()))?;
+        Ok(PutResult {
+            size,
+            etag: quoted(output.e_tag().unwrap_or_default()),
+        })
+    }
+
+    fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: i32,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<CompletedPart>> + Send + 'static {
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(bytes.len() as i64)
+            .body(SdkByteStream::from(bytes));
+        let key = key.to_string();
+        async move {
+            let output = request
+                .send()
+                .await
+                .map_err(|error| map_error(error, &key))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(output.e_tag().map(str::to_owned))
+                .set_checksum_crc32(output.checksum_crc32().map(str::to_owned))
+                .set_checksum_crc32_c(output.checksum_crc32_c().map(str::to_owned))
+                .set_checksum_crc64_nvme(output.checksum_crc64_nvme().map(str::to_owned))
+                .set_checksum_sha1(output.checksum_sha1().map(str::to_owned))
+                .set_checksum_sha256(output.checksum_sha256().map(str::to_owned))
+                .build())
+        }
+    }
+}
+
+/// Sets the encryption headers on any request builder that has them.
+macro_rules! apply_sse {
+    ($request:expr, $encryption:expr) => {{
+        let request = $request;
+        match $encryption {
+            ServerSideEncryption::Aes256 => {
+                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            ServerSideEncryption::Kms { key_id } => request
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+            _ => request,
+        }
+    }};
+}
+use apply_sse;
+
+fn metadata_map(options: &PutOptions) -> Option<std::collections::HashMap<String, String>> {
+    (!options.metadata.is_empty()).then(|| {
+        options
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/") {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
+fn to_chrono(time: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: what we wanted.
+        Err(error) if matches!(error.code(), Some("NoSuchUpload")) => Ok(()),
+        Err(error) => Err(map_error(error, key)),
+    }
+}
+
+/// Aborts the multipart upload if the put future is dropped before it finished or aborted.
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Drop cannot await: hand the abort to the runtime. If the process dies first, `gc`
+        // finds the upload with list_multipart_uploads.
+        let (client, bucket, key, upload_id) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = abort(&client, &bucket, &key, &upload_id).await {
+                        tracing::warn!(%key, %upload_id, %error, "cannot abort a dropped multipart upload");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(key = %self.key, upload_id = %self.upload_id, "multipart upload left pending")
+            }
+        }
+    }
+}
+
+/// Cuts a body stream into parts of `part_size` bytes, copying each part's bytes once at most.
+///
+/// Cancel-safe: its only await is the stream's `next`, and chunks are moved into `self` right
+/// after it, so a `select!` dropping `next_part` loses nothing.
+struct PartReader {
+    body: ByteStream,
+    check: BodyCheck,
+    part_size: usize,
+    chunks: Vec<Bytes>,
+    len: usize,
+    leftover: Option<Bytes>,
+    ended: bool,
+}
+
+impl PartReader {
+    fn new(body: ByteStream, check: BodyCheck, part_size: usize) -> Self {
+        Self {
+            body,
+            check,
+            part_size,
+            chunks: Vec::new(),
+            len: 0,
+            leftover: None,
+            ended: false,
+        }
+    }
+
+    fn take(&mut self, chunk: Bytes) {
+        let room = self.part_size - self.len;
+        if chunk.len() > room {
+            self.leftover = Some(chunk.slice(room..));
+            self.chunks.push(chunk.slice(..room));
+            self.len += room;
+        } else {
+            self.len += chunk.len();
+            self.chunks.push(chunk);
+        }
+    }
+
+    /// The next full part, or the last short one, or `None` at the end.
+    async fn next_part(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.len < self.part_size
+                && let Some(leftover) = self.leftover.take()
+            {
+                self.take(leftover);
+                continue;
+            }
+            if self.len == self.part_size || (self.ended && self.len > 0) {
+                return Ok(Some(self.emit()));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.body.next().await {
+                None => self.ended = true,
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.check.update(&chunk)?;
+                    if !chunk.is_empty() {
+                        self.take(chunk);
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self) -> Bytes {
+        let chunks = std::mem::take(&mut self.chunks);
+        self.len = 0;
+        if chunks.len() == 1 {
+            return chunks.into_iter().next().unwrap_or_default();
+        }
+        let mut part = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for chunk in chunks {
+            part.extend_from_slice(&chunk);
+        }
+        part.freeze()
+    }
+
+    /// Whether the body ended within the part returned last (nothing buffered, nothing left).
+    fn is_exhausted(&self) -> bool {
+        self.ended && self.len == 0 && self.leftover.is_none()
+    }
+
+    fn finish(&mut self) -> Result<u64> {
+        let check = std::mem::replace(&mut self.check, BodyCheck::empty());
+        check.finish().map(|(size, _)| size)
+    }
+}
+
+/// Maps an SDK error to the cases callers branch on.
+fn map_error<E>(error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>, key: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let key = key.to_owned();
+    let status = error
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    let code = error.code().map(str::to_owned);
+    match &error {
+        SdkError::TimeoutError(_) => {
+            return StoreError::Timeout {
+                source: error.into(),
+            };
+        }
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            return StoreError::Timeout {
+                source: error.into(),
+            };
+        }
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            return StoreError::Unavailable {
+                source: error.into(),
+            };
+        }
+        _ => {}
+    }
+    match (status, code.as_deref()) {
+        (_, Some("NoSuchKey" | "NotFound" | "NoSuchBucket")) | (Some(404), _) => {
+            StoreError::NotFound { key }
+        }
+        (Some(304), _) => StoreError::NotModified { key },
+        (_, Some("PreconditionFailed" | "ConditionalRequestConflict")) | (Some(412 | 409), _) => {
+            StoreError::PreconditionFailed { key }
+        }
+        (_, Some("InvalidRange")) | (Some(416), _) => {
+            StoreError::RangeNotSatisfiable { key, size: 0 }
+        }
+        (
+            _,
+            Some(
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken"
+                | "TokenRefreshRequired",
+            ),
+        ) => StoreError::InvalidCredentials {
+            source: error.into(),
+        },
+        (_, Some("AccessDenied")) | (Some(403), _) => StoreError::AccessDenied {
+            key,
+            source: error.into(),
+        },
+        (
+            _,
+            Some(
+                "BadDigest"
+                | "XAmzContentChecksumMismatch"
+                | "XAmzContentSHA256Mismatch"
+                | "InvalidDigest",
+            ),
+        ) => StoreError::ChecksumMismatch { key },
+        (_, Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout"))
+        | (Some(500..=599), _) => StoreError::Unavailable {
+            source: error.into(),
+        },
+        _ => StoreError::Other {
+            message: format!("S3 call on {key} failed (status {status:?}, code {code:?})"),
+            source: error.into(),
+        },
+    }
+}
+
+/// `bytes=start-end` (inclusive) for an HTTP `Range` header, or `None` when the range is empty.
+fn range_header(range: ByteRange) -> Option<String> {
+    match range {
+        ByteRange::Bounded { start, end } if end > start => {
+            Some(format!("bytes={start}-{}", end - 1))
+        }
+        ByteRange::From { start } => Some(format!("bytes={start}-")),
+        ByteRange::Suffix { len } if len > 0 => Some(format!("bytes=-{len}")),
+        _ => None,
+    }
+}
+
+/// `bytes 10-19/1000` → (10..20, 1000).
+fn parse_content_range(header: &str) -> Option<(std::ops::Range<u64>, u64)> {
+    let rest = header.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let (start, end, total): (u64, u64, u64) =
+        (start.parse().ok()?, end.parse().ok()?, total.parse().ok()?);
+    Some((start..end + 1, total))
+}
+
+fn sdk_body_stream(body: SdkByteStream, key: String) -> ByteStream {
+    futures::stream::try_unfold((body, key), |(mut body, key)| async move {
+        match body.try_next().await {
+            Ok(Some(chunk)) => Ok(Some((chunk, (body, key)))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(StoreError::Unavailable {
+                source: format!("reading {key} from S3 failed: {error}").into(),
+            }),
+        }
+    })
+    .boxed()
+}
+
+impl BodyCheck {
+    /// A placeholder for `mem::replace`.
+    fn empty() -> Self {
+        Self::new(
+            &ObjectKey::parse("_").unwrap_or_else(|_| unreachable!()),
+            &PutOptions::default(),
+            false,
+        )
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: ByteStream,
+        options: PutOptions,
+    ) -> Result<PutResult> {
+        let check = BodyCheck::new(key, &options, false);
+        let mut parts = PartReader::new(body, check, self.part_size);
+        let first = parts.next_part().await?.unwrap_or_default();
+        if parts.is_exhausted() {
+            parts.finish()?;
+            return self.put_single(key, first, &options).await;
+        }
+        match parts.next_part().await? {
+            None => {
+                parts.finish()?;
+                self.put_single(key, first, &options).await
+            }
+            Some(second) => {
+                self.put_multipart(key, parts, vec![first, second], &options)
+                    .await
+            }
+        }
+    }
+
+    async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str());
+        if let Some(range) = options.range {
+            match range_header(range) {
+                Some(header) => request = request.range(header),
+                None => {
+                    let size = self.head(key).await?.size;
+                    return Err(StoreError::RangeNotSatisfiable {
+                        key: key.to_string(),
+                        size,
+                    });
+                }
+            }
+        }
+        if let Some(tag) = &options.if_none_match {
+            request = request.if_none_match(tag);
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(error) => {
+                return Err(match map_error(error, key.as_str()) {
+                    StoreError::RangeNotSatisfiable { key: error_key, .. } => {
+                        let size = self.head(key).await?.size;
+                        StoreError::RangeNotSatisfiable {
+                            key: error_key,
+                            size,
+                        }
+                    }
+                    other => other,
+                });
+            }
+        };
+        let etag = quoted(output.e_tag().unwrap_or_default());
+        // Some servers (s3s-fs) ignore If-None-Match and answer 200: apply it here.
+        if let Some(tag) = &options.if_none_match
+            && etag_matches(tag, &etag)
+        {
+            return Err(StoreError::NotModified {
+                key: key.to_string(),
+            });
+        }
+        let length = output.content_length().unwrap_or(0).max(0) as u64;
+        let (range, size) = match output.content_range().and_then(parse_content_range) {
+            Some((range, total)) => (range, total),
+            None => (0..length, length),
+        };
+        if let Some(asked) = options.range
+            && asked.resolve(size).is_none()
+        {
+            // A server answering 200 to a range no byte of the object satisfies (an empty object).
+            return Err(StoreError::RangeNotSatisfiable {
+                key: key.to_string(),
+                size,
+            });
+        }
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size,
+            etag,
+            last_modified: output
+                .last_modified()
+                .and_then(to_chrono)
+                .unwrap_or_else(Utc::now),
+            content_type: output.content_type().map(str::to_owned),
+            metadata: output
+                .metadata()
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default(),
+        };
+        Ok(GetResult {
+            meta,
+            range,
+            body: sdk_body_stream(output.body, key.to_string()),
+        })
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|error| map_error(error, key.as_str()))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: output.content_length().unwrap_or(0).max(0) as u64,
+            etag: quoted(output.e_tag().unwrap_or_default()),
+            last_modified: output
+                .last_modified()
+                .and_then(to_chrono)
+                .unwrap_or_else(Utc::now),
+            content_type: output.content_type().map(str::to_owned),
+            metadata: output
+                .metadata()
+                .map(|m| m.clone().into_iter().collect::<BTreeMap<_, _>>())
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => match map_error(error, key.as_str()) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
+        // CopyObject encrypts with the bucket default unless told: keep the source's choice.
+        let source = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(from.as_str())
+            .send()
+            .await
+            .map_err(|error| map_error(error, from.as_str()))?;
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to.as_str())
+            .copy_source(format!("{}/{}", self.bucket, encode_key(from.as_str())))
+            .metadata_directive(MetadataDirective::Copy)
+            .set_server_side_encryption(source.server_side_encryption().cloned())
+            .set_ssekms_key_id(source.ssekms_key_id().map(str::to_owned))
+            .send()
+            .await
+            .map_err(|error| match map_error(error, from.as_str()) {
+                StoreError::NotFound { .. } => StoreError::NotFound {
+                    key: from.to_string(),
+                },
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<ListPage> {
+        let max_keys = options.max_keys.unwrap_or(1000).clamp(1, 1000);
+        let output = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_prefix(options.prefix.clone())
+            .set_continuation_token(options.page_token)
+            .max_keys(max_keys as i32)
+            .send()
+            .await
+            .map_err(|error| map_error(error, options.prefix.as_deref().unwrap_or("")))?;
+        let objects = output
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                let raw = object.key()?;
+                let Ok(key) = ObjectKey::parse(raw) else {
+                    tracing::warn!(key = raw, "skipping a key that is not a valid ObjectKey");
+                    return None;
+                };
+                Some(ObjectMeta {
+                    key,
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    etag: quoted(object.e_tag().unwrap_or_default()),
+                    last_modified: object
+                        .last_modified()
+                        .and_then(to_chrono)
+                        .unwrap_or_else(Utc::now),
+                    content_type: None,
+                    metadata: BTreeMap::new(),
+                })
+            })
+            .collect();
+        let next_token = if output.is_truncated() == Some(true) {
+            output.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            next_token,
+        })
+    }
+
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &ObjectKey,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl> {
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|source| StoreError::other("invalid presigned URL lifetime", source))?;
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(expires_in)
+                .map_err(|source| StoreError::other("presign expiry", source))?;
+        let request = match method {
+            PresignMethod::Get => {
+                let request = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key.as_str());
+                request
+                    .presigned(presigning)
+                    .await
+                    .map_err(|error| map_error(error, key.as_str()))?
+            }
+            PresignMethod::Put => {
+                let request = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key.as_str());
+                request
+                    .presigned(presigning)
+                    .await
+                    .map_err(|error| map_error(error, key.as_str()))?
+            }
+        };
+        Ok(PresignedUrl {
+            url: request.uri().to_owned(),
+            expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers_and_content_ranges() {
+        assert_eq!(
+            range_header(ByteRange::Bounded { start: 10, end: 20 }).unwrap(),
+            "bytes=10-19"
+        );
+        assert_eq!(
+            range_header(ByteRange::From { start: 5 }).unwrap(),
+            "bytes=5-"
+        );
+        assert_eq!(
+            range_header(ByteRange::Suffix { len: 7 }).unwrap(),
+            "bytes=-7"
+        );
+        assert_eq!(range_header(ByteRange::Bounded { start: 3, end: 3 }), None);
+        assert_eq!(
+            parse_content_range("bytes 10-19/1000"),
+            Some((10..20, 1000))
+        );
+        assert_eq!(parse_content_range("bytes */1000"), None);
+    }
+
+    #[tokio::test]
+    async fn part_reader_cuts_exact_parts_whatever_the_chunks() {
+        let part = MIN_PART_SIZE;
+        // One huge chunk, then small ones: parts must still be exactly part_size.
+        let chunks = vec![
+            Ok(Bytes::from(vec![1u8; part * 2 + 10])),
+            Ok(Bytes::from(vec![2u8; 7])),
+            Ok(Bytes::new()),
+        ];
+        let key = ObjectKey::parse("k").unwrap();
+        let check = BodyCheck::new(&key, &PutOptions::default(), false);
+        let mut reader = PartReader::new(futures::stream::iter(chunks).boxed(), check, part);
+        let mut sizes = Vec::new();
+        while let Some(bytes) = reader.next_part().await.unwrap() {
+            sizes.push(bytes.len());
+        }
+        assert_eq!(sizes, vec![part, part, 17]);
+        assert_eq!(reader.finish().unwrap(), (part * 2 + 17) as u64);
+    }
+
+    #[tokio::test]
+    async fn config_is_validated_and_the_secret_never_printed() {
+        let mut config = S3Config::new("bucket", "us-east-1");
+        config.access_key_id = Some("AKID".into());
+        config.secret_access_key = Some("very-secret".into());
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("AKID") && !debug.contains("very-secret"),
+            "{debug}"
+        );
+        config.part_size = MIN_PART_SIZE - 1;
+        assert!(S3Store::new(config.clone()).await.is_err());
+        config.part_size = MIN_PART_SIZE;
+        config.secret_access_key = None;
+        assert!(S3Store::new(config.clone()).await.is_err());
+    }
+}
