@@ -92,10 +92,42 @@ pub async fn build_store(
 }
 
 mod s3 {
-    use super::*;
+    use plugs_storage::{S3Config, S3Store};
 
-    pub(super) async fn build(_settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
-        anyhow::bail!("S3_BUCKET_NAME: this build has no S3 store yet")
+    use anyhow::Context as _;
+
+    use super::{Arc, ObjectStore, Settings, StorageSettings};
+    use crate::config::S3Credentials;
+
+    /// The S3 store. Makes no request: a wrong bucket or credentials show in `/readyz`.
+    pub(super) async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let StorageSettings::S3 {
+            bucket,
+            region,
+            endpoint_url,
+            force_path_style,
+            credentials,
+        } = &settings.storage
+        else {
+            anyhow::bail!("S3_BUCKET_NAME: not set");
+        };
+        let mut config = S3Config::new(bucket.clone(), region.clone());
+        config.endpoint_url = endpoint_url.clone();
+        config.force_path_style = *force_path_style;
+        match credentials {
+            S3Credentials::DefaultChain => config.use_iam_role = true,
+            S3Credentials::Static {
+                access_key_id,
+                secret_access_key,
+            } => {
+                config.use_iam_role = false;
+                config.access_key_id = Some(access_key_id.expose().to_owned());
+                config.secret_access_key = Some(secret_access_key.expose().to_owned());
+            }
+        }
+        let store = S3Store::new(config).await.context("S3 settings refused")?;
+        tracing::info!(bucket = %bucket, endpoint = ?endpoint_url, "objects stored in S3");
+        Ok(Arc::new(store))
     }
 }
 
