@@ -195,7 +195,8 @@ impl Guard {
     /// it cannot start, a normal exit still cleans up through `Drop`.
     pub(crate) fn arm_watchdog(&mut self) {
         self.disarm_watchdog();
-        let mut script = String::from("while IFS= read -r _; do :; done\n");
+        // Hang-ups and interrupts meant for the terminal's jobs must not stop the cleanup.
+        let mut script = String::from("trap '' HUP INT\nwhile IFS= read -r _; do :; done\n");
         for (_, child) in &self.servers {
             script.push_str(&format!("kill -KILL {} 2>/dev/null\n", child.id()));
         }
