@@ -2,6 +2,7 @@
 
 mod body;
 mod error;
+mod fault;
 mod key;
 mod local;
 mod memory;
@@ -13,6 +14,7 @@ mod store;
 pub mod conformance;
 
 pub use error::{BoxError, Result, StoreError};
+pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
