@@ -263,6 +263,40 @@ mod tests {
         assert!(keys.verify("not.a.token").is_err());
     }
 
+    /// A throwaway key pair made for these tests only (`openssl genrsa 2048`).
+    const RSA_PRIVATE: &str = include_str!("../tests/fixtures/jwt-rs256-test-private.pem");
+    const RSA_PUBLIC: &str = include_str!("../tests/fixtures/jwt-rs256-test-public.pem");
+
+    #[test]
+    fn rs256_accepts_the_issuers_tokens_and_refuses_algorithm_confusion() {
+        let keys =
+            JwtKeys::rs256_public_pem(RSA_PUBLIC.as_bytes(), Path::new("public.pem")).unwrap();
+        let exp = chrono::Utc::now().timestamp().unsigned_abs() + 600;
+        let claims = Claims {
+            sub: "alice".into(),
+            exp,
+            iat: None,
+        };
+        let private = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &private).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().as_str(), "alice");
+
+        // The classic attack: an HS256 token keyed with the (public) RSA key.
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert!(keys.verify(&forged).is_err());
+        assert!(matches!(
+            keys.issue(&UserId::parse("alice").unwrap(), Duration::from_secs(60)),
+            Err(AuthSetupError::CannotSign)
+        ));
+        assert!(JwtKeys::rs256_public_pem(b"not a key", Path::new("x.pem")).is_err());
+    }
+
     #[test]
     fn development_secret_is_created_once_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
