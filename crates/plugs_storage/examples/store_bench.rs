@@ -1,0 +1,183 @@
+//! Store throughput and memory, one mode per process so that peak RSS belongs to that mode.
+//!
+//! ```sh
+//! cargo run --release -p plugs_storage --example store_bench -- \
+//!     --endpoint http://127.0.0.1:9000 --access-key K --secret-key S --bucket B \
+//!     --file /tmp/256MiB.bin --mode store-put
+//! ```
+//!
+//! Modes: `sdk-put` (bare aws-sdk-s3 PutObject streaming the file), `sdk-get` (bare GetObject,
+//! drained), `store-put` (`S3Store::put` from a file stream), `store-get` (`S3Store::get`,
+//! drained). Prints one JSON line: `{"mode","bytes","seconds","mib_per_s","peak_rss_kib"}`.
+//! Optional: `--key` (default `bench/object.bin`), `--region`, `--part-size-mib`,
+//! `--parts-in-flight`.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use futures::{StreamExt, TryStreamExt};
+use plugs_storage::{
+    GetOptions, ObjectKey, ObjectStore, PutOptions, S3Config, S3Store, StoreError,
+};
+
+/// Read size of the file stream fed to `S3Store::put`.
+const FILE_CHUNK: usize = 256 * 1024;
+
+fn parse_args() -> anyhow::Result<HashMap<String, String>> {
+    let mut args = HashMap::new();
+    let mut iter = std::env::args().skip(1);
+    while let Some(name) = iter.next() {
+        let Some(name) = name.strip_prefix("--") else {
+            bail!("unexpected argument {name}")
+        };
+        let value = iter
+            .next()
+            .with_context(|| format!("--{name} needs a value"))?;
+        args.insert(name.to_owned(), value);
+    }
+    for required in [
+        "endpoint",
+        "access-key",
+        "secret-key",
+        "bucket",
+        "file",
+        "mode",
+    ] {
+        if !args.contains_key(required) {
+            bail!("missing --{required}");
+        }
+    }
+    if !["sdk-put", "sdk-get", "store-put", "store-get"].contains(&args["mode"].as_str()) {
+        bail!("unknown --mode {} (sdk-put, sdk-get, store-put, store-get)", args["mode"]);
+    }
+    Ok(args)
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn store_config(args: &HashMap<String, String>) -> anyhow::Result<S3Config> {
+    let mut config = S3Config::new(
+        &args["bucket"],
+        args.get("region").map_or("us-east-1", String::as_str),
+    );
+    config.endpoint_url = Some(args["endpoint"].clone());
+    config.force_path_style = true;
+    config.access_key_id = Some(args["access-key"].clone());
+    config.secret_access_key = Some(args["secret-key"].clone());
+    if let Some(mib) = args.get("part-size-mib") {
+        config.part_size = mib.parse::<usize>()? * 1024 * 1024;
+    }
+    if let Some(parts) = args.get("parts-in-flight") {
+        config.max_parts_in_flight = parts.parse()?;
+    }
+    Ok(config)
+}
+
+async fn sdk_client(args: &HashMap<String, String>) -> aws_sdk_s3::Client {
+    let credentials = Credentials::new(
+        &args["access-key"],
+        &args["secret-key"],
+        None,
+        None,
+        "bench",
+    );
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(
+            args.get("region")
+                .cloned()
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        ))
+        .credentials_provider(credentials)
+        .endpoint_url(&args["endpoint"])
+        .load()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let mode = args["mode"].clone();
+    let key = args
+        .get("key")
+        .cloned()
+        .unwrap_or_else(|| "bench/object.bin".to_owned());
+    let file = args["file"].clone();
+    let store = S3Store::new(store_config(&args)?).await?;
+    let client = sdk_client(&args).await;
+    if mode.ends_with("put") {
+        store.ensure_bucket().await?;
+    }
+    let started = Instant::now();
+    let bytes = match mode.as_str() {
+        "sdk-put" => {
+            let size = tokio::fs::metadata(&file).await?.len();
+            let body = SdkByteStream::from_path(&file).await?;
+            client
+                .put_object()
+                .bucket(store.bucket())
+                .key(&key)
+                .body(body)
+                .send()
+                .await?;
+            size
+        }
+        "sdk-get" => {
+            let output = client
+                .get_object()
+                .bucket(store.bucket())
+                .key(&key)
+                .send()
+                .await?;
+            let mut body = output.body;
+            let mut bytes = 0u64;
+            while let Some(chunk) = body.try_next().await? {
+                bytes += chunk.len() as u64;
+            }
+            bytes
+        }
+        "store-put" => {
+            let reader = tokio::fs::File::open(&file).await?;
+            let body = tokio_util::io::ReaderStream::with_capacity(reader, FILE_CHUNK)
+                .map_err(|error| StoreError::Body {
+                    source: error.into(),
+                })
+                .boxed();
+            let key = ObjectKey::parse(key)?;
+            store.put(&key, body, PutOptions::default()).await?.size
+        }
+        "store-get" => {
+            let key = ObjectKey::parse(key)?;
+            let mut body = store.get(&key, GetOptions::default()).await?.body;
+            let mut bytes = 0u64;
+            while let Some(chunk) = body.next().await {
+                bytes += chunk?.len() as u64;
+            }
+            bytes
+        }
+        other => bail!("unknown --mode {other} (sdk-put, sdk-get, store-put, store-get)"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mib_per_s = bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9);
+    println!(
+        "{{\"mode\":\"{mode}\",\"bytes\":{bytes},\"seconds\":{seconds:.3},\"mib_per_s\":{mib_per_s:.1},\"peak_rss_kib\":{}}}",
+        peak_rss_kib()
+    );
+    Ok(())
+}
