@@ -369,8 +369,11 @@ fn path_traversal_in_filename_is_reduced_to_a_name_and_never_reaches_the_key() {
         "{key}"
     );
     assert!(!key.contains("passwd") && !key.contains(".."), "{key}");
-    // The only file written is the object, inside the store's directory.
-    assert_eq!(files_under(&f.objects()), vec![key.to_owned()]);
+    // The only files written are the object and its metadata, inside the store's directory.
+    assert_eq!(
+        files_under(&f.objects()),
+        vec![format!("meta/{key}"), format!("objects/{key}")]
+    );
     let escaped = f.data.parent().unwrap();
     assert!(!escaped.join("etc").exists() && !escaped.join("tmp").exists());
 }
@@ -397,13 +400,20 @@ fn huge_title_is_422() {
         Part::File("file", "a.png", Some("image/png"), PNG),
     ]));
     assert_problem(&response, 422);
-    // Beyond the text-field limit the field is not even read whole.
-    let title = "t".repeat(1 << 20);
+    // Beyond the text-field limit (16 KiB) the field is not even read whole.
+    let title = "t".repeat(20 * 1024);
     let response = f.upload(&multipart(&[
         Part::Text("title", &title),
         Part::File("file", "a.png", Some("image/png"), PNG),
     ]));
     assert_problem(&response, 422);
+    // A body larger than the file limit plus room for fields is refused on its length.
+    let title = "t".repeat(1 << 20);
+    let response = f.upload(&multipart(&[
+        Part::Text("title", &title),
+        Part::File("file", "a.png", Some("image/png"), PNG),
+    ]));
+    assert_problem(&response, 413);
     f.assert_nothing_stored();
 }
 
@@ -480,10 +490,25 @@ fn someone_elses_event_is_404_exactly_like_a_missing_one() {
         Some(&multipart_content_type()),
         &body,
     );
-    assert_eq!(assert_problem(&theirs, 404), assert_problem(&missing, 404));
+    // Identical but for the id each names.
+    let same = |response: &RawResponse, id: &str| {
+        let mut body = assert_problem(response, 404);
+        let detail = body["detail"].as_str().unwrap().replace(id, "ID");
+        body["detail"] = Value::String(detail);
+        body
+    };
+    let missing_id = missing_event_id(&missing);
+    assert_eq!(same(&theirs, &f.event), same(&missing, &missing_id));
     let read = get(&f.server, &f.media_path(), Some(&mallory), &[]);
-    assert_eq!(assert_problem(&read, 404), assert_problem(&missing, 404));
+    assert_eq!(same(&read, &f.event), same(&missing, &missing_id));
     f.assert_nothing_stored();
+}
+
+/// The event id a 404 names (`event ID not found`).
+fn missing_event_id(response: &RawResponse) -> String {
+    let body = response.json();
+    let detail = body["detail"].as_str().unwrap();
+    detail.split(' ').nth(1).unwrap().to_owned()
 }
 
 #[test]

@@ -12,34 +12,34 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_plugs-api");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_plugs-api");
 /// The HS256 secret the servers are started with, so tests can also sign hostile tokens.
-pub const JWT_SECRET: &str = "binary-tests-secret-0123456789abcdef0123";
+pub(crate) const JWT_SECRET: &str = "binary-tests-secret-0123456789abcdef0123";
 
 /// A running `plugs-api serve`, killed (SIGKILL) when dropped.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// `http://127.0.0.1:PORT`.
-    pub base: String,
+    pub(crate) base: String,
     /// The settings it was started with.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Its working directory.
-    pub cwd: PathBuf,
+    pub(crate) cwd: PathBuf,
 }
 
 impl Server {
     /// Starts the binary with exactly these settings (plus `JWT_SECRET` unless given, and a free
     /// `BIND_ADDR`) and waits until `/healthz` answers.
-    pub fn start(env: &[(String, String)], cwd: &Path) -> Self {
+    pub(crate) fn start(env: &[(String, String)], cwd: &Path) -> Self {
         let server = Self::spawn(env, cwd);
         server.wait_until_up();
         server
     }
 
     /// Starts the binary without waiting for it.
-    pub fn spawn(env: &[(String, String)], cwd: &Path) -> Self {
+    pub(crate) fn spawn(env: &[(String, String)], cwd: &Path) -> Self {
         let port = free_port();
         let mut env = env.to_vec();
         env.retain(|(k, _)| k != "BIND_ADDR");
@@ -63,7 +63,7 @@ impl Server {
     }
 
     /// Waits until `/healthz` answers 200; fails if the process exits or a minute passes.
-    pub fn wait_until_up(&self) {
+    pub(crate) fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(response) = try_exchange(self.addr, &get_request("/healthz", None))
@@ -81,28 +81,28 @@ impl Server {
     }
 
     /// The server's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGKILL: no graceful shutdown, no cleanup, no flushed buffers.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Runs another subcommand (`token`, `gc`, ...) with the server's settings.
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         command(&self.env, &self.cwd).args(args).output().unwrap()
     }
 
     /// `plugs-api token --user USER`: the token alone on stdout.
-    pub fn token(&self, user: &str) -> String {
+    pub(crate) fn token(&self, user: &str) -> String {
         let output = self.run(&["token", "--user", user]);
         assert!(
             output.status.success(),
@@ -113,7 +113,7 @@ impl Server {
     }
 
     /// `plugs-api gc --apply --grace 0s`, returning its summary; fails if gc fails.
-    pub fn gc_apply_now(&self) -> String {
+    pub(crate) fn gc_apply_now(&self) -> String {
         let output = self.run(&["gc", "--apply", "--grace", "0s"]);
         assert!(
             output.status.success(),
@@ -131,7 +131,7 @@ impl Drop for Server {
 }
 
 /// The binary with a clean environment: only PATH, HOME, RUST_LOG and `env`.
-pub fn command(env: &[(String, String)], cwd: &Path) -> Command {
+pub(crate) fn command(env: &[(String, String)], cwd: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.env_clear().current_dir(cwd);
     for name in ["PATH", "HOME"] {
@@ -148,7 +148,7 @@ pub fn command(env: &[(String, String)], cwd: &Path) -> Command {
 }
 
 /// `[("K", "V")]` as owned pairs.
-pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -156,7 +156,7 @@ pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// A port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -166,20 +166,20 @@ pub fn free_port() -> u16 {
 
 /// An HTTP/1.1 response read off a raw socket.
 #[derive(Debug)]
-pub struct RawResponse {
+pub(crate) struct RawResponse {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Header lines as sent (names lower-cased), in order, repeated names kept.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// The raw bytes of the header block, to look for injected lines.
-    pub head: Vec<u8>,
+    pub(crate) head: Vec<u8>,
     /// The body (Content-Length bytes, or until the server closed).
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl RawResponse {
     /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -187,7 +187,7 @@ impl RawResponse {
     }
 
     /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
             panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
         })
@@ -195,7 +195,7 @@ impl RawResponse {
 }
 
 /// `GET path` with `Connection: close` and an optional bearer token.
-pub fn get_request(path: &str, token: Option<&str>) -> Vec<u8> {
+pub(crate) fn get_request(path: &str, token: Option<&str>) -> Vec<u8> {
     let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -205,12 +205,12 @@ pub fn get_request(path: &str, token: Option<&str>) -> Vec<u8> {
 }
 
 /// Sends `request` whole and reads one response.
-pub fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+pub(crate) fn exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
     try_exchange(addr, request).unwrap()
 }
 
 /// Like [`exchange`], but a connection failure is an error rather than a panic.
-pub fn try_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
+pub(crate) fn try_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(request)?;
@@ -219,7 +219,7 @@ pub fn try_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResp
 
 /// Reads one response: the header block, then `Content-Length` bytes (or to EOF without one).
 /// A read timeout (set by the caller) turns a server that never answers into an error.
-pub fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
+pub(crate) fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
     let mut buffer = Vec::new();
     let mut chunk = [0_u8; 8192];
     let head_end = loop {
@@ -282,7 +282,7 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
 }
 
 /// A request head for a POST of `length` body bytes.
-pub fn post_head(path: &str, token: &str, content_type: &str, length: u64) -> Vec<u8> {
+pub(crate) fn post_head(path: &str, token: &str, content_type: &str, length: u64) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Authorization: Bearer {token}\r\nContent-Type: {content_type}\r\n\
@@ -292,13 +292,13 @@ pub fn post_head(path: &str, token: &str, content_type: &str, length: u64) -> Ve
 }
 
 /// Hex SHA-256 of a file's contents.
-pub fn file_sha256(path: &Path) -> String {
+pub(crate) fn file_sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Every regular file under `root`, as paths relative to it, sorted. Temporary files a store
 /// left behind count: they are orphans too.
-pub fn files_under(root: &Path) -> Vec<String> {
+pub(crate) fn files_under(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -325,19 +325,19 @@ pub fn files_under(root: &Path) -> Vec<String> {
 
 /// One row of `event_media`, read straight from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaRow {
+pub(crate) struct MediaRow {
     /// `pending`, `ready` or `deleting`.
-    pub status: String,
+    pub(crate) status: String,
     /// The object key.
-    pub s3_key: String,
+    pub(crate) s3_key: String,
     /// The recorded size.
-    pub size_bytes: u64,
+    pub(crate) size_bytes: u64,
 }
 
 /// Every `event_media` row, through the database's own command-line client (`psql` for a
 /// `postgres://` URL, `sqlite3` for a SQLite file), so the check does not go through the code
 /// under test.
-pub fn media_rows(database: &Database) -> Vec<MediaRow> {
+pub(crate) fn media_rows(database: &Database) -> Vec<MediaRow> {
     let sql = "SELECT status, s3_key, size_bytes FROM event_media ORDER BY s3_key";
     let output = match database {
         Database::Postgres(url) => Command::new("psql")
@@ -383,43 +383,90 @@ pub fn media_rows(database: &Database) -> Vec<MediaRow> {
 
 /// Where a server keeps its records.
 #[derive(Debug, Clone)]
-pub enum Database {
+pub(crate) enum Database {
     /// A `postgres://` URL.
     Postgres(String),
     /// The embedded default's SQLite file.
     Sqlite(PathBuf),
 }
 
+/// Where a server keeps its objects, as files the test can list.
+#[derive(Debug, Clone)]
+pub(crate) enum StoreDir {
+    /// The local store's root (`DATA_DIR/objects`): `objects/KEY`, `meta/KEY`, `tmp/`.
+    Local(PathBuf),
+    /// s3s-fs's directory for one bucket: `KEY` files beside s3s-fs's own metadata files.
+    S3sFsBucket(PathBuf),
+}
+
+impl StoreDir {
+    /// Every object the store holds, with its size, sorted by key; plus every stray file (a
+    /// temporary file, metadata without its object) that counts as an orphan too.
+    pub(crate) fn objects(&self) -> (Vec<(String, u64)>, Vec<String>) {
+        let sized = |root: &Path, files: Vec<String>| -> Vec<(String, u64)> {
+            files
+                .into_iter()
+                .map(|f| {
+                    let size = std::fs::metadata(root.join(&f)).unwrap().len();
+                    (f, size)
+                })
+                .collect()
+        };
+        match self {
+            Self::Local(root) => {
+                let objects = files_under(&root.join("objects"));
+                let mut stray: Vec<String> = files_under(&root.join("tmp"))
+                    .into_iter()
+                    .map(|f| format!("tmp/{f}"))
+                    .collect();
+                stray.extend(
+                    files_under(&root.join("meta"))
+                        .into_iter()
+                        .filter(|f| !objects.contains(f))
+                        .map(|f| format!("meta/{f}")),
+                );
+                (sized(&root.join("objects"), objects), stray)
+            }
+            Self::S3sFsBucket(root) => {
+                let (internal, objects): (Vec<String>, Vec<String>) = files_under(root)
+                    .into_iter()
+                    .partition(|f| f.starts_with(".") || f.contains("/.") || f.contains(".s3s"));
+                let stray = internal
+                    .into_iter()
+                    .filter(|f| f.contains("upload") || f.contains("tmp"))
+                    .collect();
+                (sized(root, objects), stray)
+            }
+        }
+    }
+}
+
 /// The consistency invariant, checked on the store's files and the database's rows directly:
-/// every object has a `ready` record of its size, every record is `ready` and has its object, and
-/// the store holds nothing else (no temporary files either). `objects` is the store's directory
-/// (the local store's root, or s3s-fs's bucket directory).
-pub fn assert_consistent(objects: &Path, database: &Database) {
-    let files: Vec<String> = files_under(objects)
-        .into_iter()
-        // s3s-fs keeps object metadata in sidecar files beside the objects.
-        .filter(|f| !f.contains(".s3s-fs") && !f.ends_with(".metadata.json"))
-        .collect();
+/// every record is `ready` and has its object of the recorded size, and the store holds nothing
+/// else: no object without a record, no temporary file.
+pub(crate) fn assert_consistent(store: &StoreDir, database: &Database) {
+    let (objects, stray) = store.objects();
+    assert!(stray.is_empty(), "stray files in the store: {stray:?}");
     let rows = media_rows(database);
     let not_ready: Vec<&MediaRow> = rows.iter().filter(|r| r.status != "ready").collect();
     assert!(
         not_ready.is_empty(),
         "dangling records (not ready): {not_ready:?}"
     );
-    let keys: Vec<&str> = rows.iter().map(|r| r.s3_key.as_str()).collect();
-    let orphans: Vec<&String> = files
+    let orphans: Vec<&(String, u64)> = objects
         .iter()
-        .filter(|f| !keys.contains(&f.as_str()))
+        .filter(|(key, _)| !rows.iter().any(|r| &r.s3_key == key))
         .collect();
     assert!(
         orphans.is_empty(),
-        "orphans (files no record claims): {orphans:?}"
+        "orphans (objects no record claims): {orphans:?}"
     );
     for row in &rows {
-        let path = objects.join(&row.s3_key);
-        let size = std::fs::metadata(&path)
-            .unwrap_or_else(|_| panic!("dangling record: no object for {row:?}"))
-            .len();
-        assert_eq!(size, row.size_bytes, "object size differs from its record");
+        let object = objects.iter().find(|(key, _)| *key == row.s3_key);
+        assert_eq!(
+            object.map(|(_, size)| *size),
+            Some(row.size_bytes),
+            "dangling record (object missing or of another size): {row:?}"
+        );
     }
 }
