@@ -3,11 +3,14 @@
 //!
 //! The measuring itself is `crates/plugs_storage/examples/store_bench.rs`, a release build; this
 //! file starts the server, runs it, takes medians and writes docs/PERFORMANCE.md.
+//!
+//! `cargo xtask bench api` (the HTTP server end to end) lives in `bench_api.rs`; the helpers both
+//! share (machine description, document sections) are here.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -22,6 +25,9 @@ const BUCKET: &str = "plugs-bench";
 const HEADING: &str = "## Object store: S3Store vs bare aws-sdk-s3";
 
 pub(crate) fn run(args: &[&str]) -> Result<()> {
+    if let ["api", rest @ ..] = args {
+        return crate::bench_api::run(rest);
+    }
     let size_mib = parse_args(args)?;
     let metadata = process::metadata()?;
     ensure!(
@@ -69,11 +75,16 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let section = section(&medians, size_mib, &command, &machine(), &today());
     println!("\n{section}");
     let path = process::workspace_root().join("docs/PERFORMANCE.md");
-    let old = fs::read_to_string(&path).unwrap_or_else(|_| "# Performance\n".to_string());
-    fs::write(&path, replace_section(&old, &section))
-        .with_context(|| format!("could not write {}", path.display()))?;
+    write_section(&path, HEADING, &section)?;
     println!("wrote the section to {}", path.display());
     Ok(())
+}
+
+/// Replaces (or appends) one `## ` section of a Markdown document on disk.
+pub(crate) fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
+    let old = fs::read_to_string(path).unwrap_or_else(|_| "# Performance\n".to_string());
+    fs::write(path, replace_titled_section(&old, heading, section))
+        .with_context(|| format!("could not write {}", path.display()))
 }
 
 fn parse_args(args: &[&str]) -> Result<u64> {
@@ -84,11 +95,14 @@ fn parse_args(args: &[&str]) -> Result<u64> {
             ensure!(size > 0, "--size-mib must be at least 1");
             Ok(size)
         }
-        _ => bail!("usage: cargo xtask bench storage [--size-mib N]"),
+        _ => bail!(
+            "usage: cargo xtask bench storage [--size-mib N]\n       \
+             cargo xtask bench api [--profile full|smoke]"
+        ),
     }
 }
 
-fn has_example(metadata: &Value, package: &str, example: &str) -> bool {
+pub(crate) fn has_example(metadata: &Value, package: &str, example: &str) -> bool {
     let packages = metadata["packages"].as_array().map(Vec::as_slice);
     packages
         .unwrap_or_default()
@@ -123,15 +137,20 @@ fn write_random_file(path: &Path, size_mib: u64) -> Result<()> {
 
 /// One measurement, as the example prints it on one JSON line.
 #[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    mode: String,
-    bytes: u64,
-    seconds: f64,
-    mib_per_s: f64,
-    peak_rss_kib: u64,
+pub(crate) struct Sample {
+    pub(crate) mode: String,
+    pub(crate) bytes: u64,
+    pub(crate) seconds: f64,
+    pub(crate) mib_per_s: f64,
+    pub(crate) peak_rss_kib: u64,
 }
 
-fn run_once(binary: &PathBuf, endpoint: &str, payload: &Path, mode: &str) -> Result<Sample> {
+pub(crate) fn run_once(
+    binary: &Path,
+    endpoint: &str,
+    payload: &Path,
+    mode: &str,
+) -> Result<Sample> {
     let output = process::run_quietly(
         Command::new(binary)
             .args(["--endpoint", endpoint])
@@ -185,7 +204,7 @@ fn median(samples: &[Sample], mode: &str) -> Sample {
 }
 
 /// `2 cores, <model name>` from this machine.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -199,7 +218,7 @@ fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d"])
         .output()
@@ -247,14 +266,14 @@ fn section(medians: &[Sample], size_mib: u64, command: &str, machine: &str, date
     text
 }
 
-fn kib_to_mib(kib: u64) -> f64 {
+pub(crate) fn kib_to_mib(kib: u64) -> f64 {
     // Exact for any realistic peak RSS; f64 holds integers up to 2^53.
     #[allow(clippy::cast_precision_loss)]
     let kib = kib as f64;
     kib / 1024.0
 }
 
-fn ratio(numerator: f64, denominator: f64) -> String {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> String {
     if denominator > 0.0 {
         format!("{:.2}", numerator / denominator)
     } else {
@@ -263,12 +282,19 @@ fn ratio(numerator: f64, denominator: f64) -> String {
 }
 
 /// The document with our section replaced, or appended if it has none; every other section stays.
+#[cfg(test)]
 fn replace_section(document: &str, section: &str) -> String {
+    replace_titled_section(document, HEADING, section)
+}
+
+/// The document with the `## ` section titled `heading` replaced by `section`, or `section`
+/// appended if there is none; every other section stays as it is.
+pub(crate) fn replace_titled_section(document: &str, heading: &str, section: &str) -> String {
     let mut out = String::new();
     let mut lines = document.lines().peekable();
     let mut replaced = false;
     while let Some(line) = lines.next() {
-        if line.trim_end() == HEADING {
+        if line.trim_end() == heading {
             // Skip the old section up to the next heading of the same or a higher level.
             while lines
                 .peek()

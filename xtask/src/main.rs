@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod bench_api;
 mod ci;
 mod layers;
 mod process;
@@ -27,6 +28,9 @@ commands:
   layers                        check that each crate depends only on the layers below it
   bench storage [--size-mib N]  S3Store against bare aws-sdk-s3 on s3s-fs (default 256 MiB);
                                 writes the figures into docs/PERFORMANCE.md
+  bench api [--profile full|smoke]
+                                the release plugs-api end to end against bare S3 clients;
+                                full writes the figures into docs/PERFORMANCE.md
 ";
 
 fn main() -> ExitCode {

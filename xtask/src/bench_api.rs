@@ -1,0 +1,1185 @@
+//! `cargo xtask bench api [--profile full|smoke]`: the plugs-api binary end to end, over HTTP,
+//! against PostgreSQL and s3s-fs on this machine, each figure beside a reference measured in the
+//! same run: the same bytes sent straight to the same S3 server by the bare aws-sdk-s3 client
+//! (`crates/plugs_storage/examples/store_bench.rs`) and by curl, and `/healthz` of the same
+//! process for the metadata route.
+//!
+//! Memory is the server's own: VmHWM (the kernel's high-water mark of its resident set) of a
+//! server process started fresh for that one measurement, since the mark only ever rises.
+//!
+//! `full` uses a release build and writes its section of docs/PERFORMANCE.md; `smoke` uses the
+//! debug build the tests already made, tiny sizes and a second per load run, and only checks that
+//! every path works (CI runs it), so its figures are printed and not kept.
+
+#[path = "bench_http.rs"]
+mod http;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+use self::http::{Api, ApiServer, Load, Request, Transfer};
+use crate::bench::{self, Sample};
+use crate::process::{self, cargo};
+use crate::services::{Guard, S3_ACCESS_KEY, S3_SECRET_KEY, S3S_FS_VERSION, Services};
+
+const HEADING: &str = "## HTTP API: plugs-api end to end against bare S3 clients";
+/// The bucket the server stores into; the references write beside it, under other keys.
+const BUCKET: &str = "plugs-bench-api";
+/// The bucket store_bench uses (it creates it).
+const SDK_BUCKET: &str = "plugs-bench";
+const USER: &str = "bench";
+/// HS256 wants at least 32 bytes; it guards a throwaway server on 127.0.0.1.
+const JWT_SECRET: &str = "plugs-bench-jwt-secret-not-a-secret-0123456789";
+const MIB: u64 = 1 << 20;
+
+/// What one run measures, and how hard.
+#[derive(Debug, Clone, PartialEq)]
+struct Profile {
+    name: &'static str,
+    release: bool,
+    rounds: usize,
+    /// Single-transfer sizes in MiB, ascending: the first is the baseline of the memory ratio.
+    sizes_mib: &'static [u64],
+    /// The upload whose peak RSS is reported on its own row.
+    headline_mib: u64,
+    /// How many transfers at once, and of how many MiB each.
+    concurrent: (usize, u64),
+    small_kib: u64,
+    small_connections: u32,
+    load_seconds: u32,
+    seed_rows: u64,
+    metadata_connections: u32,
+    /// Requests after which the resident set is read, then read again.
+    leak_counts: (u64, u64),
+}
+
+const FULL: Profile = Profile {
+    name: "full",
+    release: true,
+    rounds: 3,
+    sizes_mib: &[16, 200, 256, 1024],
+    headline_mib: 200,
+    concurrent: (16, 64),
+    small_kib: 100,
+    small_connections: 64,
+    load_seconds: 10,
+    seed_rows: 10_000,
+    metadata_connections: 32,
+    leak_counts: (10_000, 200_000),
+};
+
+const SMOKE: Profile = Profile {
+    name: "smoke",
+    release: false,
+    rounds: 1,
+    sizes_mib: &[1, 4],
+    headline_mib: 4,
+    concurrent: (4, 2),
+    small_kib: 100,
+    small_connections: 8,
+    load_seconds: 1,
+    seed_rows: 200,
+    metadata_connections: 8,
+    leak_counts: (300, 1_000),
+};
+
+fn parse_args(args: &[&str]) -> Result<Profile> {
+    match args {
+        [] | ["--profile", "full"] => Ok(FULL),
+        ["--profile", "smoke"] => Ok(SMOKE),
+        _ => bail!("usage: cargo xtask bench api [--profile full|smoke]"),
+    }
+}
+
+pub(crate) fn run(args: &[&str]) -> Result<()> {
+    let profile = parse_args(args)?;
+    let command = format!("cargo xtask bench api --profile {}", profile.name);
+    let (api_binary, store_bench) = build(&profile)?;
+    let wrk = http::find_or_install_wrk()?;
+
+    let services = Services::start()?;
+    let vars: HashMap<&str, String> = services.env().into_iter().collect();
+    let pg_url = vars
+        .get("PLUGS_TEST_PG_URL")
+        .context("services gave no PostgreSQL URL")?;
+    let s3 = vars
+        .get("PLUGS_TEST_S3S_ENDPOINT")
+        .context("services gave no s3s-fs endpoint")?
+        .clone();
+    let scratch = Guard::new()?;
+    let database = Database::create(pg_url)?;
+    create_bucket(&s3)?;
+
+    let api = Api {
+        binary: api_binary,
+        env: [
+            ("DATABASE_URL", database.url()),
+            ("DATA_DIR", scratch.dir().join("data").display().to_string()),
+            ("S3_BUCKET_NAME", BUCKET.to_string()),
+            ("S3_ENDPOINT_URL", s3.clone()),
+            ("S3_FORCE_PATH_STYLE", "true".to_string()),
+            ("S3_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_string()),
+            ("MAX_FILE_SIZE", (4 * 1024 * MIB).to_string()),
+            ("JWT_SECRET", JWT_SECRET.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        dir: scratch.dir().to_path_buf(),
+    };
+    let token = api.token(USER)?;
+    let mut bench = Bench {
+        api,
+        token,
+        wrk,
+        s3,
+        store_bench,
+        database,
+        dir: scratch.dir().to_path_buf(),
+        profile: profile.clone(),
+        rows: Vec::new(),
+    };
+    bench.transfers()?;
+    bench.concurrent()?;
+    bench.small_files()?;
+    bench.metadata_and_leaks()?;
+
+    let table = table(&bench.rows);
+    println!("\n{table}");
+    if profile.release {
+        let section = section(
+            &profile,
+            &table,
+            &command,
+            &bench::machine(),
+            &bench::today(),
+        );
+        let path = process::workspace_root().join("docs/PERFORMANCE.md");
+        bench::write_section(&path, HEADING, &section)?;
+        println!("wrote the section to {}", path.display());
+    }
+    drop(bench);
+    drop(scratch);
+    drop(services);
+    Ok(())
+}
+
+/// Builds plugs-api and, if it exists, the store_bench example; returns their paths.
+fn build(profile: &Profile) -> Result<(PathBuf, Option<PathBuf>)> {
+    let metadata = process::metadata()?;
+    let target = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    let dir = Path::new(target).join(if profile.release { "release" } else { "debug" });
+    let release: &[&str] = if profile.release { &["--release"] } else { &[] };
+    process::run(cargo().arg("build").args(release).args([
+        "-p",
+        "plugs-api",
+        "--bin",
+        "plugs-api",
+    ]))?;
+    let store_bench = if bench::has_example(&metadata, "plugs_storage", "store_bench") {
+        process::run(cargo().arg("build").args(release).args([
+            "-p",
+            "plugs_storage",
+            "--example",
+            "store_bench",
+        ]))?;
+        Some(dir.join("examples/store_bench"))
+    } else {
+        eprintln!(
+            "bench: plugs_storage has no example store_bench; the bare-SDK references are skipped"
+        );
+        None
+    };
+    Ok((dir.join("plugs-api"), store_bench))
+}
+
+fn create_bucket(s3: &str) -> Result<()> {
+    let transfer = http::run_transfer(http::s3_command(S3_ACCESS_KEY, S3_SECRET_KEY).args([
+        "-X",
+        "PUT",
+        &format!("{s3}/{BUCKET}"),
+    ]))?;
+    // 409: it exists already, owned by us.
+    ensure!(
+        matches!(transfer.status, 200 | 409),
+        "creating the bucket {BUCKET} answered {}",
+        transfer.status
+    );
+    Ok(())
+}
+
+/// A database of its own for one run, dropped afterwards.
+struct Database {
+    admin_url: String,
+    name: String,
+    psql: PathBuf,
+}
+
+impl Database {
+    fn create(admin_url: &str) -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let database = Self {
+            admin_url: admin_url.to_string(),
+            name: format!("plugs_bench_{}_{nanos}", std::process::id()),
+            psql: psql()?,
+        };
+        database.run_sql(admin_url, &format!("CREATE DATABASE {}", database.name))?;
+        Ok(database)
+    }
+
+    fn url(&self) -> String {
+        with_database(&self.admin_url, &self.name)
+    }
+
+    fn sql(&self, sql: &str) -> Result<String> {
+        self.run_sql(&self.url(), sql)
+    }
+
+    fn run_sql(&self, url: &str, sql: &str) -> Result<String> {
+        let output = process::run_quietly(
+            Command::new(&self.psql)
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url])
+                .args(["-c", sql]),
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let drop_sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(err) = self.run_sql(&self.admin_url, &drop_sql) {
+            eprintln!("bench: could not drop database {}: {err:#}", self.name);
+        }
+    }
+}
+
+/// `psql` on PATH, else from the newest installed PostgreSQL.
+fn psql() -> Result<PathBuf> {
+    if process::succeeds(Command::new("psql").arg("--version")) {
+        return Ok(PathBuf::from("psql"));
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin/psql"))
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("psql is not installed (apt-get install postgresql-client)")
+}
+
+/// The URL with its database name replaced; user, host, port and query stay.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let authority = before_query.split('/').next().unwrap_or_default();
+    let mut out = format!("{scheme}://{authority}/{name}");
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// One line of the result table.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    measure: String,
+    ours: String,
+    reference: String,
+    ratio: String,
+    target: String,
+    verdict: &'static str,
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "n/a",
+    }
+}
+
+fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / MIB as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn mib(kib: u64) -> f64 {
+    bench::kib_to_mib(kib)
+}
+
+/// Everything one run holds.
+struct Bench {
+    api: Api,
+    token: String,
+    wrk: PathBuf,
+    s3: String,
+    store_bench: Option<PathBuf>,
+    database: Database,
+    dir: PathBuf,
+    profile: Profile,
+    rows: Vec<Row>,
+}
+
+/// Figures of one single-transfer size across rounds.
+#[derive(Debug, Default)]
+struct SizeFigures {
+    api_up: Vec<f64>,
+    api_down: Vec<f64>,
+    curl_up: Vec<f64>,
+    curl_down: Vec<f64>,
+    sdk_up: Vec<f64>,
+    sdk_down: Vec<f64>,
+    up_hwm_kib: u64,
+    down_hwm_kib: u64,
+    idle_hwm_kib: u64,
+}
+
+impl Bench {
+    fn api_url(&self, server: &ApiServer, path: &str) -> String {
+        format!("{}/api/v1{path}", server.base_url())
+    }
+
+    fn create_event(&self, server: &ApiServer, title: &str) -> Result<String> {
+        let (status, body) = http::json_request(
+            "POST",
+            &self.api_url(server, "/events"),
+            &self.token,
+            Some(&serde_json::json!({ "title": title }).to_string()),
+        )?;
+        ensure!(status == 201, "creating an event answered {status}: {body}");
+        body["id"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("the created event has no id: {body}"))
+    }
+
+    /// Uploads a file through the API; the transfer and the new media id.
+    fn upload(&self, server: &ApiServer, event: &str, file: &Path) -> Result<(Transfer, String)> {
+        let response = self.dir.join("upload-response.json");
+        let transfer = http::run_transfer(&mut http::upload_command(
+            &self.api_url(server, &format!("/events/{event}/media")),
+            &self.token,
+            file,
+            "payload.png",
+            "image/png",
+            &response,
+        ))?;
+        media_id(&transfer, &response).map(|id| (transfer, id))
+    }
+
+    fn delete_media(&self, server: &ApiServer, event: &str, media: &str) -> Result<()> {
+        let (status, body) = http::json_request(
+            "DELETE",
+            &self.api_url(server, &format!("/events/{event}/media/{media}")),
+            &self.token,
+            None,
+        )?;
+        ensure!(status == 204, "deleting media answered {status}: {body}");
+        Ok(())
+    }
+
+    fn stream_url(&self, server: &ApiServer, event: &str, media: &str) -> String {
+        self.api_url(server, &format!("/events/{event}/media/{media}/stream"))
+    }
+
+    fn s3_put(&self, file: &Path, key: &str) -> Command {
+        let mut command = http::s3_command(S3_ACCESS_KEY, S3_SECRET_KEY);
+        command
+            .arg("-T")
+            .arg(file)
+            .arg(format!("{}/{BUCKET}/{key}", self.s3));
+        command
+    }
+
+    fn s3_get(&self, key: &str) -> Command {
+        let mut command = http::s3_command(S3_ACCESS_KEY, S3_SECRET_KEY);
+        command.arg(format!("{}/{BUCKET}/{key}", self.s3));
+        command
+    }
+
+    fn sdk(&self, file: &Path, mode: &str) -> Result<Option<Sample>> {
+        self.store_bench
+            .as_ref()
+            .map(|binary| bench::run_once(binary, &self.s3, file, mode))
+            .transpose()
+    }
+
+    /// Single uploads and downloads of each size: throughput against the references, and the
+    /// server's peak memory during each.
+    fn transfers(&mut self) -> Result<()> {
+        let mut event = None;
+        let mut figures: Vec<(u64, SizeFigures)> = Vec::new();
+        let files = self
+            .profile
+            .sizes_mib
+            .iter()
+            .map(|&size| {
+                let path = self.dir.join(format!("payload-{size}MiB.png"));
+                http::write_png_file(&path, size * MIB)?;
+                Ok((size, path))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for round in 1..=self.profile.rounds {
+            for (size, file) in &files {
+                let bytes = size * MIB;
+                let index = match figures.iter().position(|(s, _)| s == size) {
+                    Some(index) => index,
+                    None => {
+                        figures.push((*size, SizeFigures::default()));
+                        figures.len() - 1
+                    }
+                };
+
+                let server = self.api.start()?;
+                let idle = server.memory()?;
+                let event_id = match &event {
+                    Some(id) => String::clone(id),
+                    None => {
+                        let id = self.create_event(&server, "bench transfers")?;
+                        event = Some(id.clone());
+                        id
+                    }
+                };
+                let (up, media) = self.upload(&server, &event_id, file)?;
+                let up_memory = server.memory()?;
+                drop(server);
+
+                let server = self.api.start()?;
+                let down = http::run_transfer(&mut http::download_command(
+                    &self.stream_url(&server, &event_id, &media),
+                    &self.token,
+                ))?;
+                let down_memory = server.memory()?;
+                ensure!(
+                    down.status == 200 && down.bytes_down == bytes,
+                    "the stream of a {size} MiB upload answered {} with {} bytes",
+                    down.status,
+                    down.bytes_down
+                );
+                self.delete_media(&server, &event_id, &media)?;
+                drop(server);
+
+                let key = format!("direct/{size}");
+                let curl_up = http::run_transfer(&mut self.s3_put(file, &key))?;
+                let curl_down = http::run_transfer(&mut self.s3_get(&key))?;
+                ensure!(
+                    curl_up.status == 200 && curl_down.bytes_down == bytes,
+                    "the direct S3 put/get answered {}/{} with {} bytes",
+                    curl_up.status,
+                    curl_down.status,
+                    curl_down.bytes_down
+                );
+                let sdk_up = self.sdk(file, "sdk-put")?.map(|s| s.mib_per_s);
+                let sdk_down = self.sdk(file, "sdk-get")?.map(|s| s.mib_per_s);
+
+                let f = &mut figures[index].1;
+                f.api_up.push(mib_per_s(bytes, up.seconds));
+                f.api_down.push(mib_per_s(bytes, down.seconds));
+                f.curl_up.push(mib_per_s(bytes, curl_up.seconds));
+                f.curl_down.push(mib_per_s(bytes, curl_down.seconds));
+                f.sdk_up.extend(sdk_up);
+                f.sdk_down.extend(sdk_down);
+                f.up_hwm_kib = f.up_hwm_kib.max(up_memory.hwm_kib);
+                f.down_hwm_kib = f.down_hwm_kib.max(down_memory.hwm_kib);
+                f.idle_hwm_kib = f.idle_hwm_kib.max(idle.hwm_kib);
+                println!(
+                    "round {round}/{} {size:>5} MiB: API up {:>7.1} down {:>7.1} MiB/s \
+                     (curl direct {:>7.1} / {:>7.1}, SDK {} / {}); server peak RSS up {:.1} \
+                     down {:.1} MiB (idle {:.1})",
+                    self.profile.rounds,
+                    mib_per_s(bytes, up.seconds),
+                    mib_per_s(bytes, down.seconds),
+                    mib_per_s(bytes, curl_up.seconds),
+                    mib_per_s(bytes, curl_down.seconds),
+                    sdk_up.map_or("n/a".to_string(), |s| format!("{s:.1}")),
+                    sdk_down.map_or("n/a".to_string(), |s| format!("{s:.1}")),
+                    mib(up_memory.hwm_kib),
+                    mib(down_memory.hwm_kib),
+                    mib(idle.hwm_kib),
+                );
+                process::flush();
+            }
+        }
+        for (path, _) in files.iter().map(|(s, p)| (p, s)) {
+            let _ = fs::remove_file(path);
+        }
+        self.rows
+            .extend(transfer_rows(&figures, self.profile.headline_mib));
+        Ok(())
+    }
+    /// Many big transfers at once: aggregate throughput against as many direct puts, and memory.
+    fn concurrent(&mut self) -> Result<()> {
+        let (count, size) = self.profile.concurrent;
+        let bytes = size * MIB;
+        let file = self.dir.join(format!("concurrent-{size}MiB.png"));
+        http::write_png_file(&file, bytes)?;
+
+        let server = self.api.start()?;
+        let event = self.create_event(&server, "bench concurrent")?;
+        let url = self.api_url(&server, &format!("/events/{event}/media"));
+        let responses: Vec<PathBuf> = (0..count)
+            .map(|i| self.dir.join(format!("concurrent-{i}.json")))
+            .collect();
+        let mut commands: Vec<Command> = responses
+            .iter()
+            .map(|response| {
+                http::upload_command(&url, &self.token, &file, "c.png", "image/png", response)
+            })
+            .collect();
+        let started = Instant::now();
+        let uploads = http::run_transfers_concurrently(&mut commands)?;
+        let up_seconds = started.elapsed().as_secs_f64();
+        let up_memory = server.memory()?;
+        let ids = uploads
+            .iter()
+            .zip(&responses)
+            .map(|(transfer, response)| media_id(transfer, response))
+            .collect::<Result<Vec<_>>>()?;
+        drop(server);
+
+        let server = self.api.start()?;
+        let mut commands: Vec<Command> = ids
+            .iter()
+            .map(|id| http::download_command(&self.stream_url(&server, &event, id), &self.token))
+            .collect();
+        let started = Instant::now();
+        let downloads = http::run_transfers_concurrently(&mut commands)?;
+        let down_seconds = started.elapsed().as_secs_f64();
+        let down_memory = server.memory()?;
+        ensure!(
+            downloads
+                .iter()
+                .all(|d| d.status == 200 && d.bytes_down == bytes),
+            "a concurrent download failed: {downloads:?}"
+        );
+        for id in &ids {
+            self.delete_media(&server, &event, id)?;
+        }
+        drop(server);
+
+        let mut commands: Vec<Command> = (0..count)
+            .map(|i| self.s3_put(&file, &format!("direct/concurrent-{i}")))
+            .collect();
+        let started = Instant::now();
+        http::run_transfers_concurrently(&mut commands)?;
+        let curl_up_seconds = started.elapsed().as_secs_f64();
+        let mut commands: Vec<Command> = (0..count)
+            .map(|i| self.s3_get(&format!("direct/concurrent-{i}")))
+            .collect();
+        let started = Instant::now();
+        http::run_transfers_concurrently(&mut commands)?;
+        let curl_down_seconds = started.elapsed().as_secs_f64();
+        let _ = fs::remove_file(&file);
+
+        let total = bytes * count as u64;
+        println!(
+            "{count} x {size} MiB at once: API up {:.1} down {:.1} MiB/s (curl direct {:.1} / \
+             {:.1}); server peak RSS up {:.1} down {:.1} MiB",
+            mib_per_s(total, up_seconds),
+            mib_per_s(total, down_seconds),
+            mib_per_s(total, curl_up_seconds),
+            mib_per_s(total, curl_down_seconds),
+            mib(up_memory.hwm_kib),
+            mib(down_memory.hwm_kib)
+        );
+        for (direction, ours, theirs, memory) in [
+            ("uploads", up_seconds, curl_up_seconds, up_memory),
+            ("downloads", down_seconds, curl_down_seconds, down_memory),
+        ] {
+            let (ours, theirs) = (mib_per_s(total, ours), mib_per_s(total, theirs));
+            self.rows.push(Row {
+                measure: format!("{count} x {size} MiB {direction} at once, aggregate MiB/s"),
+                ours: format!("{ours:.1}"),
+                reference: format!("curl {theirs:.1}"),
+                ratio: format!("{:.2} (of curl)", ours / theirs),
+                target: String::new(),
+                verdict: verdict(None),
+            });
+            self.rows.push(Row {
+                measure: format!("{count} x {size} MiB {direction} at once, server peak RSS MiB"),
+                ours: format!("{:.1}", mib(memory.hwm_kib)),
+                reference: String::new(),
+                ratio: String::new(),
+                target: String::new(),
+                verdict: verdict(None),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_script(&self, name: &str, requests: &[Request]) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        fs::write(&path, http::wrk_script(&self.token, requests))?;
+        Ok(path)
+    }
+
+    fn wrk(
+        &self,
+        script: &Path,
+        server: &ApiServer,
+        connections: u32,
+        seconds: u32,
+    ) -> Result<Load> {
+        http::run_wrk(&self.wrk, script, &server.base_url(), connections, seconds)
+    }
+
+    /// Small uploads with many in flight, against the bare SDK doing the same puts.
+    fn small_files(&mut self) -> Result<()> {
+        let size = self.profile.small_kib * 1024;
+        let connections = self.profile.small_connections;
+        let server = self.api.start()?;
+        let event = self.create_event(&server, "bench small files")?;
+        let script = self.write_script(
+            "small-uploads.lua",
+            &[Request::Upload(
+                format!("/api/v1/events/{event}/media"),
+                size,
+            )],
+        )?;
+        let load = self.wrk(&script, &server, connections, self.profile.load_seconds)?;
+        let memory = server.memory()?;
+        drop(server);
+        check_errors("small uploads", &load)?;
+
+        let file = self.dir.join("small.png");
+        http::write_png_file(&file, size)?;
+        let sdk = self.sdk_put_many(&file, load.requests, connections)?;
+        println!(
+            "{} KiB uploads, {connections} in flight: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms; \
+             server peak RSS {:.1} MiB; bare SDK {}",
+            self.profile.small_kib,
+            load.per_second(),
+            load.p50_ms,
+            load.p99_ms,
+            mib(memory.hwm_kib),
+            sdk.as_ref().map_or("n/a".to_string(), |s| format!(
+                "{:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                s.per_second(),
+                s.p50_ms,
+                s.p99_ms
+            ))
+        );
+        let what = format!(
+            "{} KiB uploads, {connections} in flight",
+            self.profile.small_kib
+        );
+        let reference = |value: Option<String>| {
+            value.unwrap_or_else(|| "bare SDK: n/a (store_bench has no sdk-put-many)".to_string())
+        };
+        self.rows.push(Row {
+            measure: format!("{what}: uploads/s"),
+            ours: format!("{:.0}", load.per_second()),
+            reference: reference(sdk.map(|s| format!("SDK {:.0}", s.per_second()))),
+            ratio: sdk.map_or(String::new(), |s| {
+                format!("{:.2}", load.per_second() / s.per_second())
+            }),
+            target: String::new(),
+            verdict: verdict(None),
+        });
+        self.rows.push(Row {
+            measure: format!("{what}: p50 / p99 ms"),
+            ours: format!("{:.1} / {:.1}", load.p50_ms, load.p99_ms),
+            reference: reference(sdk.map(|s| format!("SDK {:.1} / {:.1}", s.p50_ms, s.p99_ms))),
+            ratio: String::new(),
+            target: String::new(),
+            verdict: verdict(None),
+        });
+        self.rows.push(Row {
+            measure: format!("{what}: server peak RSS MiB"),
+            ours: format!("{:.1}", mib(memory.hwm_kib)),
+            reference: String::new(),
+            ratio: String::new(),
+            target: String::new(),
+            verdict: verdict(None),
+        });
+        Ok(())
+    }
+
+    /// `store_bench --mode sdk-put-many`, when the example has that mode.
+    fn sdk_put_many(&self, file: &Path, count: u64, concurrency: u32) -> Result<Option<Load>> {
+        let Some(binary) = &self.store_bench else {
+            return Ok(None);
+        };
+        let output = Command::new(binary)
+            .args(["--endpoint", &self.s3])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .args(["--bucket", SDK_BUCKET, "--mode", "sdk-put-many"])
+            .args(["--count", &count.max(1).to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
+            .arg("--file")
+            .arg(file)
+            .output()?;
+        if !output.status.success() {
+            eprintln!(
+                "bench: store_bench --mode sdk-put-many failed, so no reference: {}",
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            );
+            return Ok(None);
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+        let json: Value = serde_json::from_str(line.unwrap_or_default())
+            .with_context(|| format!("store_bench sdk-put-many printed `{stdout}`"))?;
+        let number = |field: &str| json[field].as_f64().unwrap_or_default();
+        Ok(Some(Load {
+            requests: json["count"].as_u64().unwrap_or_default(),
+            seconds: number("seconds"),
+            status_errors: 0,
+            socket_errors: 0,
+            p50_ms: number("p50_ms"),
+            p99_ms: number("p99_ms"),
+        }))
+    }
+
+    /// The listing of a large gallery against `/healthz` of the same process, then the resident
+    /// set of one process after many mixed requests.
+    fn metadata_and_leaks(&mut self) -> Result<()> {
+        let server = self.api.start()?;
+        let gallery = self.create_event(&server, "bench gallery")?;
+        let mixed = self.create_event(&server, "bench mixed")?;
+        let small = self.dir.join("small.png");
+        let (_, small_media) = self.upload(&server, &mixed, &small)?;
+        drop(server);
+        self.seed(&gallery)?;
+
+        let list = self.write_script(
+            "list.lua",
+            &[Request::Get(format!(
+                "/api/v1/events/{gallery}/media?limit=50"
+            ))],
+        )?;
+        let health = self.write_script(
+            "healthz.lua",
+            &[Request::GetAnonymous("/healthz".to_string())],
+        )?;
+        let connections = self.profile.metadata_connections;
+        let seconds = self.profile.load_seconds;
+        let server = self.api.start()?;
+        if self.profile.release {
+            // Warm both paths (connection pool, prepared statements, allocator) before measuring.
+            self.wrk(&list, &server, connections, 1)?;
+            self.wrk(&health, &server, connections, 1)?;
+        }
+        let listing = self.wrk(&list, &server, connections, seconds)?;
+        let healthz = self.wrk(&health, &server, connections, seconds)?;
+        drop(server);
+        check_errors("listing", &listing)?;
+        check_errors("healthz", &healthz)?;
+        let ratio = listing.per_second() / healthz.per_second();
+        println!(
+            "list 50 of {} rows: {:.0}/s p99 {:.1} ms; /healthz {:.0}/s p99 {:.1} ms",
+            self.profile.seed_rows,
+            listing.per_second(),
+            listing.p99_ms,
+            healthz.per_second(),
+            healthz.p99_ms
+        );
+        let what = format!(
+            "GET media?limit=50 of {} rows, {connections} connections",
+            self.profile.seed_rows
+        );
+        self.rows.push(Row {
+            measure: format!("{what}: requests/s"),
+            ours: format!("{:.0}", listing.per_second()),
+            reference: format!("/healthz {:.0}", healthz.per_second()),
+            ratio: format!("{ratio:.2}"),
+            target: ">= 0.5".to_string(),
+            verdict: verdict(Some(ratio >= 0.5)),
+        });
+        self.rows.push(Row {
+            measure: format!("{what}: p99 ms"),
+            ours: format!("{:.1}", listing.p99_ms),
+            reference: format!("/healthz {:.1}", healthz.p99_ms),
+            ratio: String::new(),
+            target: String::new(),
+            verdict: verdict(None),
+        });
+
+        let media = format!("/api/v1/events/{mixed}/media/{small_media}");
+        let mix = self.write_script(
+            "mixed.lua",
+            &[
+                Request::Get(format!("/api/v1/events/{gallery}/media?limit=50")),
+                Request::Get(media.clone()),
+                Request::Get(format!("{media}/stream")),
+                Request::GetAnonymous("/healthz".to_string()),
+                Request::Upload(format!("/api/v1/events/{mixed}/media"), 4096),
+                Request::Get(format!("/api/v1/events/{mixed}/media?limit=20")),
+                Request::Get("/api/v1/events?limit=20".to_string()),
+            ],
+        )?;
+        self.leaks(&mix)
+    }
+
+    /// Rows straight into PostgreSQL: ten thousand uploads through the API would measure the
+    /// uploads, not the listing.
+    fn seed(&self, event: &str) -> Result<()> {
+        let rows = self.profile.seed_rows;
+        self.database.sql(&format!(
+            "INSERT INTO event_media (id, event_id, title, original_filename, content_type, \
+             size_bytes, sha256, s3_key, status, uploaded_by, created_at, updated_at) \
+             SELECT gen_random_uuid(), '{event}', 'seed ' || i, 'seed-' || i || '.png', \
+             'image/png', 1024, repeat('0', 64), \
+             format('events/{event}/media/2025/01/01/%s_%s.png', \
+             to_char(timestamp '2025-01-01' + i * interval '1 second', 'HH24MISS'), \
+             lpad(i::text, 6, '0')), 'ready', '{USER}', \
+             timestamp '2025-01-01' + i * interval '1 second', \
+             timestamp '2025-01-01' + i * interval '1 second' \
+             FROM generate_series(1, {rows}) AS i; ANALYZE event_media;"
+        ))?;
+        let count = self.database.sql(&format!(
+            "SELECT count(*) FROM event_media WHERE event_id = '{event}'"
+        ))?;
+        ensure!(
+            count == rows.to_string(),
+            "seeded {rows} rows but the event holds {count}"
+        );
+        Ok(())
+    }
+
+    /// Mixed requests on one process, its resident set read after about `leak_counts.0` and
+    /// again after about `leak_counts.1` of them (wrk runs for a time, so the counts are reached
+    /// in slices sized from the rate measured so far).
+    fn leaks(&mut self, script: &Path) -> Result<()> {
+        let (first, second) = self.profile.leak_counts;
+        let connections = self.profile.metadata_connections;
+        let server = self.api.start()?;
+        let mut done = 0_u64;
+        let mut elapsed = 0.0_f64;
+        let mut errors = 0_u64;
+        let mut readings = Vec::new();
+        for goal in [first, second] {
+            let mut slices = 0;
+            while done < goal {
+                slices += 1;
+                ensure!(
+                    slices <= 100,
+                    "the mixed load made no progress ({done} requests)"
+                );
+                let rate = if elapsed > 0.0 {
+                    done as f64 / elapsed
+                } else {
+                    0.0
+                };
+                let seconds = if rate > 0.0 {
+                    ((goal - done) as f64 / rate).ceil().clamp(1.0, 60.0) as u32
+                } else {
+                    1
+                };
+                let load = self.wrk(script, &server, connections, seconds)?;
+                done += load.requests;
+                elapsed += load.seconds;
+                errors += load.status_errors + load.socket_errors;
+            }
+            let memory = server.memory()?;
+            println!(
+                "after {done} mixed requests: server RSS {:.1} MiB (peak {:.1})",
+                mib(memory.rss_kib),
+                mib(memory.hwm_kib)
+            );
+            readings.push((done, memory));
+        }
+        drop(server);
+        ensure!(
+            errors * 100 <= done,
+            "{errors} of {done} mixed requests failed"
+        );
+        if let [(n1, m1), (n2, m2)] = readings.as_slice() {
+            let growth = (mib(m2.rss_kib) / mib(m1.rss_kib) - 1.0) * 100.0;
+            self.rows.push(Row {
+                measure: format!("RSS after {n2} mixed requests vs after {n1}, MiB"),
+                ours: format!("{:.1}", mib(m2.rss_kib)),
+                reference: format!("{:.1}", mib(m1.rss_kib)),
+                ratio: format!("{growth:+.1} %"),
+                target: "within 5 %".to_string(),
+                verdict: verdict(Some(growth.abs() <= 5.0)),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The table rows of the single transfers: throughput against the references, peak memory.
+fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (direction, target) in [("upload", 0.9), ("download", 0.95)] {
+        for (size, f) in figures {
+            let (ours, curl, sdk) = if direction == "upload" {
+                (&f.api_up, &f.curl_up, &f.sdk_up)
+            } else {
+                (&f.api_down, &f.curl_down, &f.sdk_down)
+            };
+            let ours = median(ours);
+            let curl = median(curl);
+            let sdk = (!sdk.is_empty()).then(|| median(sdk));
+            // The bare SDK is the reference the target names; curl, which never hashes the
+            // body, is shown beside it as the cost of the wire alone.
+            let reference = sdk.unwrap_or(curl);
+            let ratio = ours / reference;
+            rows.push(Row {
+                measure: format!("{direction} {size} MiB, MiB/s"),
+                ours: format!("{ours:.1}"),
+                reference: format!(
+                    "SDK {}; curl {curl:.1}",
+                    sdk.map_or("n/a".to_string(), |s| format!("{s:.1}"))
+                ),
+                ratio: format!(
+                    "{ratio:.2}{}",
+                    if sdk.is_some() { "" } else { " (of curl)" }
+                ),
+                target: format!(">= {target}"),
+                verdict: verdict(Some(ratio >= target)),
+            });
+        }
+    }
+    for (direction, pick) in [
+        (
+            "upload",
+            (|f: &SizeFigures| f.up_hwm_kib) as fn(&SizeFigures) -> u64,
+        ),
+        ("download", |f: &SizeFigures| f.down_hwm_kib),
+    ] {
+        for (size, f) in figures {
+            let peak = mib(pick(f));
+            rows.push(Row {
+                measure: format!("{direction} {size} MiB, server peak RSS MiB"),
+                ours: format!("{peak:.1}"),
+                reference: format!("idle server {:.1}", mib(f.idle_hwm_kib)),
+                ratio: String::new(),
+                target: "<= 64".to_string(),
+                verdict: verdict(Some(peak <= 64.0)),
+            });
+        }
+        if let (Some((small, first)), Some((large, last))) = (figures.first(), figures.last()) {
+            let ratio = mib(pick(last)) / mib(pick(first));
+            rows.push(Row {
+                measure: format!("{direction}: peak RSS {large} MiB / {small} MiB"),
+                ours: format!("{:.1} / {:.1}", mib(pick(last)), mib(pick(first))),
+                reference: String::new(),
+                ratio: format!("{ratio:.2}"),
+                target: "<= 1.3".to_string(),
+                verdict: verdict(Some(ratio <= 1.3)),
+            });
+        }
+    }
+    if let Some((size, f)) = figures.iter().find(|(s, _)| *s == headline_mib) {
+        rows.push(Row {
+            measure: format!("**one {size} MiB upload: server peak RSS MiB**"),
+            ours: format!("**{:.1}**", mib(f.up_hwm_kib)),
+            reference: format!("idle server {:.1}", mib(f.idle_hwm_kib)),
+            ratio: String::new(),
+            target: "<= 64".to_string(),
+            verdict: verdict(Some(mib(f.up_hwm_kib) <= 64.0)),
+        });
+    }
+    rows
+}
+
+fn media_id(transfer: &Transfer, response: &Path) -> Result<String> {
+    let body = fs::read_to_string(response).unwrap_or_default();
+    ensure!(
+        transfer.status == 201,
+        "the upload answered {}: {body}",
+        transfer.status
+    );
+    let json: Value =
+        serde_json::from_str(&body).with_context(|| format!("the upload answered `{body}`"))?;
+    json["id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("the upload's answer has no id: {body}"))
+}
+
+/// A load run whose requests mostly failed measured failures; one with a few is reported.
+fn check_errors(what: &str, load: &Load) -> Result<()> {
+    let errors = load.status_errors + load.socket_errors;
+    ensure!(load.requests > 0, "{what}: wrk completed no request");
+    ensure!(
+        errors * 100 <= load.requests,
+        "{what}: {errors} of {} requests failed ({} with an error status, {} socket errors)",
+        load.requests,
+        load.status_errors,
+        load.socket_errors
+    );
+    Ok(())
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut text = String::from(
+        "| measure | plugs-api | reference | ratio | target | verdict |\n\
+         |---|--:|--:|--:|--:|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.measure, row.ours, row.reference, row.ratio, row.target, row.verdict
+        );
+    }
+    text
+}
+
+fn section(profile: &Profile, table: &str, command: &str, machine: &str, date: &str) -> String {
+    let (count, size) = profile.concurrent;
+    format!(
+        "{HEADING}\n\n\
+         Measured on {date} with `{command}` on {machine}: a release build of `plugs-api` over \
+         PostgreSQL and s3s-fs {S3S_FS_VERSION} (objects as files on local disk), all on \
+         127.0.0.1, so client, server, database and store share the same cores.\n\n\
+         - Transfers: one file of each size (a valid PNG header, then random bytes) uploaded with \
+         `curl -F file=@...` to `POST /api/v1/events/{{id}}/media` and read back with \
+         `GET .../stream`, the median of {rounds} rounds. References, in the same run, to the same \
+         s3s-fs: the bare aws-sdk-s3 client streaming the same file \
+         (`store_bench --mode sdk-put` / `sdk-get`, the ratio's reference when present) and curl \
+         with its own SigV4 and an unsigned payload (no hashing at all: the wire's cost alone).\n\
+         - Memory: VmHWM, the kernel's high-water mark of the server's resident set, of a server \
+         process started fresh for that one transfer; the idle figure is a fresh server's mark \
+         before any request.\n\
+         - At once: {count} transfers of {size} MiB by as many curl processes, aggregate \
+         throughput from first start to last finish.\n\
+         - Small files: wrk POSTing {small} KiB multipart uploads on {conns} connections for \
+         {secs} s; the reference is `store_bench --mode sdk-put-many` with as many puts at the \
+         same concurrency.\n\
+         - Metadata: wrk on `GET .../media?limit=50` of an event holding {rows} ready rows \
+         (inserted with SQL), then on `/healthz` of the same process, {mconns} connections, \
+         {secs} s each after a 1 s warm-up.\n\
+         - Leaks: one process serving a mix of listing, metadata, stream (100 KiB), `/healthz`, \
+         4 KiB upload and event-list requests; its VmRSS after about {l1} and about {l2} \
+         requests.\n\n\
+         {table}",
+        rounds = profile.rounds,
+        small = profile.small_kib,
+        conns = profile.small_connections,
+        secs = profile.load_seconds,
+        rows = profile.seed_rows,
+        mconns = profile.metadata_connections,
+        l1 = profile.leak_counts.0,
+        l2 = profile.leak_counts.1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse() {
+        assert_eq!(parse_args(&[]).unwrap().name, "full");
+        assert_eq!(parse_args(&["--profile", "smoke"]).unwrap(), SMOKE);
+        assert!(parse_args(&["--profile", "huge"]).is_err());
+    }
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "b"),
+            "postgres://postgres@127.0.0.1:5432/b"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@db:6543/app?sslmode=disable", "b"),
+            "postgresql://u:p@db:6543/b?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://localhost", "b"),
+            "postgres://localhost/b"
+        );
+    }
+
+    #[test]
+    fn the_memory_ratio_row_compares_largest_with_smallest() {
+        let figures = [
+            (
+                16,
+                SizeFigures {
+                    api_up: vec![100.0],
+                    api_down: vec![100.0],
+                    curl_up: vec![200.0],
+                    curl_down: vec![100.0],
+                    up_hwm_kib: 20 * 1024,
+                    down_hwm_kib: 20 * 1024,
+                    idle_hwm_kib: 10 * 1024,
+                    ..SizeFigures::default()
+                },
+            ),
+            (
+                1024,
+                SizeFigures {
+                    api_up: vec![180.0, 190.0, 10.0],
+                    api_down: vec![100.0],
+                    curl_up: vec![200.0],
+                    curl_down: vec![100.0],
+                    up_hwm_kib: 30 * 1024,
+                    down_hwm_kib: 21 * 1024,
+                    idle_hwm_kib: 10 * 1024,
+                    ..SizeFigures::default()
+                },
+            ),
+        ];
+        let bench_rows = transfer_rows(&figures, 1024);
+        let find = |prefix: &str| {
+            bench_rows
+                .iter()
+                .find(|r| r.measure.starts_with(prefix))
+                .cloned()
+                .unwrap()
+        };
+        let up = find("upload 1024 MiB, MiB/s");
+        assert_eq!(up.ours, "180.0", "the median of the rounds");
+        assert_eq!(up.ratio, "0.90 (of curl)");
+        assert_eq!(up.verdict, "met");
+        let ratio = find("upload: peak RSS 1024 MiB / 16 MiB");
+        assert_eq!(ratio.ratio, "1.50");
+        assert_eq!(ratio.verdict, "**not met**");
+        let download = find("download: peak RSS");
+        assert_eq!(download.verdict, "met");
+        assert!(find("**one 1024 MiB upload").ours.contains("30.0"));
+    }
+
+    #[test]
+    fn the_table_has_one_line_per_row() {
+        let rows = [Row {
+            measure: "m".to_string(),
+            ours: "1".to_string(),
+            reference: "2".to_string(),
+            ratio: "0.50".to_string(),
+            target: ">= 0.5".to_string(),
+            verdict: "met",
+        }];
+        assert!(table(&rows).ends_with("| m | 1 | 2 | 0.50 | >= 0.5 | met |\n"));
+    }
+}
