@@ -52,7 +52,10 @@ fn parse_args() -> anyhow::Result<HashMap<String, String>> {
         }
     }
     if !["sdk-put", "sdk-get", "store-put", "store-get"].contains(&args["mode"].as_str()) {
-        bail!("unknown --mode {} (sdk-put, sdk-get, store-put, store-get)", args["mode"]);
+        bail!(
+            "unknown --mode {} (sdk-put, sdk-get, store-put, store-get)",
+            args["mode"]
+        );
     }
     Ok(args)
 }

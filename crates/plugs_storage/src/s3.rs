@@ -1090,6 +1090,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_that_never_answers_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        // Accept connections and hold them open without a byte of answer.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut config = S3Config::new("bucket", "us-east-1");
+        config.endpoint_url = Some(endpoint);
+        config.force_path_style = true;
+        config.access_key_id = Some("AKID".into());
+        config.secret_access_key = Some("secret".into());
+        config.operation_timeout = Some(Duration::from_millis(300));
+        config.max_attempts = 1;
+        let store = S3Store::new(config).await.unwrap();
+        let error = store
+            .head(&ObjectKey::parse("a").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Timeout { .. }), "{error:?}");
+        assert!(error.is_transient());
+    }
+
+    #[tokio::test]
     async fn config_is_validated_and_the_secret_never_printed() {
         let mut config = S3Config::new("bucket", "us-east-1");
         config.access_key_id = Some("AKID".into());
