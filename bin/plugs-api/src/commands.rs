@@ -111,7 +111,25 @@ async fn gc(settings: &Settings, apply: bool, grace: Option<Duration>) -> anyhow
         .await
         .context("reconciling failed")?;
     print_report(&report, apply);
+    // A local put killed mid-upload leaves a temporary file no record or listing can see.
+    if let crate::config::StorageSettings::Local { root } = &settings.storage {
+        let grace = grace.unwrap_or(settings.gc_grace);
+        let stale = tokio::task::spawn_blocking({
+            let root = root.clone();
+            move || plugs_storage::LocalFsStore::remove_stale_temp_files(&root, grace, !apply)
+        })
+        .await
+        .context("temporary file sweep failed")?
+        .context("removing stale temporary files failed")?;
+        print_stale_temp_files(stale, apply);
+    }
     Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the summary is this command's output")]
+fn print_stale_temp_files(count: usize, applied: bool) {
+    let verb = if applied { "removed" } else { "found" };
+    println!("  stale temporary files {verb}: {count}");
 }
 
 #[allow(clippy::print_stdout, reason = "the summary is this command's output")]

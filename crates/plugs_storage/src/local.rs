@@ -97,6 +97,53 @@ impl LocalFsStore {
         &self.root
     }
 
+    /// Temporary files under `root/tmp/` last written more than `older_than` ago: what puts of a
+    /// process that died mid-upload (SIGKILL, power loss) left behind, which no drop can remove.
+    /// Removes them unless `dry_run`, and returns how many there were. A put in progress keeps
+    /// writing its file, so a grace longer than an upload can stall spares it. Blocking.
+    pub fn remove_stale_temp_files(
+        root: &Path,
+        older_than: Duration,
+        dry_run: bool,
+    ) -> Result<usize> {
+        let tmp = root.join("tmp");
+        let entries = match fs::read_dir(&tmp) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(StoreError::other(
+                    format!("cannot list {}", tmp.display()),
+                    e,
+                ));
+            }
+        };
+        let now = std::time::SystemTime::now();
+        let mut stale = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::other("cannot list tmp/", e))?;
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let age = metadata
+                .modified()
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok())
+                .unwrap_or_default();
+            if !metadata.is_file() || age < older_than {
+                continue;
+            }
+            stale += 1;
+            if !dry_run {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::other("cannot remove a temporary file", e)),
+                }
+            }
+        }
+        Ok(stale)
+    }
+
     /// Checks the `expires` and `signature` query parameters of a URL from
     /// [`ObjectStore::presign`]; [`StoreError::AccessDenied`] when expired or tampered with.
     /// The signature is compared in constant time.

@@ -395,8 +395,6 @@ pub(crate) enum Database {
 pub(crate) enum StoreDir {
     /// The local store's root (`DATA_DIR/objects`): `objects/KEY`, `meta/KEY`, `tmp/`.
     Local(PathBuf),
-    /// s3s-fs's directory for one bucket: `KEY` files beside s3s-fs's own metadata files.
-    S3sFsBucket(PathBuf),
 }
 
 impl StoreDir {
@@ -427,16 +425,6 @@ impl StoreDir {
                 );
                 (sized(&root.join("objects"), objects), stray)
             }
-            Self::S3sFsBucket(root) => {
-                let (internal, objects): (Vec<String>, Vec<String>) = files_under(root)
-                    .into_iter()
-                    .partition(|f| f.starts_with(".") || f.contains("/.") || f.contains(".s3s"));
-                let stray = internal
-                    .into_iter()
-                    .filter(|f| f.contains("upload") || f.contains("tmp"))
-                    .collect();
-                (sized(root, objects), stray)
-            }
         }
     }
 }
@@ -446,6 +434,15 @@ impl StoreDir {
 /// else: no object without a record, no temporary file.
 pub(crate) fn assert_consistent(store: &StoreDir, database: &Database) {
     let (objects, stray) = store.objects();
+    assert_consistent_listing(&objects, &stray, database);
+}
+
+/// [`assert_consistent`] over a listing taken some other way (an S3 ListObjects).
+pub(crate) fn assert_consistent_listing(
+    objects: &[(String, u64)],
+    stray: &[String],
+    database: &Database,
+) {
     assert!(stray.is_empty(), "stray files in the store: {stray:?}");
     let rows = media_rows(database);
     let not_ready: Vec<&MediaRow> = rows.iter().filter(|r| r.status != "ready").collect();
