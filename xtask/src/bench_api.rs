@@ -12,7 +12,7 @@
 //! every path works (CI runs it), so its figures are printed and not kept.
 
 #[path = "bench_http.rs"]
-mod http;
+pub(crate) mod http;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -21,7 +21,7 @@ const NEXTEST_TOOL_CONFIG: &str =
 
 type Step = (&'static str, &'static str, fn() -> Result<()>);
 
-const STEPS: [Step; 4] = [
+const STEPS: [Step; 6] = [
     ("fmt", "cargo fmt --all -- --check", fmt),
     ("layers", "dependencies point downward only", layers::run),
     (
@@ -33,6 +33,16 @@ const STEPS: [Step; 4] = [
         "tests",
         "every test and doctest, against PostgreSQL, s3s-fs and moto",
         tests,
+    ),
+    (
+        "schemathesis",
+        "generated requests from the served OpenAPI document: no 5xx, responses as documented",
+        crate::schemathesis::run,
+    ),
+    (
+        "load",
+        "cargo xtask load --smoke: concurrent uploads, then records and objects agree",
+        crate::load::smoke,
     ),
 ];
 

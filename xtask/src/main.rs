@@ -11,7 +11,9 @@ mod bench;
 mod bench_api;
 mod ci;
 mod layers;
+mod load;
 mod process;
+mod schemathesis;
 mod services;
 
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ commands:
   bench api [--profile full|smoke]
                                 the release plugs-api end to end against bare S3 clients;
                                 full writes the figures into docs/PERFORMANCE.md
+  load [--smoke] [--uploads N] [--concurrency N]
+                                concurrent uploads through the release plugs-api on PostgreSQL
+                                and s3s-fs, then proof that records and objects agree; writes
+                                the figures into docs/RELIABILITY.md (--smoke: small, debug, CI)
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         ["services"] => services::run_until_stopped(),
         ["layers"] => layers::run(),
         ["bench", rest @ ..] => bench::run(rest),
+        ["load", rest @ ..] => load::run(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
