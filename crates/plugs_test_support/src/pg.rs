@@ -37,7 +37,9 @@ pub struct TestDatabase {
 
 impl fmt::Debug for TestDatabase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestDatabase").field("url", &redact(&self.url)).finish()
+        f.debug_struct("TestDatabase")
+            .field("url", &redact(&self.url))
+            .finish()
     }
 }
 
@@ -69,7 +71,11 @@ impl TestDatabase {
         diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin)?;
         let mut url = Url::parse(server_url)?;
         url.set_path(&format!("/{name}"));
-        Ok(Self { name, url: url.into(), server_url: server_url.to_owned() })
+        Ok(Self {
+            name,
+            url: url.into(),
+            server_url: server_url.to_owned(),
+        })
     }
 
     /// The URL of this test's database (may hold the server's password; do not print it).
@@ -86,12 +92,18 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let dropped = admin_connection(&self.server_url).and_then(|mut admin| {
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-                .execute(&mut admin)?;
+            diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)?;
             Ok(())
         });
         if let Err(error) = dropped {
-            eprintln!("warning: could not drop test database {}: {error:#}", self.name);
+            eprintln!(
+                "warning: could not drop test database {}: {error:#}",
+                self.name
+            );
         }
     }
 }
