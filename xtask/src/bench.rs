@@ -70,9 +70,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     }
     drop(guard);
 
-    let medians: Vec<Sample> = MODES.iter().map(|mode| median(&samples, mode)).collect();
     let command = format!("cargo xtask bench storage --size-mib {size_mib}");
-    let section = section(&medians, size_mib, &command, &machine(), &today());
+    let section = section(&samples, size_mib, &command, &machine(), &today());
     println!("\n{section}");
     let path = process::workspace_root().join("docs/PERFORMANCE.md");
     write_section(&path, HEADING, &section)?;
@@ -228,15 +227,28 @@ pub(crate) fn today() -> String {
         .unwrap_or_else(|| "an unknown date".to_string())
 }
 
-fn section(medians: &[Sample], size_mib: u64, command: &str, machine: &str, date: &str) -> String {
+/// The document section: medians of every round, with the slowest and fastest round beside each
+/// throughput so that noise from a shared machine shows instead of hiding in one number.
+fn section(samples: &[Sample], size_mib: u64, command: &str, machine: &str, date: &str) -> String {
+    let medians: Vec<Sample> = MODES.iter().map(|mode| median(samples, mode)).collect();
     let get = |mode: &str| medians.iter().find(|s| s.mode == mode);
+    let spread = |mode: &str| {
+        let speeds = samples
+            .iter()
+            .filter(|s| s.mode == mode)
+            .map(|s| s.mib_per_s);
+        let min = speeds.clone().fold(f64::INFINITY, f64::min);
+        let max = speeds.fold(0.0, f64::max);
+        format!("{min:.0}–{max:.0}")
+    };
     let mut text = format!(
         "{HEADING}\n\n\
          Measured on {date} with `{command}` on {machine}. One object of {size_mib} MiB of random \
          bytes, one stream, written and read by a release build of \
          `crates/plugs_storage/examples/store_bench.rs` against s3s-fs {} on 127.0.0.1 (data on \
-         local disk); the median of {ROUNDS} rounds. Peak RSS is the client process's high-water \
-         mark, so it shows whether bytes stream or pile up in memory.\n\n\
+         local disk); the median of {ROUNDS} rounds, with the slowest and fastest round in \
+         brackets. Peak RSS is the client process's high-water mark, so it shows whether bytes \
+         stream or pile up in memory.\n\n\
          | | bare aws-sdk-s3 | S3Store | S3Store / SDK |\n\
          |---|--:|--:|--:|\n",
         services::S3S_FS_VERSION
@@ -250,9 +262,11 @@ fn section(medians: &[Sample], size_mib: u64, command: &str, machine: &str, date
         };
         let _ = writeln!(
             text,
-            "| {label}, MiB/s | {:.1} | {:.1} | {} |",
+            "| {label}, MiB/s | {:.1} ({}) | {:.1} ({}) | {} |",
             sdk.mib_per_s,
+            spread(&sdk.mode),
             store.mib_per_s,
+            spread(&store.mode),
             ratio(store.mib_per_s, sdk.mib_per_s)
         );
         let _ = writeln!(
@@ -387,15 +401,17 @@ mod tests {
 
     #[test]
     fn the_section_shows_ratios_of_store_to_sdk() {
-        let medians = [
+        let samples = [
             sample("sdk-put", 200.0, 20480),
+            sample("sdk-put", 260.0, 20480),
+            sample("sdk-put", 180.0, 20480),
             sample("store-put", 100.0, 10240),
             sample("sdk-get", 100.0, 10240),
             sample("store-get", 150.0, 10240),
         ];
-        let text = section(&medians, 256, "cmd", "2 cores, X", "2026-01-01");
+        let text = section(&samples, 256, "cmd", "2 cores, X", "2026-01-01");
         assert!(
-            text.contains("| put, MiB/s | 200.0 | 100.0 | 0.50 |"),
+            text.contains("| put, MiB/s | 200.0 (180–260) | 100.0 (100–100) | 0.50 |"),
             "{text}"
         );
         assert!(
@@ -403,7 +419,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| get, MiB/s | 100.0 | 150.0 | 1.50 |"),
+            text.contains("| get, MiB/s | 100.0 (100–100) | 150.0 (150–150) | 1.50 |"),
             "{text}"
         );
     }
