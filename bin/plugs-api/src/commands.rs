@@ -49,7 +49,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(interval) = settings.gc_interval {
         let service = state.service.clone();
         let metrics = state.metrics.clone();
-        actix_web::rt::spawn(reconcile_periodically(service, metrics, interval));
+        let sweep = match &settings.storage {
+            crate::config::StorageSettings::Local { root } => {
+                Some((root.clone(), settings.gc_grace))
+            }
+            crate::config::StorageSettings::S3 { .. } => None,
+        };
+        actix_web::rt::spawn(reconcile_periodically(service, metrics, interval, sweep));
     }
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     tracing::info!(addr = %settings.bind_addr, workers, "listening");
@@ -65,7 +71,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 /// The server's reconciler: finishes or rolls back what faults left half done, removes unclaimed
 /// objects older than GC_GRACE. A failed pass is logged and retried at the next tick.
-async fn reconcile_periodically(service: MediaService, metrics: Metrics, interval: Duration) {
+/// With the local store, each pass also removes temporary files older than the grace that puts
+/// of a killed process left behind (`sweep`: the store's root and the grace).
+async fn reconcile_periodically(
+    service: MediaService,
+    metrics: Metrics,
+    interval: Duration,
+    sweep: Option<(std::path::PathBuf, Duration)>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -86,6 +99,18 @@ async fn reconcile_periodically(service: MediaService, metrics: Metrics, interva
             }
             Err(err) => {
                 tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "reconciler pass failed")
+            }
+        }
+        if let Some((root, grace)) = sweep.clone() {
+            let swept = tokio::task::spawn_blocking(move || {
+                plugs_storage::LocalFsStore::remove_stale_temp_files(&root, grace, false)
+            })
+            .await;
+            match swept {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "stale temporary files removed"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "temporary file sweep failed"),
+                Err(err) => tracing::warn!(error = %err, "temporary file sweep task failed"),
             }
         }
     }

@@ -106,6 +106,15 @@ fn wait_for_pending(database: &Database) {
     );
 }
 
+/// Waits until the local store has started writing the upload's temporary file.
+fn wait_for_temp_file(store: &StoreDir) {
+    wait_for(
+        "the put's temporary file",
+        || store.objects().1,
+        |stray| stray.iter().any(|f| f.starts_with("tmp/")),
+    );
+}
+
 /// An S3 bucket of its own on `s3`, the settings that point the binary at it, and a client to
 /// list it with.
 async fn s3_bucket(s3: &S3TestServer, label: &str) -> (S3Store, Vec<(String, String)>) {
@@ -273,6 +282,7 @@ async fn sigkill_mid_upload_then_gc_leaves_nothing_embedded_default() {
 
     let _stream = start_half_upload(&server, &token, &event);
     wait_for_pending(&database);
+    wait_for_temp_file(&store);
     server.kill();
 
     let (_, stray) = store.objects();
@@ -290,6 +300,37 @@ async fn sigkill_mid_upload_then_gc_leaves_nothing_embedded_default() {
         "{summary}"
     );
     assert_eq!(media_rows(&database).len(), 1);
+    assert_consistent(&store, &database);
+}
+
+#[tokio::test]
+async fn sigkill_mid_upload_then_the_restarted_servers_reconciler_heals_it_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = pairs(&[
+        ("DATA_DIR", data.to_str().unwrap()),
+        ("MAX_FILE_SIZE", &(2 * FILE_LEN).to_string()),
+    ]);
+    let mut server = Server::start(&env, dir.path());
+    let database = Database::Sqlite(data.join("plugs.db"));
+    let store = StoreDir::Local(data.join("objects"));
+    let token = server.token("alice");
+    let event = create_event(&server, &token);
+    assert_eq!(upload(&server, &token, &event, 2048).status, 201);
+    let _stream = start_half_upload(&server, &token, &event);
+    wait_for_pending(&database);
+    wait_for_temp_file(&store);
+    server.kill();
+
+    // No operator: the restarted server's periodic reconciler (GC_INTERVAL) does what gc does.
+    let mut env = server.env.clone();
+    env.extend(pairs(&[("GC_INTERVAL", "1"), ("GC_GRACE", "0")]));
+    let _server = Server::start(&env, &server.cwd);
+    wait_for(
+        "the periodic reconciler's repair",
+        || (media_rows(&database), store.objects().1),
+        |(rows, stray)| rows.len() == 1 && rows[0].status == "ready" && stray.is_empty(),
+    );
     assert_consistent(&store, &database);
 }
 
