@@ -91,7 +91,8 @@ pub async fn build_store(
     }
 }
 
-mod s3 {
+/// The S3 store, built from settings.
+pub mod s3 {
     use plugs_storage::{S3Config, S3Store};
 
     use anyhow::Context as _;
@@ -101,6 +102,11 @@ mod s3 {
 
     /// The S3 store. Makes no request: a wrong bucket or credentials show in `/readyz`.
     pub(super) async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        Ok(Arc::new(store(settings).await?))
+    }
+
+    /// The S3 store itself, for what only S3 has (`gc` aborting unfinished multipart uploads).
+    pub async fn store(settings: &Settings) -> anyhow::Result<S3Store> {
         let StorageSettings::S3 {
             bucket,
             region,
@@ -127,7 +133,7 @@ mod s3 {
         }
         let store = S3Store::new(config).await.context("S3 settings refused")?;
         tracing::info!(bucket = %bucket, endpoint = ?endpoint_url, "objects stored in S3");
-        Ok(Arc::new(store))
+        Ok(store)
     }
 }
 
