@@ -31,6 +31,9 @@ pub const ENV_NAMES: &[&str] = &[
     "GC_INTERVAL",
     "GC_GRACE",
     "LOG_FORMAT",
+    "S3_SSE",
+    "S3_SSE_KMS_KEY_ID",
+    "ALLOWED_TYPES",
 ];
 
 /// A value that must never reach a log line, an error message or `Debug` output.
@@ -113,6 +116,9 @@ struct RawSettings {
     gc_interval: u64,
     gc_grace: u64,
     log_format: String,
+    s3_sse: String,
+    s3_sse_kms_key_id: Option<String>,
+    allowed_types: Option<String>,
 }
 
 /// How log lines are written.
@@ -197,6 +203,10 @@ pub struct Settings {
     pub gc_interval: Option<Duration>,
     /// How old an unclaimed object must be before the reconciler removes it.
     pub gc_grace: Duration,
+    /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
+    pub policy: plugs_domain::MediaPolicy,
+    /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
+    pub encryption: plugs_storage::ServerSideEncryption,
     /// Log line format.
     pub log_format: LogFormat,
 }
@@ -237,7 +247,8 @@ impl Settings {
             .set_default("presign_ttl", 900)?
             .set_default("gc_interval", 0)?
             .set_default("gc_grace", 3600)?
-            .set_default("log_format", "text")?;
+            .set_default("log_format", "text")?
+            .set_default("s3_sse", "AES256")?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
@@ -363,6 +374,27 @@ impl RawSettings {
             }
             None => format!("http://{bind_addr}"),
         };
+        let policy = match &self.allowed_types {
+            Some(list) => plugs_domain::MediaPolicy::from_entries(list.split(','))
+                .map_err(|error| invalid("ALLOWED_TYPES", error.to_string()))?,
+            None => plugs_domain::MediaPolicy::default(),
+        }
+        .with_max_size_bytes(self.max_file_size);
+        let encryption = match (
+            self.s3_sse.to_ascii_lowercase().as_str(),
+            self.s3_sse_kms_key_id,
+        ) {
+            ("aes256", None) => plugs_storage::ServerSideEncryption::Aes256,
+            ("none", None) => plugs_storage::ServerSideEncryption::None,
+            ("aws:kms", key_id) => plugs_storage::ServerSideEncryption::Kms { key_id },
+            ("aes256" | "none", Some(_)) => {
+                return Err(invalid(
+                    "S3_SSE_KMS_KEY_ID",
+                    "only applies with S3_SSE=aws:kms",
+                ));
+            }
+            _ => return Err(invalid("S3_SSE", "expected AES256, aws:kms or none")),
+        };
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -381,6 +413,8 @@ impl RawSettings {
             public_base_url,
             gc_interval: (self.gc_interval > 0).then(|| Duration::from_secs(self.gc_interval)),
             gc_grace: Duration::from_secs(self.gc_grace),
+            policy,
+            encryption,
             log_format,
         })
     }
@@ -470,6 +504,46 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn encryption_and_allowed_types_are_configurable() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.encryption,
+            plugs_storage::ServerSideEncryption::Aes256
+        );
+        assert!(settings.policy.allows(plugs_domain::AllowedType::Mp4));
+
+        let settings = load(&[
+            ("S3_SSE", "aws:kms"),
+            ("S3_SSE_KMS_KEY_ID", "alias/media"),
+            ("ALLOWED_TYPES", "image, application/pdf"),
+            ("MAX_FILE_SIZE", "2048"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.encryption,
+            plugs_storage::ServerSideEncryption::Kms {
+                key_id: Some("alias/media".to_owned())
+            }
+        );
+        assert!(settings.policy.allows(plugs_domain::AllowedType::Png));
+        assert!(settings.policy.allows(plugs_domain::AllowedType::Pdf));
+        assert!(!settings.policy.allows(plugs_domain::AllowedType::Mp4));
+        assert_eq!(settings.policy.max_size_bytes, 2048);
+
+        let err = load(&[("S3_SSE", "rot13")]).unwrap_err().to_string();
+        assert!(err.contains("S3_SSE"), "{err}");
+        let err = load(&[("S3_SSE_KMS_KEY_ID", "k")]).unwrap_err().to_string();
+        assert!(err.contains("S3_SSE_KMS_KEY_ID"), "{err}");
+        let err = load(&[("ALLOWED_TYPES", "image, text/html")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ALLOWED_TYPES") && err.contains("text/html"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use plugs_domain::MediaPolicy;
 use plugs_media::{MediaService, ServiceConfig};
 use plugs_persistence::{Database, DatabaseOptions};
 use plugs_storage::{LocalFsConfig, LocalFsStore, ObjectStore};
@@ -170,7 +169,8 @@ pub async fn build_service(
     let database = Arc::new(connect_database(settings, migrations).await?);
     let (store, local) = build_store(settings).await?;
     let config = ServiceConfig {
-        policy: MediaPolicy::default().with_max_size_bytes(settings.max_file_size),
+        policy: settings.policy.clone(),
+        encryption: settings.encryption.clone(),
         presign_default_ttl: settings.presign_ttl,
         cdn_base_url: settings.cdn_base_url.clone(),
         reconcile_grace: settings.gc_grace,
