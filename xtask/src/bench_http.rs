@@ -42,6 +42,9 @@ const API_ENV_NAMES: &[&str] = &[
     "GC_INTERVAL",
     "GC_GRACE",
     "LOG_FORMAT",
+    "S3_SSE",
+    "S3_SSE_KMS_KEY_ID",
+    "ALLOWED_TYPES",
     "PLUGS_CONFIG",
     "RUST_LOG",
 ];
