@@ -98,6 +98,11 @@ fn parse_args(args: &[&str]) -> Result<Profile> {
     }
 }
 
+/// The `smoke` profile, as a `cargo xtask ci` step: every benchmark path works end to end.
+pub(crate) fn smoke() -> Result<()> {
+    run(&["--profile", "smoke"])
+}
+
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     let profile = parse_args(args)?;
     let command = format!("cargo xtask bench api --profile {}", profile.name);
@@ -896,8 +901,11 @@ impl Bench {
                 } else {
                     0.0
                 };
+                // A slice at most doubles the time so far: the first second's rate (connections
+                // opening, caches cold) is too low to extrapolate far.
+                let longest = (2.0 * elapsed).clamp(1.0, 60.0);
                 let seconds = if rate > 0.0 {
-                    ((goal - done) as f64 / rate).ceil().clamp(1.0, 60.0) as u32
+                    ((goal - done) as f64 / rate).ceil().clamp(1.0, longest) as u32
                 } else {
                     1
                 };

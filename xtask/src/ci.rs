@@ -21,7 +21,7 @@ const NEXTEST_TOOL_CONFIG: &str =
 
 type Step = (&'static str, &'static str, fn() -> Result<()>);
 
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     ("fmt", "cargo fmt --all -- --check", fmt),
     ("layers", "dependencies point downward only", layers::run),
     (
@@ -43,6 +43,11 @@ const STEPS: [Step; 6] = [
         "load",
         "cargo xtask load --smoke: concurrent uploads, then records and objects agree",
         crate::load::smoke,
+    ),
+    (
+        "bench",
+        "cargo xtask bench api --profile smoke: every benchmark path, tiny sizes, debug build",
+        crate::bench_api::smoke,
     ),
 ];
 
