@@ -9,6 +9,8 @@
 //! Modes: `sdk-put` (bare aws-sdk-s3 PutObject streaming the file), `sdk-get` (bare GetObject,
 //! drained), `store-put` (`S3Store::put` from a file stream), `store-get` (`S3Store::get`,
 //! drained). Prints one JSON line: `{"mode","bytes","seconds","mib_per_s","peak_rss_kib"}`.
+//! `sdk-put-many` (bare PutObject of the file `--count` times under distinct keys, `--concurrency`
+//! at once: the reference for many small uploads) adds `count`, `p50_ms` and `p99_ms`.
 //! Optional: `--key` (default `bench/object.bin`), `--region`, `--part-size-mib`,
 //! `--parts-in-flight`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -51,9 +53,17 @@ fn parse_args() -> anyhow::Result<HashMap<String, String>> {
             bail!("missing --{required}");
         }
     }
-    if !["sdk-put", "sdk-get", "store-put", "store-get"].contains(&args["mode"].as_str()) {
+    if ![
+        "sdk-put",
+        "sdk-get",
+        "store-put",
+        "store-get",
+        "sdk-put-many",
+    ]
+    .contains(&args["mode"].as_str())
+    {
         bail!(
-            "unknown --mode {} (sdk-put, sdk-get, store-put, store-get)",
+            "unknown --mode {} (sdk-put, sdk-get, store-put, store-get, sdk-put-many)",
             args["mode"]
         );
     }
@@ -124,8 +134,11 @@ async fn main() -> anyhow::Result<()> {
     let file = args["file"].clone();
     let store = S3Store::new(store_config(&args)?).await?;
     let client = sdk_client(&args).await;
-    if mode.ends_with("put") {
+    if mode.contains("put") {
         store.ensure_bucket().await?;
+    }
+    if mode == "sdk-put-many" {
+        return put_many(&args, &client, store.bucket(), &key, &file).await;
     }
     let started = Instant::now();
     let bytes = match mode.as_str() {
@@ -174,13 +187,63 @@ async fn main() -> anyhow::Result<()> {
             }
             bytes
         }
-        other => bail!("unknown --mode {other} (sdk-put, sdk-get, store-put, store-get)"),
+        other => {
+            bail!("unknown --mode {other} (sdk-put, sdk-get, store-put, store-get, sdk-put-many)")
+        }
     };
     let seconds = started.elapsed().as_secs_f64();
     let mib_per_s = bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9);
     println!(
         "{{\"mode\":\"{mode}\",\"bytes\":{bytes},\"seconds\":{seconds:.3},\"mib_per_s\":{mib_per_s:.1},\"peak_rss_kib\":{}}}",
         peak_rss_kib()
+    );
+    Ok(())
+}
+
+/// `sdk-put-many`: the file (read once; meant for small files) put `--count` times under distinct
+/// keys with `--concurrency` requests in flight, each request's latency recorded.
+async fn put_many(
+    args: &HashMap<String, String>,
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &str,
+) -> anyhow::Result<()> {
+    let count: usize = args.get("count").map_or(Ok(100), |v| v.parse())?;
+    let concurrency: usize = args.get("concurrency").map_or(Ok(64), |v| v.parse())?;
+    let body = bytes::Bytes::from(tokio::fs::read(file).await?);
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = futures::stream::iter(0..count)
+        .map(|i| {
+            let body = body.clone();
+            async move {
+                let begun = Instant::now();
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(format!("{key}.many/{i}"))
+                    .body(SdkByteStream::from(body))
+                    .send()
+                    .await?;
+                anyhow::Ok(begun.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies.get(index).copied().unwrap_or_default()
+    };
+    let bytes = body.len() as u64 * count as u64;
+    let mib_per_s = bytes as f64 / (1024.0 * 1024.0) / seconds.max(1e-9);
+    println!(
+        "{{\"mode\":\"sdk-put-many\",\"bytes\":{bytes},\"seconds\":{seconds:.3},\"mib_per_s\":{mib_per_s:.1},\"peak_rss_kib\":{},\"count\":{count},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
+        peak_rss_kib(),
+        percentile(0.50),
+        percentile(0.99)
     );
     Ok(())
 }
