@@ -51,13 +51,22 @@ impl MediaService {
                 if dry_run {
                     report.pending_rolled_back += 1;
                     scan.unchanged += 1;
-                } else if self
-                    .repair(&media, "roll back pending upload", &mut report)
-                    .await
-                {
-                    report.pending_rolled_back += 1;
                 } else {
-                    scan.unchanged += 1;
+                    match self.claim_stale(&media, cutoff, &mut report).await {
+                        // Finished (or gone) since it was listed: not ours to roll back.
+                        Claim::Moved => {}
+                        Claim::Failed => scan.unchanged += 1,
+                        Claim::Claimed(claimed) => {
+                            if self
+                                .repair(&claimed, "roll back pending upload", &mut report)
+                                .await
+                            {
+                                report.pending_rolled_back += 1;
+                            } else {
+                                scan.unchanged += 1;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -88,6 +97,33 @@ impl MediaService {
 
         tracing::info!(?report, dry_run, "reconcile finished");
         Ok(report)
+    }
+
+    /// Moves a stale `pending` record to `deleting`, unless it changed since it was listed: an
+    /// upload slower than the grace period may have just been marked `ready` (and its client
+    /// told so), and must then be left alone.
+    async fn claim_stale(
+        &self,
+        media: &EventMedia,
+        cutoff: DateTime<Utc>,
+        report: &mut ReconcileReport,
+    ) -> Claim {
+        match self
+            .media
+            .mark_deleting_if_stale(media.id, MediaStatus::Pending, cutoff)
+            .await
+        {
+            Ok(Some(claimed)) => Claim::Claimed(Box::new(claimed)),
+            Ok(None) => {
+                tracing::info!(media_id = %media.id, "reconcile: pending upload finished or moved on since listed; left alone");
+                Claim::Moved
+            }
+            Err(error) => {
+                tracing::warn!(media_id = %media.id, error = %error, "reconcile: could not claim a stale pending upload");
+                report.failed += 1;
+                Claim::Failed
+            }
+        }
     }
 
     /// Removes a stale record and its object; whether it worked.
@@ -223,4 +259,14 @@ impl StaleScan {
         }
         Ok(Some(fresh))
     }
+}
+
+/// What claiming a stale record gave.
+enum Claim {
+    /// The record is now `deleting` and ours to finish.
+    Claimed(Box<EventMedia>),
+    /// It is no longer a stale `pending` record.
+    Moved,
+    /// The repository failed; counted in the report.
+    Failed,
 }

@@ -599,3 +599,147 @@ async fn readiness_needs_both_the_database_and_the_store() {
         Err(MediaError::Store(_))
     ));
 }
+
+/// A repository in which every upload listed as a stale `pending` record finishes (is marked
+/// `ready`) right after the listing, before the reconciler acts on it: the race between a
+/// slow upload and a reconciler pass, made deterministic.
+#[derive(Debug)]
+struct UploadFinishesWhileListed {
+    inner: std::sync::Arc<plugs_persistence::InMemoryRepository>,
+    finish: (u64, String),
+}
+
+#[async_trait::async_trait]
+impl MediaRepository for UploadFinishesWhileListed {
+    async fn insert_media(&self, media: &EventMedia) -> Result<(), plugs_persistence::RepoError> {
+        self.inner.insert_media(media).await
+    }
+    async fn mark_ready(
+        &self,
+        id: MediaId,
+        size_bytes: u64,
+        sha256: &str,
+    ) -> Result<EventMedia, plugs_persistence::RepoError> {
+        self.inner.mark_ready(id, size_bytes, sha256).await
+    }
+    async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, plugs_persistence::RepoError> {
+        self.inner.mark_deleting(id).await
+    }
+    async fn mark_deleting_if_stale(
+        &self,
+        id: MediaId,
+        expected: MediaStatus,
+        updated_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
+        self.inner
+            .mark_deleting_if_stale(id, expected, updated_before)
+            .await
+    }
+    async fn delete_media(&self, id: MediaId) -> Result<(), plugs_persistence::RepoError> {
+        self.inner.delete_media(id).await
+    }
+    async fn find_media(
+        &self,
+        id: MediaId,
+    ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.find_media(id).await
+    }
+    async fn find_by_key(
+        &self,
+        s3_key: &str,
+    ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.find_by_key(s3_key).await
+    }
+    async fn list_ready(
+        &self,
+        event_id: plugs_domain::EventId,
+        after: Option<plugs_domain::PageCursor>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.list_ready(event_id, after, limit).await
+    }
+    async fn list_all_for_event(
+        &self,
+        event_id: plugs_domain::EventId,
+    ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.list_all_for_event(event_id).await
+    }
+    async fn list_stale(
+        &self,
+        status: MediaStatus,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
+        let listed = self.inner.list_stale(status, before, limit).await?;
+        if status == MediaStatus::Pending {
+            for media in &listed {
+                self.inner
+                    .mark_ready(media.id, self.finish.0, &self.finish.1)
+                    .await?;
+            }
+        }
+        Ok(listed)
+    }
+}
+
+#[tokio::test]
+async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_stale() {
+    let h = Harness::new();
+    let event = h.event().await;
+    // An upload in flight: its pending record is written and its bytes are in the store, but
+    // it has taken longer than the grace period.
+    let bytes = png(3000);
+    let key = keys::media_key(event, h.clock_now(), "png");
+    let now = h.clock_now();
+    let media = EventMedia {
+        id: MediaId::new(),
+        event_id: event,
+        title: None,
+        description: None,
+        tags: Vec::new(),
+        original_filename: None,
+        content_type: "image/png".into(),
+        size_bytes: 0,
+        sha256: None,
+        s3_key: key.clone(),
+        status: MediaStatus::Pending,
+        uploaded_by: h.alice.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    h.repo.insert_media(&media).await.unwrap();
+    use plugs_storage::ObjectStoreExt as _;
+    h.store
+        .put_bytes(
+            &ObjectKey::parse(key.as_str()).unwrap(),
+            bytes.clone().into(),
+            plugs_storage::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.after_grace();
+
+    let racing = std::sync::Arc::new(UploadFinishesWhileListed {
+        inner: h.repo.clone(),
+        finish: (bytes.len() as u64, common::sha256_hex(&bytes)),
+    });
+    let service = plugs_media::MediaService::new(
+        h.store.clone(),
+        h.repo.clone(),
+        racing,
+        h.repo.clone(),
+        plugs_media::ServiceConfig::default(),
+    )
+    .with_clock(h.clock.clone());
+    let report = service
+        .reconcile(ReconcileOptions::default())
+        .await
+        .unwrap();
+
+    assert_eq!(report.pending_rolled_back, 0, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let kept = h.repo.find_media(media.id).await.unwrap().unwrap();
+    assert_eq!(kept.status, MediaStatus::Ready);
+    assert_eq!(object_keys(h.store.as_ref()).await, vec![key]);
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}

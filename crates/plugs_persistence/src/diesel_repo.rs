@@ -536,6 +536,38 @@ impl MediaRepository for Database {
         .await
     }
 
+    async fn mark_deleting_if_stale(
+        &self,
+        id: MediaId,
+        expected: MediaStatus,
+        updated_before: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.with_connection(move |conn| {
+            conn.transaction::<_, TxError, _>(|conn| {
+                let key = SqlUuid(id.as_uuid());
+                // One guarded UPDATE: the check and the change cannot be split by a racing
+                // `mark_ready`, which itself only moves a row that is still `pending`.
+                let updated = diesel::update(
+                    event_media::table
+                        .filter(event_media::id.eq(key))
+                        .filter(event_media::status.eq(expected.as_str()))
+                        .filter(event_media::updated_at.lt(db_time(updated_before))),
+                )
+                .set((
+                    event_media::status.eq(MediaStatus::Deleting.as_str()),
+                    event_media::updated_at.eq(db_now()),
+                ))
+                .execute(conn)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                load_media(conn, key).map_err(TxError::Repo)
+            })
+            .map_err(RepoError::from)
+        })
+        .await
+    }
+
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError> {
         self.with_connection(move |conn| {
             // Tags go with the row (ON DELETE CASCADE).

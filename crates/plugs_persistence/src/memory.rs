@@ -289,6 +289,25 @@ impl MediaRepository for InMemoryRepository {
         })
     }
 
+    async fn mark_deleting_if_stale(
+        &self,
+        id: MediaId,
+        expected: MediaStatus,
+        updated_before: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.run(RepoOp::MarkDeleting, |tables| {
+            let updated_before = truncate_to_micros(updated_before);
+            match tables.media.get_mut(&id) {
+                Some(media) if media.status == expected && media.updated_at < updated_before => {
+                    media.status = MediaStatus::Deleting;
+                    media.updated_at = truncate_to_micros(Utc::now());
+                    Ok(Some(media.clone()))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError> {
         self.run(RepoOp::DeleteMedia, |tables| {
             tables.media.remove(&id);

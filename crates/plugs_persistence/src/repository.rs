@@ -52,6 +52,18 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// `Ready | Pending -> Deleting`; returns the updated record. Idempotent on `Deleting`.
     async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, RepoError>;
 
+    /// `expected -> Deleting`, but only if the record is still `expected` and was last updated
+    /// before `updated_before`; `None` when it no longer is (or is gone), and then nothing
+    /// changed. The reconciler's guarded rollback: between listing a stale `pending` record and
+    /// repairing it, the upload may have finished; checking and changing in one statement keeps
+    /// that upload's `ready` record and object.
+    async fn mark_deleting_if_stale(
+        &self,
+        id: MediaId,
+        expected: MediaStatus,
+        updated_before: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError>;
+
     /// Removes the record and its tags. Deleting a missing record succeeds.
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError>;
 

@@ -30,4 +30,5 @@ all_backends!(
     delete_media_is_idempotent_and_takes_its_tags,
     ping_answers,
     concurrent_inserts_all_land,
+    mark_deleting_if_stale_moves_only_records_still_stale_and_expected,
 );

@@ -587,3 +587,65 @@ pub async fn concurrent_inserts_all_land(repo: &dyn Repo) {
     }
     assert_eq!(repo.list_all_for_event(event.id).await.unwrap().len(), 16);
 }
+
+pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let now = Utc::now();
+    let hour_ago = now - Duration::hours(1);
+    let mut old = pending(event.id, now - Duration::minutes(90), &[]);
+    old.updated_at = old.created_at;
+    repo.insert_media(&old).await.unwrap();
+    let fresh = pending(event.id, now - Duration::minutes(5), &[]);
+    repo.insert_media(&fresh).await.unwrap();
+
+    // Too young: nothing changes.
+    assert_eq!(
+        repo.mark_deleting_if_stale(fresh.id, MediaStatus::Pending, hour_ago)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.find_media(fresh.id).await.unwrap().unwrap().status,
+        MediaStatus::Pending
+    );
+
+    // The upload finished since it was listed: not in the expected state any more.
+    let mut finished = pending(event.id, now - Duration::minutes(120), &[]);
+    finished.updated_at = finished.created_at;
+    repo.insert_media(&finished).await.unwrap();
+    repo.mark_ready(finished.id, 42, SHA).await.unwrap();
+    assert_eq!(
+        repo.mark_deleting_if_stale(finished.id, MediaStatus::Pending, hour_ago)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        repo.find_media(finished.id).await.unwrap().unwrap().status,
+        MediaStatus::Ready
+    );
+
+    // Stale and still pending: claimed, once.
+    let claimed = repo
+        .mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago)
+        .await
+        .unwrap()
+        .expect("a stale pending record is claimed");
+    assert_eq!(claimed.id, old.id);
+    assert_eq!(claimed.status, MediaStatus::Deleting);
+    assert_eq!(
+        repo.mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A missing record is not an error: there is nothing to claim.
+    assert_eq!(
+        repo.mark_deleting_if_stale(MediaId::new(), MediaStatus::Pending, hour_ago)
+            .await
+            .unwrap(),
+        None
+    );
+}
