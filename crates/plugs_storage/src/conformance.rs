@@ -40,6 +40,9 @@ pub struct Capabilities {
     pub verifies_presign: bool,
     /// Size of the object the streaming case uploads; more than several parts on S3.
     pub large_object_size: u64,
+    /// The store's part size, for the case of a body exactly one part long (S3 then uploads a
+    /// one-part multipart upload); any size for stores without parts.
+    pub one_part_size: u64,
     /// Where unfinished multipart uploads can be listed, if anywhere.
     pub pending_uploads: Option<PendingUploadsProbe>,
     /// A suffix range longer than the object serves the whole object (s3s-fs 0.14 answers 500).
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Capabilities {
             .field("serves_presigned_urls", &self.serves_presigned_urls)
             .field("verifies_presign", &self.verifies_presign)
             .field("large_object_size", &self.large_object_size)
+            .field("one_part_size", &self.one_part_size)
             .field("pending_uploads", &self.pending_uploads.is_some())
             .field("serves_long_suffix_ranges", &self.serves_long_suffix_ranges)
             .finish()
@@ -68,6 +72,7 @@ impl Capabilities {
             serves_presigned_urls: false,
             verifies_presign: false,
             large_object_size: 3 * 1024 * 1024 + 12_345,
+            one_part_size: 5 * 1024 * 1024,
             pending_uploads: None,
             serves_long_suffix_ranges: true,
         }
@@ -95,7 +100,7 @@ macro_rules! conformance_tests {
             missing_objects_are_not_found, delete_is_idempotent, copy_keeps_content_and_metadata,
             list_pages_in_order, ranges, range_past_end_not_satisfiable, if_none_match_not_modified,
             empty_object, awkward_keys_roundtrip, sha256_checked, size_checked, encryption_accepted,
-            large_streamed_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
+            large_streamed_upload, exactly_one_part_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
             presigned_get, presigned_put, presigned_tampered_refused, presigned_expired_refused);
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -708,6 +713,29 @@ pub async fn large_streamed_upload(store: &dyn ObjectStore, caps: &Capabilities)
     );
     let meta = store.head(&k).await.unwrap();
     assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
+}
+
+/// A body exactly one part long: the boundary between a single PUT and a multipart upload.
+pub async fn exactly_one_part_upload(store: &dyn ObjectStore, caps: &Capabilities) {
+    let k = key("boundary/one-part.bin");
+    let size = caps.one_part_size;
+    let put = store
+        .put(&k, pattern_stream(size, 9), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(put.size, size);
+    let got = store.get(&k, GetOptions::default()).await.unwrap();
+    assert_eq!(got.meta.size, size);
+    let mut body = got.body;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.next().await {
+        hasher.update(chunk.unwrap());
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    assert!(
+        digest == pattern_sha256(size, 9),
+        "the bytes read back differ from the bytes written"
+    );
 }
 
 /// A body stream failing after more than a part leaves no object (and no pending multipart

@@ -795,16 +795,10 @@ impl ObjectStore for S3Store {
             parts.finish()?;
             return self.put_single(key, first, &options).await;
         }
-        match parts.next_part().await? {
-            None => {
-                parts.finish()?;
-                self.put_single(key, first, &options).await
-            }
-            Some(second) => {
-                self.put_multipart(key, parts, vec![first, second], &options)
-                    .await
-            }
-        }
+        // A full first part and more may follow: go multipart now rather than read a second
+        // part ahead to find out, which would hold two parts before the first byte is sent. A
+        // body of exactly one part then becomes a one-part multipart upload, which S3 accepts.
+        self.put_multipart(key, parts, vec![first], &options).await
     }
 
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {

@@ -37,6 +37,7 @@ pub async fn fixture(server: Option<S3TestServer>) -> Option<Fixture> {
     capabilities.serves_presigned_urls = true;
     // 5 parts and a bit: enough to see ordering, concurrency and the last short part.
     capabilities.large_object_size = (PART_SIZE * 5 + 123_457) as u64;
+    capabilities.one_part_size = PART_SIZE as u64;
     match server.server {
         S3Server::S3s => {
             capabilities.verifies_presign = true;
