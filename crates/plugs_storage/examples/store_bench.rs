@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Modes: `sdk-put` (bare aws-sdk-s3 PutObject streaming the file), `sdk-get` (bare GetObject,
-//! drained), `store-put` (`S3Store::put` from a file stream), `store-get` (`S3Store::get`,
+//! drained), `store-put` (`S3Store::put` from a file stream, its length declared:
+//! one streamed PutObject), `store-put-unsized` (the same without the length, as an HTTP upload
+//! arrives: a streamed multipart upload), `store-get` (`S3Store::get`,
 //! drained). Prints one JSON line: `{"mode","bytes","seconds","mib_per_s","peak_rss_kib"}`.
 //! `sdk-put-many` (bare PutObject of the file `--count` times under distinct keys, `--concurrency`
 //! at once: the reference for many small uploads) adds `count`, `p50_ms` and `p99_ms`.
@@ -57,13 +59,14 @@ fn parse_args() -> anyhow::Result<HashMap<String, String>> {
         "sdk-put",
         "sdk-get",
         "store-put",
+        "store-put-unsized",
         "store-get",
         "sdk-put-many",
     ]
     .contains(&args["mode"].as_str())
     {
         bail!(
-            "unknown --mode {} (sdk-put, sdk-get, store-put, store-get, sdk-put-many)",
+            "unknown --mode {} (sdk-put, sdk-get, store-put, store-put-unsized, store-get, sdk-put-many)",
             args["mode"]
         );
     }
@@ -168,15 +171,23 @@ async fn main() -> anyhow::Result<()> {
             }
             bytes
         }
-        "store-put" => {
+        // `store-put` declares the file's length, as any caller that has it should (one
+        // streamed PutObject); `store-put-unsized` does not, as an HTTP multipart upload cannot
+        // (a streamed multipart upload).
+        "store-put" | "store-put-unsized" => {
             let reader = tokio::fs::File::open(&file).await?;
+            let size = reader.metadata().await?.len();
             let body = tokio_util::io::ReaderStream::with_capacity(reader, FILE_CHUNK)
                 .map_err(|error| StoreError::Body {
                     source: error.into(),
                 })
                 .boxed();
             let key = ObjectKey::parse(key)?;
-            store.put(&key, body, PutOptions::default()).await?.size
+            let mut options = PutOptions::default();
+            if mode == "store-put" {
+                options.size = Some(size);
+            }
+            store.put(&key, body, options).await?.size
         }
         "store-get" => {
             let key = ObjectKey::parse(key)?;
@@ -188,7 +199,9 @@ async fn main() -> anyhow::Result<()> {
             bytes
         }
         other => {
-            bail!("unknown --mode {other} (sdk-put, sdk-get, store-put, store-get, sdk-put-many)")
+            bail!(
+                "unknown --mode {other} (sdk-put, sdk-get, store-put, store-put-unsized, store-get, sdk-put-many)"
+            )
         }
     };
     let seconds = started.elapsed().as_secs_f64();

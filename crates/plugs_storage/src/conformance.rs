@@ -100,7 +100,7 @@ macro_rules! conformance_tests {
             missing_objects_are_not_found, delete_is_idempotent, copy_keeps_content_and_metadata,
             list_pages_in_order, ranges, range_past_end_not_satisfiable, if_none_match_not_modified,
             empty_object, awkward_keys_roundtrip, sha256_checked, size_checked, encryption_accepted,
-            large_streamed_upload, exactly_one_part_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
+            large_streamed_upload, declared_size_large_upload, exactly_one_part_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
             presigned_get, presigned_put, presigned_tampered_refused, presigned_expired_refused);
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
@@ -713,6 +713,63 @@ pub async fn large_streamed_upload(store: &dyn ObjectStore, caps: &Capabilities)
     );
     let meta = store.head(&k).await.unwrap();
     assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
+}
+
+/// A large body whose size the caller declares (S3 streams it as one PutObject): the bytes
+/// round-trip; a caller's stream failing mid-way or ending short of the declared size stores
+/// nothing and says why.
+pub async fn declared_size_large_upload(store: &dyn ObjectStore, caps: &Capabilities) {
+    let size = caps.large_object_size;
+    let k = key("declared/video.mp4");
+    let mut options = PutOptions::with_content_type("video/mp4");
+    options.size = Some(size);
+    let put = store
+        .put(&k, pattern_stream(size, 11), options)
+        .await
+        .unwrap();
+    assert_eq!(put.size, size);
+    let got = store.get(&k, GetOptions::default()).await.unwrap();
+    assert_eq!(got.meta.size, size);
+    let mut body = got.body;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.next().await {
+        hasher.update(chunk.unwrap());
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    assert!(
+        digest == pattern_sha256(size, 11),
+        "the bytes read back differ from the bytes written"
+    );
+    assert_eq!(put.etag, store.head(&k).await.unwrap().etag);
+
+    let failing = key("declared/failing.bin");
+    let mut options = PutOptions::default();
+    options.size = Some(size);
+    let body = pattern_stream(size / 2, 12)
+        .chain(futures::stream::once(async { Err(body_error()) }))
+        .boxed();
+    match store.put(&failing, body, options).await {
+        Err(StoreError::Body { source }) => assert_eq!(source.to_string(), "the client went away"),
+        other => panic!("expected the body's error back, got {other:?}"),
+    }
+    assert_absent(store, &failing).await;
+
+    let short = key("declared/short.bin");
+    let mut options = PutOptions::default();
+    options.size = Some(size);
+    match store
+        .put(&short, pattern_stream(size - 1, 13), options)
+        .await
+    {
+        Err(StoreError::SizeMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected, actual), (size, size - 1));
+        }
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert_absent(store, &short).await;
+    assert_no_pending_upload(caps, "declared/").await;
 }
 
 /// A body exactly one part long: the boundary between a single PUT and a multipart upload.

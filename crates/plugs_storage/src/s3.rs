@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use http_body::{Frame, SizeHint};
 
 use crate::body::BodyCheck;
 use crate::signing::encode_key;
@@ -32,6 +36,8 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 /// S3's most parts in one upload.
 const MAX_PARTS: i32 = 10_000;
+/// The largest object one PutObject may carry.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// How an [`S3Store`] reaches its bucket.
 #[derive(Clone)]
@@ -287,13 +293,56 @@ impl S3Store {
         options: &PutOptions,
     ) -> Result<PutResult> {
         let size = body.len() as u64;
+        self.put_object(key, SdkByteStream::from(body), size, options)
+            .await
+    }
+
+    /// A body whose length the caller declared: one PutObject streaming it through, so the
+    /// bytes are neither buffered in parts nor written twice by the store as a multipart
+    /// completion does. Such a body cannot be replayed, so the SDK does not retry it.
+    async fn put_streamed(
+        &self,
+        key: &ObjectKey,
+        body: ByteStream,
+        size: u64,
+        options: &PutOptions,
+    ) -> Result<PutResult> {
+        let failure = Arc::new(Mutex::new(None));
+        let checked = CheckedBody {
+            stream: Mutex::new(body),
+            check: Some(BodyCheck::new(key, options, false)),
+            size,
+            failure: Arc::clone(&failure),
+        };
+        let result = self
+            .put_object(key, SdkByteStream::from_body_1_x(checked), size, options)
+            .await;
+        // The caller's stream or the size check failed: that error, not the SDK's report of
+        // an aborted request, is what the caller must see.
+        if let Some(error) = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(error);
+        }
+        result
+    }
+
+    async fn put_object(
+        &self,
+        key: &ObjectKey,
+        body: SdkByteStream,
+        size: u64,
+        options: &PutOptions,
+    ) -> Result<PutResult> {
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key.as_str())
-            .content_length(body.len() as i64)
-            .body(SdkByteStream::from(body))
+            .content_length(size as i64)
+            .body(body)
             .set_content_type(options.content_type.clone())
             .set_metadata(metadata_map(options));
         request = apply_sse!(request, &options.encryption);
@@ -572,6 +621,65 @@ impl Drop for AbortGuard {
 ///
 /// Cancel-safe: its only await is the stream's `next`, and chunks are moved into `self` right
 /// after it, so a `select!` dropping `next_part` loses nothing.
+/// A caller's stream as an HTTP body for one PutObject, checked as it passes (size, SHA-256).
+/// A failure is kept in `failure` for `put_streamed` to return; the SDK only sees that the
+/// body broke, and the store, short of the declared length, keeps nothing.
+struct CheckedBody {
+    // Behind a mutex only to be `Sync`, as the SDK's body must be; `poll_frame` has `&mut self`
+    // and never waits on it.
+    stream: Mutex<ByteStream>,
+    check: Option<BodyCheck>,
+    size: u64,
+    failure: Arc<Mutex<Option<StoreError>>>,
+}
+
+/// What the SDK is told when a [`CheckedBody`] fails; the real error is in its `failure`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload body failed")]
+struct BodyFailed;
+
+impl CheckedBody {
+    fn fail(
+        &mut self,
+        error: StoreError,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyFailed>>> {
+        self.check = None;
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        Poll::Ready(Some(Err(BodyFailed)))
+    }
+}
+
+impl http_body::Body for CheckedBody {
+    type Data = Bytes;
+    type Error = BodyFailed;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyFailed>>> {
+        let this = self.get_mut();
+        let stream = this
+            .stream
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::task::ready!(stream.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => match this.check.as_mut().map(|check| check.update(&chunk)) {
+                Some(Err(error)) => this.fail(error),
+                _ => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            },
+            Some(Err(error)) => this.fail(error),
+            None => match this.check.take().map(BodyCheck::finish) {
+                Some(Err(error)) => this.fail(error),
+                _ => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.size)
+    }
+}
+
 struct PartReader {
     body: ByteStream,
     check: BodyCheck,
@@ -788,6 +896,12 @@ impl ObjectStore for S3Store {
         body: ByteStream,
         options: PutOptions,
     ) -> Result<PutResult> {
+        if let Some(size) = options.size
+            && size > self.part_size as u64
+            && size <= MAX_SINGLE_PUT
+        {
+            return self.put_streamed(key, body, size, &options).await;
+        }
         let check = BodyCheck::new(key, &options, false);
         let mut parts = PartReader::new(body, check, self.part_size);
         let first = parts.next_part().await?.unwrap_or_default();
