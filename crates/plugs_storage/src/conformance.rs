@@ -159,6 +159,27 @@ fn pattern_sha256(total: u64, seed: u64) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Streams `k` back and checks it is the `pattern_stream(size, seed)` that was written: every
+/// byte, hashed as it arrives, never the whole object in memory.
+async fn assert_reads_back_pattern(store: &dyn ObjectStore, k: &ObjectKey, size: u64, seed: u64) {
+    let got = store.get(k, GetOptions::default()).await.unwrap();
+    assert_eq!(got.meta.size, size);
+    let mut body = got.body;
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        received += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    assert_eq!(received, size);
+    let digest: [u8; 32] = hasher.finalize().into();
+    assert!(
+        digest == pattern_sha256(size, seed),
+        "the bytes read back differ from the bytes written"
+    );
+}
+
 fn body_error() -> StoreError {
     StoreError::Body {
         source: "the client went away".into(),
@@ -695,22 +716,7 @@ pub async fn large_streamed_upload(store: &dyn ObjectStore, caps: &Capabilities)
         .await
         .unwrap();
     assert_eq!(put.size, size);
-    let got = store.get(&k, GetOptions::default()).await.unwrap();
-    assert_eq!(got.meta.size, size);
-    let mut body = got.body;
-    let mut hasher = Sha256::new();
-    let mut received = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.unwrap();
-        received += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    assert_eq!(received, size);
-    let digest: [u8; 32] = hasher.finalize().into();
-    assert!(
-        digest == pattern_sha256(size, 5),
-        "the bytes read back differ from the bytes written"
-    );
+    assert_reads_back_pattern(store, &k, size, 5).await;
     let meta = store.head(&k).await.unwrap();
     assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
 }
@@ -728,18 +734,7 @@ pub async fn declared_size_large_upload(store: &dyn ObjectStore, caps: &Capabili
         .await
         .unwrap();
     assert_eq!(put.size, size);
-    let got = store.get(&k, GetOptions::default()).await.unwrap();
-    assert_eq!(got.meta.size, size);
-    let mut body = got.body;
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = body.next().await {
-        hasher.update(chunk.unwrap());
-    }
-    let digest: [u8; 32] = hasher.finalize().into();
-    assert!(
-        digest == pattern_sha256(size, 11),
-        "the bytes read back differ from the bytes written"
-    );
+    assert_reads_back_pattern(store, &k, size, 11).await;
     assert_eq!(put.etag, store.head(&k).await.unwrap().etag);
 
     let failing = key("declared/failing.bin");
@@ -781,18 +776,7 @@ pub async fn exactly_one_part_upload(store: &dyn ObjectStore, caps: &Capabilitie
         .await
         .unwrap();
     assert_eq!(put.size, size);
-    let got = store.get(&k, GetOptions::default()).await.unwrap();
-    assert_eq!(got.meta.size, size);
-    let mut body = got.body;
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = body.next().await {
-        hasher.update(chunk.unwrap());
-    }
-    let digest: [u8; 32] = hasher.finalize().into();
-    assert!(
-        digest == pattern_sha256(size, 9),
-        "the bytes read back differ from the bytes written"
-    );
+    assert_reads_back_pattern(store, &k, size, 9).await;
 }
 
 /// A body stream failing after more than a part leaves no object (and no pending multipart
