@@ -119,8 +119,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         .context("services gave no s3s-fs endpoint")?
         .clone();
     let scratch = Guard::new()?;
-    let database = Database::create(pg_url)?;
-    create_bucket(&s3)?;
+    let database = Database::create(pg_url, "plugs_bench")?;
+    create_bucket(&s3, BUCKET)?;
 
     let api = Api {
         binary: api_binary,
@@ -209,48 +209,52 @@ fn build(profile: &Profile) -> Result<(PathBuf, Option<PathBuf>)> {
     Ok((dir.join("plugs-api"), store_bench))
 }
 
-fn create_bucket(s3: &str) -> Result<()> {
+/// Creates `bucket` on the S3 server at `s3` (also used by `cargo xtask load`).
+pub(crate) fn create_bucket(s3: &str, bucket: &str) -> Result<()> {
     let transfer = http::run_transfer(http::s3_command(S3_ACCESS_KEY, S3_SECRET_KEY).args([
         "-X",
         "PUT",
-        &format!("{s3}/{BUCKET}"),
+        &format!("{s3}/{bucket}"),
     ]))?;
     // 409: it exists already, owned by us.
     ensure!(
         matches!(transfer.status, 200 | 409),
-        "creating the bucket {BUCKET} answered {}",
+        "creating the bucket {bucket} answered {}",
         transfer.status
     );
     Ok(())
 }
 
-/// A database of its own for one run, dropped afterwards.
-struct Database {
+/// A database of its own for one run, dropped afterwards (also used by `cargo xtask load`).
+pub(crate) struct Database {
     admin_url: String,
     name: String,
     psql: PathBuf,
 }
 
 impl Database {
-    fn create(admin_url: &str) -> Result<Self> {
+    /// A fresh database named `{prefix}_{pid}_{nanos}` on the server of `admin_url`.
+    pub(crate) fn create(admin_url: &str, prefix: &str) -> Result<Self> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
         let database = Self {
             admin_url: admin_url.to_string(),
-            name: format!("plugs_bench_{}_{nanos}", std::process::id()),
+            name: format!("{prefix}_{}_{nanos}", std::process::id()),
             psql: psql()?,
         };
         database.run_sql(admin_url, &format!("CREATE DATABASE {}", database.name))?;
         Ok(database)
     }
 
-    fn url(&self) -> String {
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
         with_database(&self.admin_url, &self.name)
     }
 
-    fn sql(&self, sql: &str) -> Result<String> {
+    /// Runs `sql` in it and returns the unaligned output.
+    pub(crate) fn sql(&self, sql: &str) -> Result<String> {
         self.run_sql(&self.url(), sql)
     }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::bench;
 use crate::bench_api::http::{self, Api};
+use crate::bench_api::{Database, create_bucket};
 use crate::process::{self, cargo};
 use crate::services::{Guard, S3_ACCESS_KEY, S3_SECRET_KEY, Services};
 
@@ -125,8 +126,8 @@ fn run_profile(profile: Profile) -> Result<()> {
     // s3s-fs keeps each bucket as a plain directory of its objects.
     let bucket_dir = services.scratch_dir().join("s3s-fs-data").join(BUCKET);
     let scratch = Guard::new()?;
-    let database = Database::create(pg_url)?;
-    create_bucket(&s3)?;
+    let database = Database::create(pg_url, "plugs_load")?;
+    create_bucket(&s3, BUCKET)?;
 
     let api = Api {
         binary,
@@ -193,7 +194,7 @@ fn run_profile(profile: Profile) -> Result<()> {
         &bucket_dir,
         profile.concurrency,
     )?;
-    let not_ready = database.scalar("SELECT count(*) FROM event_media WHERE status <> 'ready'")?;
+    let not_ready = database.sql("SELECT count(*) FROM event_media WHERE status <> 'ready'")?;
     ensure!(
         not_ready == "0",
         "{not_ready} records are not ready after the load"
@@ -262,93 +263,6 @@ fn build(profile: &Profile) -> Result<PathBuf> {
     ]))?;
     let dir = if profile.release { "release" } else { "debug" };
     Ok(Path::new(target).join(dir).join("plugs-api"))
-}
-
-fn create_bucket(s3: &str) -> Result<()> {
-    let transfer = http::run_transfer(http::s3_command(S3_ACCESS_KEY, S3_SECRET_KEY).args([
-        "-X",
-        "PUT",
-        &format!("{s3}/{BUCKET}"),
-    ]))?;
-    ensure!(
-        matches!(transfer.status, 200 | 409),
-        "creating the bucket {BUCKET} answered {}",
-        transfer.status
-    );
-    Ok(())
-}
-
-/// A PostgreSQL database of this run's own, dropped afterwards.
-struct Database {
-    admin_url: String,
-    name: String,
-}
-
-impl Database {
-    fn create(admin_url: &str) -> Result<Self> {
-        let name = format!("plugs_load_{}", std::process::id());
-        let database = Self {
-            admin_url: admin_url.to_string(),
-            name,
-        };
-        database.admin(&format!("DROP DATABASE IF EXISTS {}", database.name))?;
-        database.admin(&format!("CREATE DATABASE {}", database.name))?;
-        Ok(database)
-    }
-
-    fn admin(&self, sql: &str) -> Result<()> {
-        process::run_quietly(psql().arg(&self.admin_url).args(["-c", sql]))?;
-        Ok(())
-    }
-
-    /// The URL of this database: the admin URL with its database name replaced.
-    fn url(&self) -> String {
-        let (before_query, query) = self
-            .admin_url
-            .split_once('?')
-            .map_or((self.admin_url.as_str(), None), |(a, q)| (a, Some(q)));
-        let base = match before_query.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('/') {
-                Some((authority, _)) => format!("{scheme}://{authority}/{}", self.name),
-                None => format!("{before_query}/{}", self.name),
-            },
-            None => before_query.to_string(),
-        };
-        match query {
-            Some(query) => format!("{base}?{query}"),
-            None => base,
-        }
-    }
-
-    /// One value from a query.
-    fn scalar(&self, sql: &str) -> Result<String> {
-        let output = process::run_quietly(
-            psql()
-                .args(["-X", "-A", "-t"])
-                .arg(self.url())
-                .args(["-c", sql]),
-        )?;
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(err) = self.admin(&sql) {
-            eprintln!("load: {err:#}");
-        }
-    }
-}
-
-fn psql() -> Command {
-    let installed = fs::read_dir("/usr/lib/postgresql").ok().and_then(|dirs| {
-        dirs.filter_map(|d| d.ok().map(|d| d.path().join("bin/psql")))
-            .find(|p| p.is_file())
-    });
-    let mut command = Command::new(installed.unwrap_or_else(|| PathBuf::from("psql")));
-    command.stdin(Stdio::null());
-    command
 }
 
 /// One file to upload.
