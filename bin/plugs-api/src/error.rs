@@ -125,7 +125,9 @@ fn media_status(err: &plugs_media::MediaError) -> StatusCode {
         MediaError::NotFound { .. } | MediaError::Invalid(DomainError::NotOwner) => {
             StatusCode::NOT_FOUND
         }
-        MediaError::Invalid(_) | MediaError::EmptyFile => StatusCode::UNPROCESSABLE_ENTITY,
+        MediaError::Invalid(_) | MediaError::EmptyFile | MediaError::SizeMismatch { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         MediaError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         MediaError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         MediaError::NotModified => StatusCode::NOT_MODIFIED,

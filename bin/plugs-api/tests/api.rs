@@ -428,6 +428,7 @@ async fn an_upload_streams_to_the_store_and_is_listed_and_fetched() {
         Part::Text("title", "Cat"),
         Part::Text("description", "A very small cat"),
         Part::Text("tags", "Pets, cats"),
+        Part::Text("size", &PNG.len().to_string()),
         Part::File("file", "cat.png", Some("image/png"), PNG),
     ]);
     let response = test::call_service(&app, upload_request("alice", &event, body)).await;
@@ -582,6 +583,47 @@ async fn refused_uploads_keep_nothing_and_say_why() {
             "malformed multipart",
             b"--wrong-boundary\r\ngarbage".to_vec(),
             StatusCode::BAD_REQUEST,
+        ),
+        (
+            "file longer than its declared size",
+            multipart(&[
+                Part::Text("size", &(PNG.len() - 1).to_string()),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "file shorter than its declared size",
+            multipart(&[
+                Part::Text("size", &(PNG.len() + 1).to_string()),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "declared size above the limit",
+            multipart(&[
+                Part::Text("size", &(MAX_FILE + 1).to_string()),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "size not a number",
+            multipart(&[
+                Part::Text("size", "-5"),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "size twice",
+            multipart(&[
+                Part::Text("size", &PNG.len().to_string()),
+                Part::Text("size", &PNG.len().to_string()),
+                Part::File("file", "a.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ];
     for (why, body, expected) in cases {

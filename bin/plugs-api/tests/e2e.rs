@@ -337,6 +337,66 @@ async fn journey(mut server: Server, store: Arc<dyn ObjectStore>) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
 
+    // A declared size: larger than one S3 part (8 MiB), so S3Store streams it as one PutObject
+    // of that length; a file that breaks its declaration is refused and leaves nothing.
+    let big = png_of_len(9 * 1024 * 1024);
+    let sized_form = |size: usize| {
+        reqwest::multipart::Form::new()
+            .text("size", size.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(big.clone())
+                    .file_name("big.png")
+                    .mime_str("image/png")
+                    .unwrap(),
+            )
+    };
+    let objects_before = store
+        .list_all(Some(&format!("events/{event_id}/")))
+        .await
+        .unwrap()
+        .len();
+    for wrong in [big.len() - 1, big.len() + 1] {
+        let response = client
+            .post(server.url(&format!("/api/v1/events/{event_id}/media")))
+            .bearer_auth(&alice)
+            .multipart(sized_form(wrong))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "declared {wrong}"
+        );
+    }
+    assert_eq!(
+        store
+            .list_all(Some(&format!("events/{event_id}/")))
+            .await
+            .unwrap()
+            .len(),
+        objects_before,
+        "a refused declared-size upload left no object"
+    );
+    let response = client
+        .post(server.url(&format!("/api/v1/events/{event_id}/media")))
+        .bearer_auth(&alice)
+        .multipart(sized_form(big.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let sized: Value = response.json().await.unwrap();
+    assert_eq!(sized["size_bytes"], big.len());
+    assert_eq!(sized["sha256"], sha256_hex(&big));
+    let sized_key = plugs_storage::ObjectKey::parse(sized["s3_key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        store.get_bytes(&sized_key).await.unwrap().as_ref(),
+        big.as_slice(),
+        "the declared-size upload's bytes are in the store"
+    );
+
     let response = client
         .delete(server.url(&location))
         .bearer_auth(&alice)

@@ -38,6 +38,15 @@ pub enum MediaError {
     /// The upload has no bytes.
     #[error("the file is empty")]
     EmptyFile,
+    /// The upload's length is not the size the client declared; nothing was kept.
+    #[error("the file does not have the declared {declared} bytes ({received} received)")]
+    SizeMismatch {
+        /// The size the client declared.
+        declared: u64,
+        /// The bytes received before the mismatch was certain: the whole file when it was
+        /// shorter, the first bytes past the declared size when it was longer.
+        received: u64,
+    },
     /// The object's ETag matched the caller's `If-None-Match`.
     #[error("not modified")]
     NotModified,

@@ -17,6 +17,14 @@ pub struct UploadRequest {
     pub filename: Option<String>,
     /// The multipart part's `Content-Type`; it must agree with the bytes when given.
     pub declared_content_type: Option<String>,
+    /// The file's length in bytes, when the client declared it (the form's `size` field).
+    ///
+    /// Optional. When given, the upload must have exactly this many bytes (otherwise
+    /// [`MediaError::SizeMismatch`](crate::MediaError::SizeMismatch) and nothing is kept), a size
+    /// above the limit is refused before a byte is read, and the store is told the length up
+    /// front: S3 then receives the bytes as one streamed PutObject instead of a multipart upload
+    /// whose completion some stores pay for by copying the object again.
+    pub declared_size: Option<u64>,
 }
 
 /// Which page of a listing: the cursor from the previous page and a page size.

@@ -45,14 +45,29 @@ impl MediaService {
         )
         .map_err(MediaError::Invalid)?;
         let original_filename = request.filename.as_deref().and_then(sanitize_filename);
+        let limit = self.config.policy.max_size_bytes;
+        let declared = request.declared_size;
+        match declared {
+            Some(0) => return Err(MediaError::EmptyFile),
+            // Refused on the client's word, before a byte of the body is read.
+            Some(size) if size > limit => return Err(MediaError::TooLarge { limit }),
+            _ => {}
+        }
 
         let head = read_head(&mut body).await?;
         if head.len == 0 {
             return Err(MediaError::EmptyFile);
         }
-        let limit = self.config.policy.max_size_bytes;
         if head.len > limit {
             return Err(MediaError::TooLarge { limit });
+        }
+        if let Some(declared) = declared
+            && head.len > declared
+        {
+            return Err(MediaError::SizeMismatch {
+                declared,
+                received: head.len,
+            });
         }
         let content_type = self.config.policy.classify(
             &head.sniff,
@@ -92,7 +107,7 @@ impl MediaService {
             return Err(error);
         }
 
-        match self.store_bytes(&media, head.chunks, body).await {
+        match self.store_bytes(&media, head.chunks, body, declared).await {
             Ok(done) => {
                 tracing::info!(media_id = %done.id, %event_id, size = done.size_bytes, "media uploaded");
                 Ok(done)
@@ -127,12 +142,14 @@ impl MediaService {
         Err(RepoError::Duplicate { what: "s3_key" }.into())
     }
 
-    /// Streams the bytes to the store and marks the record `ready`.
+    /// Streams the bytes to the store and marks the record `ready`. With a `declared` size the
+    /// store is told the length, and a body of any other length fails.
     async fn store_bytes(
         &self,
         media: &EventMedia,
         head: Vec<Bytes>,
         rest: ByteStream,
+        declared: Option<u64>,
     ) -> Result<EventMedia, MediaError> {
         let key = ObjectKey::parse(media.s3_key.as_str())?;
         let limit = self.config.policy.max_size_bytes;
@@ -143,20 +160,29 @@ impl MediaService {
                 .boxed(),
             meter: Arc::clone(&meter),
             limit,
+            declared,
             finished: false,
         };
-        let options = self.put_options(media);
+        let mut options = self.put_options(media);
+        options.size = declared;
 
         let put = self.store.put(&key, Box::pin(body), options).await;
-        let (size, sha256, exceeded, complete) = {
+        let (size, sha256, exceeded, mismatched, complete) = {
             let meter = meter.lock().unwrap_or_else(PoisonError::into_inner);
             (
                 meter.bytes,
                 hex::encode(meter.hasher.clone().finalize()),
                 meter.exceeded,
+                meter.mismatched,
                 meter.complete,
             )
         };
+        if let (Err(_), Some(declared)) = (&put, mismatched) {
+            return Err(MediaError::SizeMismatch {
+                declared,
+                received: size,
+            });
+        }
         match put {
             Err(_) if exceeded => return Err(MediaError::TooLarge { limit }),
             Err(error) => return Err(error.into()),
@@ -280,15 +306,19 @@ struct Meter {
     bytes: u64,
     hasher: Sha256,
     exceeded: bool,
+    /// The declared size, once the body turned out longer or shorter than it.
+    mismatched: Option<u64>,
     complete: bool,
 }
 
 /// The upload stream as the store sees it: counts and hashes each chunk as it passes (no
-/// copy), and fails the moment the count crosses the limit, so the store aborts the write.
+/// copy), and fails the moment the count crosses the limit or the declared size, or when it
+/// ends short of the declared size, so the store aborts the write.
 struct MeteredBody {
     inner: ByteStream,
     meter: Arc<Mutex<Meter>>,
     limit: u64,
+    declared: Option<u64>,
     finished: bool,
 }
 
@@ -299,6 +329,13 @@ struct SizeLimitExceeded {
     limit: u64,
 }
 
+/// The error a [`MeteredBody`] fails with when the upload is not of its declared size.
+#[derive(Debug, thiserror::Error)]
+#[error("upload is not of its declared size of {declared} bytes")]
+struct DeclaredSizeMismatch {
+    declared: u64,
+}
+
 impl Stream for MeteredBody {
     type Item = Result<Bytes, StoreError>;
 
@@ -307,26 +344,39 @@ impl Stream for MeteredBody {
             return Poll::Ready(None);
         }
         let item = std::task::ready!(self.inner.poll_next_unpin(cx));
-        let limit = self.limit;
+        let (limit, declared) = (self.limit, self.declared);
+        let mismatch = |meter: &mut Meter, declared: u64| {
+            meter.mismatched = Some(declared);
+            Some(Err(StoreError::Body {
+                source: Box::new(DeclaredSizeMismatch { declared }),
+            }))
+        };
         let mut meter = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
         let answer = match item {
             Some(Ok(chunk)) => {
                 meter.bytes += chunk.len() as u64;
-                if meter.bytes > limit {
-                    meter.exceeded = true;
-                    Some(Err(StoreError::Body {
-                        source: Box::new(SizeLimitExceeded { limit }),
-                    }))
-                } else {
-                    meter.hasher.update(&chunk);
-                    Some(Ok(chunk))
+                match declared {
+                    _ if meter.bytes > limit => {
+                        meter.exceeded = true;
+                        Some(Err(StoreError::Body {
+                            source: Box::new(SizeLimitExceeded { limit }),
+                        }))
+                    }
+                    Some(declared) if meter.bytes > declared => mismatch(&mut meter, declared),
+                    _ => {
+                        meter.hasher.update(&chunk);
+                        Some(Ok(chunk))
+                    }
                 }
             }
             Some(Err(error)) => Some(Err(error)),
-            None => {
-                meter.complete = true;
-                None
-            }
+            None => match declared {
+                Some(declared) if meter.bytes != declared => mismatch(&mut meter, declared),
+                _ => {
+                    meter.complete = true;
+                    None
+                }
+            },
         };
         drop(meter);
         if !matches!(answer, Some(Ok(_))) {
@@ -355,6 +405,7 @@ mod tests {
             inner: futures::stream::iter(chunks).boxed(),
             meter: Arc::clone(&meter),
             limit: 6,
+            declared: None,
             finished: false,
         };
         let items: Vec<_> = body.collect().await;
@@ -374,6 +425,7 @@ mod tests {
             .boxed(),
             meter: Arc::clone(&meter),
             limit: 6,
+            declared: None,
             finished: false,
         };
         assert_eq!(body.count().await, 2);
@@ -384,5 +436,49 @@ mod tests {
             hex::encode(meter.hasher.clone().finalize()),
             hex::encode(Sha256::digest(b"abcdef"))
         );
+    }
+
+    fn declared_body(chunks: &[&'static str], declared: u64) -> (MeteredBody, Arc<Mutex<Meter>>) {
+        let meter = Arc::new(Mutex::new(Meter::default()));
+        let chunks: Vec<_> = chunks
+            .iter()
+            .map(|s| Ok(Bytes::from_static(s.as_bytes())))
+            .collect();
+        let body = MeteredBody {
+            inner: futures::stream::iter(chunks).boxed(),
+            meter: Arc::clone(&meter),
+            limit: 100,
+            declared: Some(declared),
+            finished: false,
+        };
+        (body, meter)
+    }
+
+    #[tokio::test]
+    async fn metered_body_holds_the_upload_to_its_declared_size() {
+        let (body, meter) = declared_body(&["abc", "def"], 6);
+        let items: Vec<_> = body.collect().await;
+        assert!(items.iter().all(Result::is_ok), "exactly the declared size");
+        assert!(meter.lock().unwrap().complete);
+
+        // Longer: the chunk that crosses the declared size is not passed on.
+        let (body, meter) = declared_body(&["abc", "def", "g"], 6);
+        let items: Vec<_> = body.collect().await;
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        assert!(matches!(items[2], Err(StoreError::Body { .. })));
+        {
+            let seen = meter.lock().unwrap();
+            assert!(seen.mismatched == Some(6) && !seen.exceeded && !seen.complete);
+        }
+
+        // Shorter: the end of the body is an error, not a clean end the store would commit.
+        let (body, meter) = declared_body(&["abc"], 6);
+        let items: Vec<_> = body.collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[1], Err(StoreError::Body { .. })));
+        let seen = meter.lock().unwrap();
+        assert!(seen.mismatched == Some(6) && !seen.complete);
+        assert_eq!(seen.bytes, 3);
     }
 }

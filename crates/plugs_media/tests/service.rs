@@ -336,6 +336,71 @@ async fn an_upload_larger_than_a_small_limit_is_refused_before_any_record() {
 }
 
 #[tokio::test]
+async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
+    let h = Harness::with_max_size(10_000);
+    let event = h.event().await;
+    let sized = |size: u64| UploadRequest {
+        declared_size: Some(size),
+        ..png_request()
+    };
+
+    let media = h
+        .service
+        .upload(&h.alice, event, sized(5_000), body(png(5_000), 700))
+        .await
+        .unwrap();
+    assert_eq!(media.size_bytes, 5_000);
+    assert_eq!(media.sha256, Some(sha256_hex(&png(5_000))));
+    assert_eq!(
+        h.store.declared_sizes(),
+        [Some(5_000)],
+        "the store was told"
+    );
+
+    // Longer than declared, shorter than declared, longer within the sniffed head.
+    for (declared, actual) in [(4_000, 5_000), (6_000, 5_000), (100, 5_000)] {
+        h.clock.advance(TimeDelta::seconds(1));
+        let error = h
+            .service
+            .upload(&h.alice, event, sized(declared), body(png(actual), 700))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MediaError::SizeMismatch { declared: d, .. } if d == declared),
+            "declared {declared}, sent {actual}: {error:?}"
+        );
+    }
+
+    // Above the limit or zero: refused on the declaration, before the body is read.
+    for (declared, refused) in [(10_001, "too large"), (0, "empty")] {
+        let (stream, pulled) = counted_body(png(5_000), 700);
+        let error = h
+            .service
+            .upload(&h.alice, event, sized(declared), stream)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                (&error, refused),
+                (MediaError::TooLarge { limit: 10_000 }, "too large")
+                    | (MediaError::EmptyFile, "empty")
+            ),
+            "{refused}: {error:?}"
+        );
+        assert_eq!(pulled.load(Ordering::SeqCst), 0, "{refused}: body not read");
+    }
+
+    let page = h
+        .service
+        .list_media(&h.alice, event, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items, [media]);
+    assert_eq!(object_keys(h.store.as_ref()).await.len(), 1);
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+#[tokio::test]
 async fn a_stranger_gets_not_found_for_everything() {
     let h = Harness::new();
     let event = h.event().await;

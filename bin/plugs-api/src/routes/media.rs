@@ -120,6 +120,11 @@ pub struct UploadForm {
     description: Option<String>,
     /// Optional comma-separated tags. Must precede `file`.
     tags: Option<String>,
+    /// Optional: the file's length in bytes. Must precede `file`. When given, a file of any
+    /// other length is refused (422) and nothing is kept, a size above MAX_FILE_SIZE is refused
+    /// (413) before the file is read, and the store receives the file as one streamed write.
+    #[schema(minimum = 1)]
+    size: Option<u64>,
     /// The file; its part `Content-Type`, when given, must match the content. Must be the last part.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
@@ -164,8 +169,9 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 /// Uploads a file to one of the caller's events.
 ///
 /// `multipart/form-data` with the optional text fields `title`, `description`, `tags` (comma
-/// separated) first and the `file` part last; a part after `file` is refused with 400 and nothing
-/// is kept. The file streams to the store; its type is decided by its content.
+/// separated) and `size` (the file's length in bytes) first and the `file` part last; a part
+/// after `file` is refused with 400 and nothing is kept. The file streams to the store; its type
+/// is decided by its content.
 #[utoipa::path(
     post, path = "/api/v1/events/{event_id}/media", tag = "media",
     params(("event_id" = Uuid, Path, description = "Event id")),
@@ -177,7 +183,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "File larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart/form-data, or a file type refused or not matching its declared type or extension", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, no file, two files, unknown field, or an empty file", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, no file, two files, unknown field, an empty file, or a file whose length is not its declared `size`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database or store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -245,6 +251,19 @@ pub async fn upload_media(
                 read_text(field, "description").await?,
             )?,
             "tags" => set_once(&mut request.tags, "tags", read_text(field, "tags").await?)?,
+            "size" => {
+                let text = read_text(field, "size").await?;
+                let size = text.trim().parse::<u64>().map_err(|_| {
+                    ApiError::Unprocessable(
+                        "the form field `size` must be the file's length in bytes".to_owned(),
+                    )
+                })?;
+                if request.declared_size.replace(size).is_some() {
+                    return Err(ApiError::Unprocessable(
+                        "the form field `size` is given twice".to_owned(),
+                    ));
+                }
+            }
             "file" => {
                 request.filename = field
                     .content_disposition()

@@ -93,6 +93,7 @@ pub fn png_request() -> UploadRequest {
         tags: Some("beach, 2024".into()),
         filename: Some("sunset.png".into()),
         declared_content_type: Some("image/png".into()),
+        declared_size: None,
     }
 }
 
@@ -231,6 +232,8 @@ pub struct TestStore {
     stamps: Mutex<HashMap<String, DateTime<Utc>>>,
     pub faults: Mutex<StoreFaults>,
     puts: AtomicU64,
+    /// The `PutOptions::size` of every put, in order.
+    declared_sizes: Mutex<Vec<Option<u64>>>,
 }
 
 fn injected(what: &str) -> StoreError {
@@ -247,6 +250,7 @@ impl TestStore {
             stamps: Mutex::default(),
             faults: Mutex::default(),
             puts: AtomicU64::new(0),
+            declared_sizes: Mutex::default(),
         }
     }
 
@@ -257,6 +261,11 @@ impl TestStore {
     /// How many puts were attempted.
     pub fn puts(&self) -> u64 {
         self.puts.load(Ordering::SeqCst)
+    }
+
+    /// The size each put declared to the store, in order.
+    pub fn declared_sizes(&self) -> Vec<Option<u64>> {
+        self.declared_sizes.lock().unwrap().clone()
     }
 
     fn check_up(&self, what: &str) -> Result<(), StoreError> {
@@ -283,6 +292,7 @@ impl ObjectStore for TestStore {
         options: PutOptions,
     ) -> Result<PutResult, StoreError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
+        self.declared_sizes.lock().unwrap().push(options.size);
         self.check_up("put")?;
         let (fail_after, after_commit) = {
             let mut faults = self.faults();
