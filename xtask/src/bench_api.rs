@@ -365,12 +365,15 @@ struct Bench {
 #[derive(Debug, Default)]
 struct SizeFigures {
     api_up: Vec<f64>,
+    /// Uploads whose form declared the file's size (`size` before `file`).
+    api_up_sized: Vec<f64>,
     api_down: Vec<f64>,
     curl_up: Vec<f64>,
     curl_down: Vec<f64>,
     sdk_up: Vec<f64>,
     sdk_down: Vec<f64>,
     up_hwm_kib: u64,
+    up_sized_hwm_kib: u64,
     down_hwm_kib: u64,
     idle_hwm_kib: u64,
 }
@@ -394,16 +397,29 @@ impl Bench {
             .with_context(|| format!("the created event has no id: {body}"))
     }
 
-    /// Uploads a file through the API; the transfer and the new media id.
-    fn upload(&self, server: &ApiServer, event: &str, file: &Path) -> Result<(Transfer, String)> {
+    /// Uploads a file through the API, declaring its size in the form or not; the transfer and
+    /// the new media id.
+    fn upload(
+        &self,
+        server: &ApiServer,
+        event: &str,
+        file: &Path,
+        declare_size: bool,
+    ) -> Result<(Transfer, String)> {
         let response = self.dir.join("upload-response.json");
-        let transfer = http::run_transfer(&mut http::upload_command(
+        let size = if declare_size {
+            Some(fs::metadata(file)?.len())
+        } else {
+            None
+        };
+        let transfer = http::run_transfer(&mut http::upload_command_declaring(
             &self.api_url(server, &format!("/events/{event}/media")),
             &self.token,
             file,
             "payload.png",
             "image/png",
             &response,
+            size,
         ))?;
         media_id(&transfer, &response).map(|id| (transfer, id))
     }
@@ -481,7 +497,7 @@ impl Bench {
                         id
                     }
                 };
-                let (up, media) = self.upload(&server, &event_id, file)?;
+                let (up, media) = self.upload(&server, &event_id, file, false)?;
                 let up_memory = server.memory()?;
                 drop(server);
 
@@ -500,6 +516,12 @@ impl Bench {
                 self.delete_media(&server, &event_id, &media)?;
                 drop(server);
 
+                let server = self.api.start()?;
+                let (up_sized, media) = self.upload(&server, &event_id, file, true)?;
+                let up_sized_memory = server.memory()?;
+                self.delete_media(&server, &event_id, &media)?;
+                drop(server);
+
                 let key = format!("direct/{size}");
                 let curl_up = http::run_transfer(&mut self.s3_put(file, &key))?;
                 let curl_down = http::run_transfer(&mut self.s3_get(&key))?;
@@ -515,26 +537,30 @@ impl Bench {
 
                 let f = &mut figures[index].1;
                 f.api_up.push(mib_per_s(bytes, up.seconds));
+                f.api_up_sized.push(mib_per_s(bytes, up_sized.seconds));
                 f.api_down.push(mib_per_s(bytes, down.seconds));
                 f.curl_up.push(mib_per_s(bytes, curl_up.seconds));
                 f.curl_down.push(mib_per_s(bytes, curl_down.seconds));
                 f.sdk_up.extend(sdk_up);
                 f.sdk_down.extend(sdk_down);
                 f.up_hwm_kib = f.up_hwm_kib.max(up_memory.hwm_kib);
+                f.up_sized_hwm_kib = f.up_sized_hwm_kib.max(up_sized_memory.hwm_kib);
                 f.down_hwm_kib = f.down_hwm_kib.max(down_memory.hwm_kib);
                 f.idle_hwm_kib = f.idle_hwm_kib.max(idle.hwm_kib);
                 println!(
-                    "round {round}/{} {size:>5} MiB: API up {:>7.1} down {:>7.1} MiB/s \
-                     (curl direct {:>7.1} / {:>7.1}, SDK {} / {}); server peak RSS up {:.1} \
-                     down {:.1} MiB (idle {:.1})",
+                    "round {round}/{} {size:>5} MiB: API up {:>7.1} (size declared {:>7.1}) \
+                     down {:>7.1} MiB/s (curl direct {:>7.1} / {:>7.1}, SDK {} / {}); server \
+                     peak RSS up {:.1} (size declared {:.1}) down {:.1} MiB (idle {:.1})",
                     self.profile.rounds,
                     mib_per_s(bytes, up.seconds),
+                    mib_per_s(bytes, up_sized.seconds),
                     mib_per_s(bytes, down.seconds),
                     mib_per_s(bytes, curl_up.seconds),
                     mib_per_s(bytes, curl_down.seconds),
                     sdk_up.map_or("n/a".to_string(), |s| format!("{s:.1}")),
                     sdk_down.map_or("n/a".to_string(), |s| format!("{s:.1}")),
                     mib(up_memory.hwm_kib),
+                    mib(up_sized_memory.hwm_kib),
                     mib(down_memory.hwm_kib),
                     mib(idle.hwm_kib),
                 );
@@ -782,7 +808,7 @@ impl Bench {
         let gallery = self.create_event(&server, "bench gallery")?;
         let mixed = self.create_event(&server, "bench mixed")?;
         let small = self.dir.join("small.png");
-        let (_, small_media) = self.upload(&server, &mixed, &small)?;
+        let (_, small_media) = self.upload(&server, &mixed, &small, false)?;
         drop(server);
         self.seed(&gallery)?;
 
@@ -949,12 +975,16 @@ impl Bench {
 /// The table rows of the single transfers: throughput against the references, peak memory.
 fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (direction, target) in [("upload", 0.9), ("download", 0.95)] {
+    for (direction, target) in [
+        ("upload", 0.9),
+        ("upload (size declared)", 0.9),
+        ("download", 0.95),
+    ] {
         for (size, f) in figures {
-            let (ours, curl, sdk) = if direction == "upload" {
-                (&f.api_up, &f.curl_up, &f.sdk_up)
-            } else {
-                (&f.api_down, &f.curl_down, &f.sdk_down)
+            let (ours, curl, sdk) = match direction {
+                "upload" => (&f.api_up, &f.curl_up, &f.sdk_up),
+                "download" => (&f.api_down, &f.curl_down, &f.sdk_down),
+                _ => (&f.api_up_sized, &f.curl_up, &f.sdk_up),
             };
             let ours = median(ours);
             let curl = median(curl);
@@ -984,6 +1014,9 @@ fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> 
             "upload",
             (|f: &SizeFigures| f.up_hwm_kib) as fn(&SizeFigures) -> u64,
         ),
+        ("upload (size declared)", |f: &SizeFigures| {
+            f.up_sized_hwm_kib
+        }),
         ("download", |f: &SizeFigures| f.down_hwm_kib),
     ] {
         for (size, f) in figures {
@@ -1074,7 +1107,9 @@ fn section(profile: &Profile, table: &str, command: &str, machine: &str, date: &
          PostgreSQL and s3s-fs {S3S_FS_VERSION} (objects as files on local disk), all on \
          127.0.0.1, so client, server, database and store share the same cores.\n\n\
          - Transfers: one file of each size (a valid PNG header, then random bytes) uploaded with \
-         `curl -F file=@...` to `POST /api/v1/events/{{id}}/media` and read back with \
+         `curl -F file=@...` to `POST /api/v1/events/{{id}}/media`, once as is and once with \
+         the form field `size` (the file's length) before the file (\"size declared\", which \
+         lets the server stream it to S3 as one PutObject), and read back with \
          `GET .../stream`, the median of {rounds} rounds. References, in the same run, to the same \
          s3s-fs: the bare aws-sdk-s3 client streaming the same file \
          (`store_bench --mode sdk-put` / `sdk-get`, the ratio's reference when present) and curl \
@@ -1152,6 +1187,7 @@ mod tests {
                 1024,
                 SizeFigures {
                     api_up: vec![180.0, 190.0, 10.0],
+                    api_up_sized: vec![195.0],
                     api_down: vec![100.0],
                     curl_up: vec![200.0],
                     curl_down: vec![100.0],
@@ -1174,6 +1210,11 @@ mod tests {
         assert_eq!(up.ours, "180.0", "the median of the rounds");
         assert_eq!(up.ratio, "0.90 (of curl)");
         assert_eq!(up.verdict, "met");
+        let sized = find("upload (size declared) 1024 MiB, MiB/s");
+        assert_eq!(
+            (sized.ours.as_str(), sized.ratio.as_str()),
+            ("195.0", "0.97 (of curl)")
+        );
         let ratio = find("upload: peak RSS 1024 MiB / 16 MiB");
         assert_eq!(ratio.ratio, "1.50");
         assert_eq!(ratio.verdict, "**not met**");

@@ -224,13 +224,31 @@ pub(crate) fn upload_command(
     content_type: &str,
     response: &Path,
 ) -> Command {
+    upload_command_declaring(url, token, file, filename, content_type, response, None)
+}
+
+/// [`upload_command`] that also sends the form field `size` (the file's length) before the file
+/// when `declared_size` is given, as a client that knows the length does.
+pub(crate) fn upload_command_declaring(
+    url: &str,
+    token: &str,
+    file: &Path,
+    filename: &str,
+    content_type: &str,
+    response: &Path,
+    declared_size: Option<u64>,
+) -> Command {
     let mut command = curl();
     command
         .args(["-H", &format!("Authorization: Bearer {token}")])
         // No `Expect: 100-continue` round trip before the body: curl waits up to a second for
         // the interim answer, which would be a cost of the client, not of the server. (Not on the
         // S3 requests: curl's SigV4 would sign the header it then drops.)
-        .args(["-H", "Expect:"])
+        .args(["-H", "Expect:"]);
+    if let Some(size) = declared_size {
+        command.arg("-F").arg(format!("size={size}"));
+    }
+    command
         .arg("-F")
         .arg(format!(
             "file=@{};type={content_type};filename={filename}",
