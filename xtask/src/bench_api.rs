@@ -733,23 +733,23 @@ impl Bench {
         let reference = |value: Option<String>| {
             value.unwrap_or_else(|| "bare SDK: n/a (store_bench has no sdk-put-many)".to_string())
         };
+        let rate_ratio = sdk.map(|s| load.per_second() / s.per_second());
         self.rows.push(Row {
             measure: format!("{what}: uploads/s"),
             ours: format!("{:.0}", load.per_second()),
             reference: reference(sdk.map(|s| format!("SDK {:.0}", s.per_second()))),
-            ratio: sdk.map_or(String::new(), |s| {
-                format!("{:.2}", load.per_second() / s.per_second())
-            }),
-            target: String::new(),
-            verdict: verdict(None),
+            ratio: rate_ratio.map_or(String::new(), |r| format!("{r:.2}")),
+            target: ">= 0.7".to_string(),
+            verdict: verdict(rate_ratio.map(|r| r >= 0.7)),
         });
+        let tail = load.p99_ms / load.p50_ms;
         self.rows.push(Row {
             measure: format!("{what}: p50 / p99 ms"),
             ours: format!("{:.1} / {:.1}", load.p50_ms, load.p99_ms),
             reference: reference(sdk.map(|s| format!("SDK {:.1} / {:.1}", s.p50_ms, s.p99_ms))),
-            ratio: String::new(),
-            target: String::new(),
-            verdict: verdict(None),
+            ratio: format!("{tail:.2} (p99 / p50)"),
+            target: "p99 <= 3 x p50".to_string(),
+            verdict: verdict(Some(tail <= 3.0)),
         });
         self.rows.push(Row {
             measure: format!("{what}: server peak RSS MiB"),
