@@ -312,6 +312,9 @@ impl S3Store {
             stream: Mutex::new(body),
             check: Some(BodyCheck::new(key, options, false)),
             size,
+            received: 0,
+            last: None,
+            done: false,
             failure: Arc::clone(&failure),
         };
         let result = self
@@ -624,12 +627,23 @@ impl Drop for AbortGuard {
 /// A caller's stream as an HTTP body for one PutObject, checked as it passes (size, SHA-256).
 /// A failure is kept in `failure` for `put_streamed` to return; the SDK only sees that the
 /// body broke, and the store, short of the declared length, keeps nothing.
+///
+/// The chunk that completes the declared length is held back until the caller's stream has
+/// ended: an HTTP client that knows the length (hyper, when the SDK adds no checksum trailer)
+/// stops polling after the last byte, and then neither would a longer body be caught nor would
+/// the caller's stream see its own end, which callers such as the media service wait for.
 struct CheckedBody {
     // Behind a mutex only to be `Sync`, as the SDK's body must be; `poll_frame` has `&mut self`
     // and never waits on it.
     stream: Mutex<ByteStream>,
     check: Option<BodyCheck>,
     size: u64,
+    /// Bytes received from the caller's stream so far.
+    received: u64,
+    /// The chunk that reached `size`, sent once the stream has ended.
+    last: Option<Bytes>,
+    /// The stream ended or failed: nothing more is polled from it.
+    done: bool,
     failure: Arc<Mutex<Option<StoreError>>>,
 }
 
@@ -644,6 +658,7 @@ impl CheckedBody {
         error: StoreError,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyFailed>>> {
         self.check = None;
+        self.done = true;
         *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
         Poll::Ready(Some(Err(BodyFailed)))
     }
@@ -658,21 +673,44 @@ impl http_body::Body for CheckedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyFailed>>> {
         let this = self.get_mut();
-        let stream = this
-            .stream
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        match std::task::ready!(stream.poll_next_unpin(cx)) {
-            Some(Ok(chunk)) => match this.check.as_mut().map(|check| check.update(&chunk)) {
-                Some(Err(error)) => this.fail(error),
-                _ => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-            },
-            Some(Err(error)) => this.fail(error),
-            None => match this.check.take().map(BodyCheck::finish) {
-                Some(Err(error)) => this.fail(error),
-                _ => Poll::Ready(None),
-            },
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let stream = this
+                .stream
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            match std::task::ready!(stream.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) => {
+                    if let Some(Err(error)) = this.check.as_mut().map(|check| check.update(&chunk))
+                    {
+                        return this.fail(error);
+                    }
+                    this.received += chunk.len() as u64;
+                    if this.received < this.size {
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    // All declared bytes are here: keep the last chunk until the stream ends
+                    // (an empty chunk changes nothing; a non-empty one failed the check above).
+                    if !chunk.is_empty() {
+                        this.last = Some(chunk);
+                    }
+                }
+                Some(Err(error)) => return this.fail(error),
+                None => {
+                    this.done = true;
+                    if let Some(Err(error)) = this.check.take().map(BodyCheck::finish) {
+                        return this.fail(error);
+                    }
+                    return Poll::Ready(this.last.take().map(|chunk| Ok(Frame::data(chunk))));
+                }
+            }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.last.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -1177,6 +1215,72 @@ mod tests {
             Some((10..20, 1000))
         );
         assert_eq!(parse_content_range("bytes */1000"), None);
+    }
+
+    /// Polls a [`CheckedBody`] the way an HTTP client that trusts `Content-Length` does: until
+    /// the declared bytes are out, then no more. Answers the bytes sent, whether the body
+    /// failed, and whether the caller's stream was driven to its end.
+    async fn send_like_a_length_trusting_client(
+        chunks: &[&'static [u8]],
+        size: u64,
+    ) -> (u64, bool, bool) {
+        use http_body::Body as _;
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen_end = Arc::clone(&ended);
+        let items: Vec<Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        let stream = futures::stream::iter(items)
+            .chain(futures::stream::poll_fn(move |_| {
+                seen_end.store(true, std::sync::atomic::Ordering::SeqCst);
+                Poll::Ready(None)
+            }))
+            .boxed();
+        let key = ObjectKey::parse("checked/body.bin").unwrap();
+        let options = PutOptions {
+            size: Some(size),
+            ..PutOptions::default()
+        };
+        let failure = Arc::new(Mutex::new(None));
+        let mut body = CheckedBody {
+            stream: Mutex::new(stream),
+            check: Some(BodyCheck::new(&key, &options, false)),
+            size,
+            received: 0,
+            last: None,
+            done: false,
+            failure: Arc::clone(&failure),
+        };
+        let mut sent = 0;
+        let mut failed = false;
+        while sent < size {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => sent += frame.into_data().map_or(0, |d| d.len() as u64),
+                Some(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(failed, failure.lock().unwrap().is_some());
+        (
+            sent,
+            failed,
+            ended.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_body_is_driven_to_its_end_before_its_last_byte_goes_out() {
+        // Exactly the declared length: all sent, and the caller's stream saw its end.
+        let (sent, failed, ended) = send_like_a_length_trusting_client(&[b"abc", b"def"], 6).await;
+        assert_eq!((sent, failed, ended), (6, false, true));
+        // Longer, with the extra bytes starting on a chunk boundary: refused, not cut short.
+        let (sent, failed, _) =
+            send_like_a_length_trusting_client(&[b"abc", b"def", b"g"], 6).await;
+        assert!(failed && sent < 6, "sent {sent}");
+        // Shorter: refused at the stream's end.
+        let (_, failed, ended) = send_like_a_length_trusting_client(&[b"abc"], 6).await;
+        assert!(failed && ended);
     }
 
     #[tokio::test]
