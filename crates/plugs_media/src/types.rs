@@ -22,8 +22,8 @@ pub struct UploadRequest {
     /// Optional. When given, the upload must have exactly this many bytes (otherwise
     /// [`MediaError::SizeMismatch`](crate::MediaError::SizeMismatch) and nothing is kept), a size
     /// above the limit is refused before a byte is read, and the store is told the length up
-    /// front: S3 then receives the bytes as one streamed PutObject instead of a multipart upload
-    /// whose completion some stores pay for by copying the object again.
+    /// front: S3 then receives a body above one part as one streamed PutObject instead of a
+    /// multipart upload whose completion some stores pay for by copying the object again.
     pub declared_size: Option<u64>,
 }
 

@@ -48,9 +48,15 @@ impl MediaService {
         let limit = self.config.policy.max_size_bytes;
         let declared = request.declared_size;
         match declared {
-            Some(0) => return Err(MediaError::EmptyFile),
             // Refused on the client's word, before a byte of the body is read.
             Some(size) if size > limit => return Err(MediaError::TooLarge { limit }),
+            // No file may be empty, so a declaration of zero cannot be honoured.
+            Some(0) => {
+                return Err(MediaError::SizeMismatch {
+                    declared: 0,
+                    received: 0,
+                });
+            }
             _ => {}
         }
 

@@ -337,7 +337,7 @@ async fn an_upload_larger_than_a_small_limit_is_refused_before_any_record() {
 
 #[tokio::test]
 async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
-    let h = Harness::with_max_size(10_000);
+    let h = Harness::with_max_size(100_000);
     let event = h.event().await;
     let sized = |size: u64| UploadRequest {
         declared_size: Some(size),
@@ -346,19 +346,21 @@ async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
 
     let media = h
         .service
-        .upload(&h.alice, event, sized(5_000), body(png(5_000), 700))
+        .upload(&h.alice, event, sized(50_000), body(png(50_000), 700))
         .await
         .unwrap();
-    assert_eq!(media.size_bytes, 5_000);
-    assert_eq!(media.sha256, Some(sha256_hex(&png(5_000))));
+    assert_eq!(media.size_bytes, 50_000);
+    assert_eq!(media.sha256, Some(sha256_hex(&png(50_000))));
     assert_eq!(
         h.store.declared_sizes(),
-        [Some(5_000)],
+        [Some(50_000)],
         "the store was told"
     );
 
-    // Longer than declared, shorter than declared, longer within the sniffed head.
-    for (declared, actual) in [(4_000, 5_000), (6_000, 5_000), (100, 5_000)] {
+    // Longer and shorter than declared, found while streaming to the store (past the sniffed
+    // head, after the pending record exists, so the upload is undone); then longer within the
+    // sniffed head, refused before any record or put.
+    for (declared, actual) in [(40_000, 50_000), (60_000, 50_000), (100, 50_000)] {
         h.clock.advance(TimeDelta::seconds(1));
         let error = h
             .service
@@ -370,9 +372,24 @@ async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
             "declared {declared}, sent {actual}: {error:?}"
         );
     }
+    assert_eq!(
+        h.store.puts(),
+        3,
+        "the two in-stream cases reached the store"
+    );
+
+    // A store outage during a declared-size upload is the store's error, not a mismatch.
+    h.clock.advance(TimeDelta::seconds(1));
+    h.store.faults().refuse_next_put = true;
+    let error = h
+        .service
+        .upload(&h.alice, event, sized(50_000), body(png(50_000), 700))
+        .await
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
 
     // Above the limit or zero: refused on the declaration, before the body is read.
-    for (declared, refused) in [(10_001, "too large"), (0, "empty")] {
+    for (declared, refused) in [(100_001, "too large"), (0, "zero")] {
         let (stream, pulled) = counted_body(png(5_000), 700);
         let error = h
             .service
@@ -382,8 +399,14 @@ async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
         assert!(
             matches!(
                 (&error, refused),
-                (MediaError::TooLarge { limit: 10_000 }, "too large")
-                    | (MediaError::EmptyFile, "empty")
+                (MediaError::TooLarge { limit: 100_000 }, "too large")
+                    | (
+                        MediaError::SizeMismatch {
+                            declared: 0,
+                            received: 0
+                        },
+                        "zero"
+                    )
             ),
             "{refused}: {error:?}"
         );
