@@ -122,7 +122,8 @@ pub struct UploadForm {
     tags: Option<String>,
     /// Optional: the file's length in bytes. Must precede `file`. When given, a file of any
     /// other length is refused (422) and nothing is kept, a size above MAX_FILE_SIZE is refused
-    /// (413) before the file is read, and the store receives the file as one streamed write.
+    /// (413) before the file is read, and S3 receives a file above one part (8 MiB) as one
+    /// streamed PutObject instead of a multipart upload.
     #[schema(minimum = 1)]
     size: Option<u64>,
     /// The file; its part `Content-Type`, when given, must match the content. Must be the last part.
