@@ -5,29 +5,26 @@
 //! file starts the server, runs it, takes medians and writes docs/PERFORMANCE.md.
 //!
 //! `cargo xtask bench api` (the HTTP server end to end) lives in `bench_api.rs`; the helpers both
-//! share (machine description, document sections) are here.
+//! share (the `store_bench` runner, machine description, document sections) in `bench_common.rs`.
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use serde_json::Value;
 
+use crate::bench_common::{
+    Sample, has_example, kib_to_mib, machine, run_once, today, write_section,
+};
 use crate::process::{self, cargo};
-use crate::services::{self, Guard, S3_ACCESS_KEY, S3_SECRET_KEY, Server};
+use crate::services::{self, Guard, Server};
 
 const MODES: [&str; 4] = ["sdk-put", "store-put", "sdk-get", "store-get"];
 const ROUNDS: usize = 3;
-const BUCKET: &str = "plugs-bench";
 const HEADING: &str = "## Object store: S3Store vs bare aws-sdk-s3";
 
 pub(crate) fn run(args: &[&str]) -> Result<()> {
-    if let ["api", rest @ ..] = args {
-        return crate::bench_api::run(rest);
-    }
     let size_mib = parse_args(args)?;
     let metadata = process::metadata()?;
     ensure!(
@@ -79,13 +76,6 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces (or appends) one `## ` section of a Markdown document on disk.
-pub(crate) fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
-    let old = fs::read_to_string(path).unwrap_or_else(|_| "# Performance\n".to_string());
-    fs::write(path, replace_titled_section(&old, heading, section))
-        .with_context(|| format!("could not write {}", path.display()))
-}
-
 fn parse_args(args: &[&str]) -> Result<u64> {
     match args {
         ["storage"] => Ok(256),
@@ -101,26 +91,6 @@ fn parse_args(args: &[&str]) -> Result<u64> {
     }
 }
 
-pub(crate) fn has_example(metadata: &Value, package: &str, example: &str) -> bool {
-    let packages = metadata["packages"].as_array().map(Vec::as_slice);
-    packages
-        .unwrap_or_default()
-        .iter()
-        .filter(|p| p["name"] == package)
-        .flat_map(|p| {
-            p["targets"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-        })
-        .any(|t| {
-            t["name"] == example
-                && t["kind"]
-                    .as_array()
-                    .is_some_and(|k| k.contains(&"example".into()))
-        })
-}
-
 /// Random bytes, so that no layer can compress or deduplicate them.
 fn write_random_file(path: &Path, size_mib: u64) -> Result<()> {
     let mut random = File::open("/dev/urandom").context("could not open /dev/urandom")?;
@@ -132,55 +102,6 @@ fn write_random_file(path: &Path, size_mib: u64) -> Result<()> {
     }
     file.sync_all()?;
     Ok(())
-}
-
-/// One measurement, as the example prints it on one JSON line.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sample {
-    pub(crate) mode: String,
-    pub(crate) bytes: u64,
-    pub(crate) seconds: f64,
-    pub(crate) mib_per_s: f64,
-    pub(crate) peak_rss_kib: u64,
-}
-
-pub(crate) fn run_once(
-    binary: &Path,
-    endpoint: &str,
-    payload: &Path,
-    mode: &str,
-) -> Result<Sample> {
-    let output = process::run_quietly(
-        Command::new(binary)
-            .args(["--endpoint", endpoint])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .args(["--bucket", BUCKET, "--mode", mode])
-            .arg("--file")
-            .arg(payload),
-    )?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("store_bench --mode {mode} printed nothing"))?;
-    parse_sample(line).with_context(|| format!("store_bench --mode {mode} printed `{line}`"))
-}
-
-fn parse_sample(line: &str) -> Result<Sample> {
-    let json: Value = serde_json::from_str(line)?;
-    let number = |field: &str| {
-        json[field]
-            .as_f64()
-            .with_context(|| format!("no number `{field}`"))
-    };
-    Ok(Sample {
-        mode: json["mode"].as_str().context("no `mode`")?.to_string(),
-        bytes: json["bytes"].as_u64().context("no `bytes`")?,
-        seconds: number("seconds")?,
-        mib_per_s: number("mib_per_s")?,
-        peak_rss_kib: json["peak_rss_kib"].as_u64().context("no `peak_rss_kib`")?,
-    })
 }
 
 /// The median of a mode's rounds, taken field by field so one slow round cannot skew it.
@@ -200,31 +121,6 @@ fn median(samples: &[Sample], mode: &str) -> Sample {
         mib_per_s: speeds.get(middle).copied().unwrap_or_default(),
         peak_rss_kib: rss.get(middle).copied().unwrap_or_default(),
     }
-}
-
-/// `2 cores, <model name>` from this machine.
-pub(crate) fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    format!("{cores} cores, {model}")
-}
-
-pub(crate) fn today() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|date| !date.is_empty())
-        .unwrap_or_else(|| "an unknown date".to_string())
 }
 
 /// The document section: medians of every round, with the slowest and fastest round beside each
@@ -280,58 +176,12 @@ fn section(samples: &[Sample], size_mib: u64, command: &str, machine: &str, date
     text
 }
 
-pub(crate) fn kib_to_mib(kib: u64) -> f64 {
-    // Exact for any realistic peak RSS; f64 holds integers up to 2^53.
-    #[allow(clippy::cast_precision_loss)]
-    let kib = kib as f64;
-    kib / 1024.0
-}
-
 pub(crate) fn ratio(numerator: f64, denominator: f64) -> String {
     if denominator > 0.0 {
         format!("{:.2}", numerator / denominator)
     } else {
         "n/a".to_string()
     }
-}
-
-/// The document with our section replaced, or appended if it has none; every other section stays.
-#[cfg(test)]
-fn replace_section(document: &str, section: &str) -> String {
-    replace_titled_section(document, HEADING, section)
-}
-
-/// The document with the `## ` section titled `heading` replaced by `section`, or `section`
-/// appended if there is none; every other section stays as it is.
-pub(crate) fn replace_titled_section(document: &str, heading: &str, section: &str) -> String {
-    let mut out = String::new();
-    let mut lines = document.lines().peekable();
-    let mut replaced = false;
-    while let Some(line) = lines.next() {
-        if line.trim_end() == heading {
-            // Skip the old section up to the next heading of the same or a higher level.
-            while lines
-                .peek()
-                .is_some_and(|next| !(next.starts_with("## ") || next.starts_with("# ")))
-            {
-                lines.next();
-            }
-            out.push_str(section.trim_end());
-            out.push_str("\n\n");
-            replaced = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !replaced {
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(section.trim_end());
-        out.push('\n');
-    }
-    out.trim_end().to_string() + "\n"
 }
 
 #[cfg(test)]
@@ -359,44 +209,6 @@ mod tests {
         let median = median(&samples, "sdk-put");
         assert_eq!(median.mib_per_s, 200.0);
         assert_eq!(median.peak_rss_kib, 8000);
-    }
-
-    #[test]
-    fn the_example_output_line_parses() {
-        let line = r#"{"mode":"store-get","bytes":268435456,"seconds":1.5,"mib_per_s":170.7,"peak_rss_kib":13312}"#;
-        assert_eq!(
-            parse_sample(line).unwrap(),
-            Sample {
-                mode: "store-get".to_string(),
-                bytes: 268_435_456,
-                seconds: 1.5,
-                mib_per_s: 170.7,
-                peak_rss_kib: 13312
-            }
-        );
-    }
-
-    #[test]
-    fn replacing_the_section_keeps_the_others() {
-        let document = format!(
-            "# Performance\n\nIntro.\n\n## Uploads\n\nfast\n\n{HEADING}\n\nold figures\n\n## Database\n\nrows\n"
-        );
-        let updated = replace_section(&document, &format!("{HEADING}\n\nnew figures\n"));
-        assert_eq!(
-            updated,
-            format!(
-                "# Performance\n\nIntro.\n\n## Uploads\n\nfast\n\n{HEADING}\n\nnew figures\n\n## Database\n\nrows\n"
-            )
-        );
-    }
-
-    #[test]
-    fn a_missing_section_is_appended() {
-        let updated = replace_section("# Performance\n\nIntro.\n", &format!("{HEADING}\n\nx\n"));
-        assert_eq!(
-            updated,
-            format!("# Performance\n\nIntro.\n\n{HEADING}\n\nx\n")
-        );
     }
 
     #[test]

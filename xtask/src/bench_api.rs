@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
 use self::http::{Api, ApiServer, Load, Request, Transfer};
-use crate::bench::{self, Sample};
+use crate::bench_common::{self, Sample};
 use crate::process::{self, cargo};
 use crate::services::{Guard, S3_ACCESS_KEY, S3_SECRET_KEY, S3S_FS_VERSION, Services};
 
@@ -165,11 +165,11 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             &profile,
             &table,
             &command,
-            &bench::machine(),
-            &bench::today(),
+            &bench_common::machine(),
+            &bench_common::today(),
         );
         let path = process::workspace_root().join("docs/PERFORMANCE.md");
-        bench::write_section(&path, HEADING, &section)?;
+        bench_common::write_section(&path, HEADING, &section)?;
         println!("wrote the section to {}", path.display());
     }
     drop(bench);
@@ -192,7 +192,7 @@ fn build(profile: &Profile) -> Result<(PathBuf, Option<PathBuf>)> {
         "--bin",
         "plugs-api",
     ]))?;
-    let store_bench = if bench::has_example(&metadata, "plugs_storage", "store_bench") {
+    let store_bench = if bench_common::has_example(&metadata, "plugs_storage", "store_bench") {
         process::run(cargo().arg("build").args(release).args([
             "-p",
             "plugs_storage",
@@ -322,11 +322,22 @@ struct Row {
     verdict: &'static str,
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "**not met**",
-        None => "n/a",
+/// The verdict column of a row without a target.
+const NO_VERDICT: &str = "n/a";
+
+/// The verdict on a figure against its target: `met` or `**not met**`, and `n/a` when there is
+/// no figure or it is not a finite number. A reference that measured zero makes an infinite or
+/// undefined ratio, which must not pass for a target met (nor for one missed).
+fn verdict(figure: Option<f64>, target_met: impl FnOnce(f64) -> bool) -> &'static str {
+    match figure {
+        Some(value) if value.is_finite() => {
+            if target_met(value) {
+                "met"
+            } else {
+                "**not met**"
+            }
+        }
+        _ => NO_VERDICT,
     }
 }
 
@@ -345,7 +356,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn mib(kib: u64) -> f64 {
-    bench::kib_to_mib(kib)
+    bench_common::kib_to_mib(kib)
 }
 
 /// Everything one run holds.
@@ -457,7 +468,7 @@ impl Bench {
     fn sdk(&self, file: &Path, mode: &str) -> Result<Option<Sample>> {
         self.store_bench
             .as_ref()
-            .map(|binary| bench::run_once(binary, &self.s3, file, mode))
+            .map(|binary| bench_common::run_once(binary, &self.s3, file, mode))
             .transpose()
     }
 
@@ -660,7 +671,7 @@ impl Bench {
                 reference: format!("curl {theirs:.1}"),
                 ratio: format!("{:.2} (of curl)", ours / theirs),
                 target: String::new(),
-                verdict: verdict(None),
+                verdict: NO_VERDICT,
             });
             self.rows.push(Row {
                 measure: format!("{count} x {size} MiB {direction} at once, server peak RSS MiB"),
@@ -668,7 +679,7 @@ impl Bench {
                 reference: String::new(),
                 ratio: String::new(),
                 target: String::new(),
-                verdict: verdict(None),
+                verdict: NO_VERDICT,
             });
         }
         Ok(())
@@ -740,7 +751,7 @@ impl Bench {
             reference: reference(sdk.map(|s| format!("SDK {:.0}", s.per_second()))),
             ratio: rate_ratio.map_or(String::new(), |r| format!("{r:.2}")),
             target: ">= 0.7".to_string(),
-            verdict: verdict(rate_ratio.map(|r| r >= 0.7)),
+            verdict: verdict(rate_ratio, |r| r >= 0.7),
         });
         let tail = load.p99_ms / load.p50_ms;
         self.rows.push(Row {
@@ -749,7 +760,7 @@ impl Bench {
             reference: reference(sdk.map(|s| format!("SDK {:.1} / {:.1}", s.p50_ms, s.p99_ms))),
             ratio: format!("{tail:.2} (p99 / p50)"),
             target: "p99 <= 3 x p50".to_string(),
-            verdict: verdict(Some(tail <= 3.0)),
+            verdict: verdict(Some(tail), |t| t <= 3.0),
         });
         self.rows.push(Row {
             measure: format!("{what}: server peak RSS MiB"),
@@ -757,7 +768,7 @@ impl Bench {
             reference: String::new(),
             ratio: String::new(),
             target: String::new(),
-            verdict: verdict(None),
+            verdict: NO_VERDICT,
         });
         Ok(())
     }
@@ -854,7 +865,7 @@ impl Bench {
             reference: format!("/healthz {:.0}", healthz.per_second()),
             ratio: format!("{ratio:.2}"),
             target: ">= 0.5".to_string(),
-            verdict: verdict(Some(ratio >= 0.5)),
+            verdict: verdict(Some(ratio), |r| r >= 0.5),
         });
         self.rows.push(Row {
             measure: format!("{what}: p99 ms"),
@@ -862,7 +873,7 @@ impl Bench {
             reference: format!("/healthz {:.1}", healthz.p99_ms),
             ratio: String::new(),
             target: String::new(),
-            verdict: verdict(None),
+            verdict: NO_VERDICT,
         });
 
         let media = format!("/api/v1/events/{mixed}/media/{small_media}");
@@ -965,7 +976,7 @@ impl Bench {
                 reference: format!("{:.1}", mib(m1.rss_kib)),
                 ratio: format!("{growth:+.1} %"),
                 target: "within 5 %".to_string(),
-                verdict: verdict(Some(growth.abs() <= 5.0)),
+                verdict: verdict(Some(growth), |g| g.abs() <= 5.0),
             });
         }
         Ok(())
@@ -1005,7 +1016,7 @@ fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> 
                     if sdk.is_some() { "" } else { " (of curl)" }
                 ),
                 target: format!(">= {target}"),
-                verdict: verdict(Some(ratio >= target)),
+                verdict: verdict(Some(ratio), |r| r >= target),
             });
         }
     }
@@ -1027,7 +1038,7 @@ fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> 
                 reference: format!("idle server {:.1}", mib(f.idle_hwm_kib)),
                 ratio: String::new(),
                 target: "<= 64".to_string(),
-                verdict: verdict(Some(peak <= 64.0)),
+                verdict: verdict(Some(peak), |p| p <= 64.0),
             });
         }
         if let (Some((small, first)), Some((large, last))) = (figures.first(), figures.last()) {
@@ -1038,7 +1049,7 @@ fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> 
                 reference: String::new(),
                 ratio: format!("{ratio:.2}"),
                 target: "<= 1.3".to_string(),
-                verdict: verdict(Some(ratio <= 1.3)),
+                verdict: verdict(Some(ratio), |r| r <= 1.3),
             });
         }
     }
@@ -1049,7 +1060,7 @@ fn transfer_rows(figures: &[(u64, SizeFigures)], headline_mib: u64) -> Vec<Row> 
             reference: format!("idle server {:.1}", mib(f.idle_hwm_kib)),
             ratio: String::new(),
             target: "<= 64".to_string(),
-            verdict: verdict(Some(mib(f.up_hwm_kib) <= 64.0)),
+            verdict: verdict(Some(mib(f.up_hwm_kib)), |p| p <= 64.0),
         });
     }
     rows
@@ -1221,6 +1232,23 @@ mod tests {
         let download = find("download: peak RSS");
         assert_eq!(download.verdict, "met");
         assert!(find("**one 1024 MiB upload").ours.contains("30.0"));
+    }
+
+    #[test]
+    fn verdicts_judge_finite_figures_and_only_those() {
+        let at_least = |r: f64| r >= 0.7;
+        assert_eq!(
+            verdict(Some(0.7), at_least),
+            "met",
+            "the target itself is met"
+        );
+        assert_eq!(verdict(Some(0.69), at_least), "**not met**");
+        assert_eq!(verdict(Some(2.0), |r| r <= 1.3), "**not met**");
+        assert_eq!(verdict(Some(-4.9), |g| g.abs() <= 5.0), "met");
+        assert_eq!(verdict(None, at_least), "n/a", "no reference measured");
+        // A reference of zero: the ratio is infinite or undefined, and is not judged.
+        assert_eq!(verdict(Some(f64::INFINITY), at_least), "n/a");
+        assert_eq!(verdict(Some(f64::NAN), |r| r <= 1.3), "n/a");
     }
 
     #[test]

@@ -19,9 +19,9 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-use crate::bench;
 use crate::bench_api::http::{self, Api};
 use crate::bench_api::{Database, create_bucket};
+use crate::bench_common;
 use crate::process::{self, cargo};
 use crate::services::{Guard, S3_ACCESS_KEY, S3_SECRET_KEY, Services};
 
@@ -226,7 +226,7 @@ fn run_profile(profile: Profile) -> Result<()> {
         latencies.1,
         outcome.lists,
         outcome.downloads,
-        bench::kib_to_mib(memory.hwm_kib),
+        bench_common::kib_to_mib(memory.hwm_kib),
         records.len(),
         records.len(),
     );
@@ -235,11 +235,11 @@ fn run_profile(profile: Profile) -> Result<()> {
         let section = format!(
             "{HEADING}\n\n`{command_line}` on {}, {} (release build; PostgreSQL and s3s-fs on the \
              same machine).\n\n{report}",
-            bench::machine(),
-            bench::today()
+            bench_common::machine(),
+            bench_common::today()
         );
         let path = process::workspace_root().join("docs/RELIABILITY.md");
-        bench::write_section(&path, HEADING, &section)?;
+        bench_common::write_section(&path, HEADING, &section)?;
         println!("wrote the figures to {}", path.display());
     }
     drop(database);

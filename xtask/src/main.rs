@@ -9,6 +9,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_common;
 mod ci;
 mod layers;
 mod load;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         ["ci", steps @ ..] => ci::run(steps),
         ["services"] => services::run_until_stopped(),
         ["layers"] => layers::run(),
+        ["bench", "api", rest @ ..] => bench_api::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["load", rest @ ..] => load::run(rest),
         ["help" | "--help" | "-h"] => {
