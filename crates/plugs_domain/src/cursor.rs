@@ -25,6 +25,14 @@ pub struct PageCursor {
     pub id: Uuid,
 }
 
+/// The earliest instant a cursor may name: 0000-01-01T00:00:00Z, in microseconds.
+const MIN_MICROS: i64 = -62_167_219_200_000_000;
+/// The latest instant a cursor may name: 9999-12-31T23:59:59.999999Z. Both databases hold this
+/// range; a cursor past it (year 10000) names no row that could ever exist, and PostgreSQL and
+/// SQLite would compare it differently (a timestamp overflow, or a string that sorts wrong), so
+/// it is refused rather than answered with a silently empty page.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 impl PageCursor {
     /// The opaque text form handed to clients.
     pub fn encode(&self) -> String {
@@ -36,13 +44,17 @@ impl PageCursor {
     }
 
     /// Parses a cursor previously produced by [`PageCursor::encode`]. Any other text, however
-    /// malformed, gives [`DomainError::InvalidCursor`].
+    /// malformed, gives [`DomainError::InvalidCursor`], and so does a well-formed cursor dated
+    /// outside the years 0 to 9999, which no stored row can have.
     pub fn decode(text: &str) -> Result<Self, DomainError> {
         let invalid = || DomainError::InvalidCursor;
         let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
         let raw = std::str::from_utf8(&raw).map_err(|_| invalid())?;
         let (micros, id) = raw.split_once(':').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        if !(MIN_MICROS..=MAX_MICROS).contains(&micros) {
+            return Err(invalid());
+        }
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
         let id = Uuid::parse_str(id).map_err(|_| invalid())?;
         Ok(Self { created_at, id })
@@ -97,9 +109,6 @@ mod tests {
 
     use super::*;
 
-    /// Every instant a database timestamp with microsecond precision can hold, years 0 to 9999.
-    const MIN_MICROS: i64 = -62_167_219_200_000_000;
-    const MAX_MICROS: i64 = 253_402_300_799_999_999;
 
     #[test]
     fn page_limit_defaults_and_bounds() {
@@ -133,6 +142,26 @@ mod tests {
                 PageCursor::decode(text),
                 Err(DomainError::InvalidCursor),
                 "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursor_outside_years_0_to_9999_is_refused() {
+        let id = Uuid::nil().simple();
+        for micros in [
+            MAX_MICROS + 1,
+            // 10000-01-01T00:00:00Z
+            253_402_300_800_000_000,
+            MIN_MICROS - 1,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let text = URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"));
+            assert_eq!(
+                PageCursor::decode(&text),
+                Err(DomainError::InvalidCursor),
+                "{micros}"
             );
         }
     }
