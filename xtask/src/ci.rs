@@ -102,7 +102,11 @@ fn clippy() -> Result<()> {
 /// pass shows every failure.
 fn tests() -> Result<()> {
     let services = Services::start()?;
-    let env = services.env();
+    let skip_log = services.scratch_dir().join("skipped-tests.log");
+    let mut env = services.env();
+    // Every skip appends a line here (plugs_test_support::record_skip, the conformance suite):
+    // a test that passes shows none of its output, so this is where skips become visible.
+    env.push(("PLUGS_TEST_SKIP_LOG", skip_log.display().to_string()));
     let mut failures = Vec::new();
     let mut counts = Vec::new();
 
@@ -139,7 +143,13 @@ fn tests() -> Result<()> {
         Ok(tally) => counts.push(format!("doctests {tally}")),
         Err(err) => failures.push(format!("{err:#}")),
     }
+    let skipped = read_skips(&skip_log)?;
     drop(services);
+    print!("{}", skip_summary(&skipped));
+    counts.push(format!(
+        "{} skipped for a missing capability",
+        skipped.len()
+    ));
 
     if !failures.is_empty() {
         bail!("{}", failures.join("\n"));
@@ -149,6 +159,38 @@ fn tests() -> Result<()> {
     }
     println!("{}", counts.join("; "));
     Ok(())
+}
+
+/// The lines the tests appended to the skip log (none if no test skipped, so no file).
+fn read_skips(path: &std::path::Path) -> Result<Vec<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+/// The skipped tests, sorted, under a count; nothing when none skipped.
+fn skip_summary(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let mut lines = skipped.to_vec();
+    lines.sort();
+    let mut out = format!(
+        "\n{} test(s) skipped a case their server cannot run:\n",
+        lines.len()
+    );
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Passed, failed and ignored tests, summed over libtest's `test result:` lines.
@@ -216,6 +258,28 @@ fn run_libtest(command: &mut Command) -> Result<Tally> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skips_are_read_back_and_listed_under_their_count() {
+        let dir = std::env::temp_dir().join(format!("xtask-skips-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("skipped-tests.log");
+        assert_eq!(read_skips(&log).unwrap(), Vec::<String>::new(), "no file");
+        assert_eq!(skip_summary(&[]), "");
+        fs::write(
+            &log,
+            "presigned_put: memory lacks an HTTP endpoint\n\na: s3s-fs lacks X\n",
+        )
+        .unwrap();
+        let skipped = read_skips(&log).unwrap();
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(
+            skip_summary(&skipped),
+            "\n2 test(s) skipped a case their server cannot run:\n  a: s3s-fs lacks X\n  \
+             presigned_put: memory lacks an HTTP endpoint\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn tally_sums_libtest_result_lines_and_ignores_others() {

@@ -73,7 +73,6 @@ impl Services {
             ("PLUGS_TEST_MOTO_ENDPOINT", self.moto_endpoint.clone()),
             ("PLUGS_TEST_S3_ACCESS_KEY", S3_ACCESS_KEY.to_string()),
             ("PLUGS_TEST_S3_SECRET_KEY", S3_SECRET_KEY.to_string()),
-            ("PLUGS_TEST_REQUIRE_SERVERS", "1".to_string()),
         ]
     }
 }

@@ -337,6 +337,59 @@ async fn sigkill_mid_multipart_upload_then_gc_aborts_it_postgres_moto() {
 }
 
 #[tokio::test]
+async fn sigkill_mid_multipart_upload_then_the_restarted_servers_reconciler_aborts_it_postgres_moto()
+{
+    // As above, with no operator: the server's periodic pass (GC_INTERVAL) is the same reconcile
+    // as gc, so it aborts the unfinished multipart upload too. moto, because s3s-fs cannot list
+    // them.
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let Some(s3) = S3TestServer::moto() else {
+        return;
+    };
+    let (bucket, mut env) = s3_bucket(&s3, "periodic").await;
+    let dir = tempfile::tempdir().unwrap();
+    env.extend(pairs(&[
+        ("DATABASE_URL", db.url()),
+        ("DATA_DIR", &dir.path().join("data").to_string_lossy()),
+        ("MAX_FILE_SIZE", &(2 * MULTIPART_LEN).to_string()),
+    ]));
+    let mut server = Server::start(&env, dir.path());
+    let token = server.token("alice");
+    let event = create_event(&server, &token);
+    let _stream = start_partial_upload(&server, &token, &event, MULTIPART_LEN, 20 * 1024 * 1024);
+    let mut unfinished = Vec::new();
+    for _ in 0..600 {
+        unfinished = bucket.list_multipart_uploads("events/").await.unwrap();
+        if !unfinished.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(unfinished.len(), 1, "the multipart upload started");
+    server.kill();
+
+    let mut env = server.env.clone();
+    env.extend(pairs(&[("GC_INTERVAL", "1"), ("GC_GRACE", "0")]));
+    let _server = Server::start(&env, &server.cwd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = bucket.list_multipart_uploads("events/").await.unwrap();
+        let rows = media_rows(&postgres(&db));
+        if left.is_empty() && rows.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the periodic reconciler left {left:?} and {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_consistent_listing(&bucket_listing(&bucket).await, &[], &postgres(&db));
+}
+
+#[tokio::test]
 async fn sigkill_mid_upload_then_gc_leaves_nothing_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -729,7 +782,7 @@ fn local_store_out_of_space_is_503_and_leaves_nothing_embedded_default_tmpfs() {
     let data = dir.path().join("data");
     let Some(_tmpfs) = Tmpfs::mount(&data.join("objects")) else {
         // Not root: the FaultyStore tests in plugs_media cover a store that fails mid-stream.
-        eprintln!("SKIPPED: cannot mount a tmpfs (needs root)");
+        plugs_test_support::record_skip("cannot mount a tmpfs (needs root)");
         return;
     };
     let env = pairs(&[

@@ -5,7 +5,8 @@
 //! ```no_run
 //! use plugs_test_support::pg::TestDatabase;
 //!
-//! let Some(db) = TestDatabase::create() else { return }; // prints "SKIPPED: ..." when absent
+//! // Without a server: fails, or skips visibly when PLUGS_TEST_ALLOW_MISSING_SERVERS=1.
+//! let Some(db) = TestDatabase::create() else { return };
 //! let url = db.url(); // postgres://.../plugs_test_<uuid>
 //! # let _ = url;
 //! ```
@@ -46,19 +47,19 @@ impl fmt::Debug for TestDatabase {
 impl TestDatabase {
     /// Creates a fresh database `plugs_test_<uuid>` on [`server_url`].
     ///
-    /// When the server cannot be reached: panics if [`crate::servers_required`], otherwise prints
-    /// `SKIPPED: no PostgreSQL at ...` to stderr and returns `None`, so the test can return early
-    /// and visibly.
+    /// When the server cannot be reached the test fails, unless
+    /// [`missing_servers_allowed`](crate::missing_servers_allowed): then the skip is recorded
+    /// ([`record_skip`](crate::record_skip)) and `None` returned, so the test returns early.
+    #[track_caller]
     pub fn create() -> Option<Self> {
         let server_url = server_url();
         match Self::try_create(&server_url) {
             Ok(db) => Some(db),
             Err(error) => {
-                let message = format!("no PostgreSQL at {}: {error:#}", redact(&server_url));
-                if crate::servers_required() {
-                    panic!("{message} (PLUGS_TEST_REQUIRE_SERVERS=1)");
-                }
-                eprintln!("SKIPPED: {message}");
+                crate::missing_server(&format!(
+                    "no PostgreSQL at {}: {error:#}",
+                    redact(&server_url)
+                ));
                 None
             }
         }

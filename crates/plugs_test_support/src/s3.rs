@@ -54,19 +54,22 @@ impl std::fmt::Debug for S3TestServer {
 }
 
 impl S3TestServer {
-    /// The s3s-fs server, or `None` after printing `SKIPPED: ...` (a panic when
-    /// [`servers_required`](crate::servers_required)).
+    /// The s3s-fs server; see [`S3TestServer::from_env`].
+    #[track_caller]
     pub fn s3s() -> Option<Self> {
         Self::from_env(S3Server::S3s)
     }
 
-    /// The moto server, or `None` after printing `SKIPPED: ...` (a panic when
-    /// [`servers_required`](crate::servers_required)).
+    /// The moto server; see [`S3TestServer::from_env`].
+    #[track_caller]
     pub fn moto() -> Option<Self> {
         Self::from_env(S3Server::Moto)
     }
 
-    /// The given server from the environment.
+    /// The given server from the environment. When it is not there the test fails, unless
+    /// [`missing_servers_allowed`](crate::missing_servers_allowed): then the skip is recorded
+    /// and `None` returned.
+    #[track_caller]
     pub fn from_env(server: S3Server) -> Option<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let found = (
@@ -82,15 +85,11 @@ impl S3TestServer {
                 secret_key,
             }),
             _ => {
-                let why = format!(
-                    "no {} server ({}, PLUGS_TEST_S3_ACCESS_KEY and PLUGS_TEST_S3_SECRET_KEY must be set; `cargo xtask ci` sets them)",
+                crate::missing_server(&format!(
+                    "no {} server ({}, PLUGS_TEST_S3_ACCESS_KEY and PLUGS_TEST_S3_SECRET_KEY must be set; `cargo xtask services` prints them)",
                     server.name(),
                     server.endpoint_var()
-                );
-                if crate::servers_required() {
-                    panic!("PLUGS_TEST_REQUIRE_SERVERS=1 but {why}");
-                }
-                eprintln!("SKIPPED: {why}");
+                ));
                 None
             }
         }
