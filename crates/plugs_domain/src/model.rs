@@ -16,6 +16,9 @@ pub struct Event {
     pub owner: UserId,
     /// When the event was created (UTC, microsecond precision).
     pub created_at: DateTime<Utc>,
+    /// When the event last changed (its creation, or the last edit of its title); a client's
+    /// `If-Match` names the version it saw by this instant, so every edit moves it forward.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Where a media record is in its life. Records move `Pending -> Ready -> Deleting -> (gone)`;
@@ -82,6 +85,11 @@ pub struct EventMedia {
     pub uploaded_by: UserId,
     /// When the record was created (UTC, microsecond precision).
     pub created_at: DateTime<Utc>,
-    /// When the record last changed state.
+    /// When the record last changed: a state transition or an edit of its fields. A client's
+    /// `If-Match` names the version it saw by this instant, so every edit moves it forward.
     pub updated_at: DateTime<Utc>,
+    /// While `Pending`: until when the upload in flight holds the record. The reconciler rolls
+    /// a pending record back only once its lease has lapsed, however old it is; a form upload
+    /// renews the lease while bytes arrive. `None` once the upload is over.
+    pub lease_until: Option<DateTime<Utc>>,
 }

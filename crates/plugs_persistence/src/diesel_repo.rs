@@ -9,13 +9,18 @@ use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Bool;
-use plugs_domain::{Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId};
+use plugs_domain::{
+    AllowedType, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId,
+};
 use uuid::Uuid;
 
-use crate::connection::{AnyConnection, SqlUuid};
+use crate::connection::{AnyConnection, MultiBackend, SqlUuid};
 use crate::database::Database;
 use crate::schema::{event_media, event_media_tags, events};
-use crate::{EventRepository, HealthCheck, MediaRepository, RepoError, truncate_to_micros};
+use crate::{
+    EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
+    RepoError, truncate_to_micros,
+};
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
 #[diesel(table_name = events)]
@@ -24,6 +29,7 @@ struct EventRow {
     owner: String,
     title: String,
     created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
 }
 
 impl EventRow {
@@ -33,6 +39,7 @@ impl EventRow {
             owner: event.owner.as_str().to_owned(),
             title: event.title.clone(),
             created_at: db_time(event.created_at),
+            updated_at: db_time(event.updated_at),
         }
     }
 
@@ -46,6 +53,7 @@ impl EventRow {
             title: self.title,
             owner,
             created_at: self.created_at.and_utc(),
+            updated_at: self.updated_at.and_utc(),
         })
     }
 }
@@ -66,6 +74,9 @@ struct MediaRow {
     uploaded_by: String,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    /// Derived from `content_type` on insert, for the listing filtered by kind; never read back.
+    kind: Option<String>,
+    lease_until: Option<NaiveDateTime>,
 }
 
 impl MediaRow {
@@ -84,6 +95,9 @@ impl MediaRow {
             uploaded_by: media.uploaded_by.as_str().to_owned(),
             created_at: db_time(media.created_at),
             updated_at: db_time(media.updated_at),
+            kind: AllowedType::from_mime(&media.content_type)
+                .map(|allowed| allowed.kind().as_str().to_owned()),
+            lease_until: media.lease_until.map(db_time),
         })
     }
 
@@ -112,6 +126,7 @@ impl MediaRow {
             uploaded_by,
             created_at: self.created_at.and_utc(),
             updated_at: self.updated_at.and_utc(),
+            lease_until: self.lease_until.map(|at| at.and_utc()),
         })
     }
 }
@@ -129,10 +144,6 @@ struct TagRow<'a> {
 /// written on either backend and in the fake.
 fn db_time(time: DateTime<Utc>) -> NaiveDateTime {
     truncate_to_micros(time).naive_utc()
-}
-
-fn db_now() -> NaiveDateTime {
-    db_time(Utc::now())
 }
 
 fn db_size(size: u64) -> Result<i64, RepoError> {
@@ -239,40 +250,43 @@ fn ready_only() -> SqlLiteral<Bool> {
     sql("event_media.status = 'ready'")
 }
 
-/// First page of an event's ready media, newest first. Selects the table's default column list,
+/// A page of an event's ready media that pass `filter`, newest first, strictly after `after`
+/// (`created_at`, `id`); the caller adds the limit. Selects the table's default column list,
 /// which is the field order of [`MediaRow`].
-#[diesel::dsl::auto_type(no_type_alias)]
-pub(crate) fn ready_first_page(event: SqlUuid, limit: i64) -> _ {
-    let ready: SqlLiteral<Bool> = ready_only();
-    event_media::table
-        .filter(event_media::event_id.eq(event))
-        .filter(ready)
-        .order((event_media::created_at.desc(), event_media::id.desc()))
-        .limit(limit)
-}
-
-/// The page after `(created_at, id)`. Written as `created_at <= c AND (created_at < c OR id < i)`
-/// (not as an `OR` alone) so the `<=` bound is an index condition and a deep page starts where the
-/// cursor points instead of filtering every newer row.
-#[diesel::dsl::auto_type(no_type_alias)]
-pub(crate) fn ready_page_after(
+///
+/// The cursor is written as `created_at <= c AND (created_at < c OR id < i)` (not as an `OR`
+/// alone) so the `<=` bound is an index condition and a deep page starts where the cursor points
+/// instead of filtering every newer row. A kind is an index column
+/// (`event_media_ready_kind_idx`); a tag is an `EXISTS` on the tags' primary key, so a common
+/// tag is read in listing order and a rare one can be found from `event_media_tags_tag_media_idx`.
+/// The EXPLAIN tests run this very builder and read back the SQL PostgreSQL received.
+pub(crate) fn ready_page<'a>(
     event: SqlUuid,
-    created_at: NaiveDateTime,
-    id: SqlUuid,
-    limit: i64,
-) -> _ {
-    let ready: SqlLiteral<Bool> = ready_only();
-    event_media::table
+    filter: &MediaFilter,
+    after: Option<(NaiveDateTime, SqlUuid)>,
+) -> event_media::BoxedQuery<'a, MultiBackend> {
+    let mut query = event_media::table
+        .into_boxed()
         .filter(event_media::event_id.eq(event))
-        .filter(ready)
-        .filter(event_media::created_at.le(created_at))
-        .filter(
+        .filter(ready_only());
+    if let Some(kind) = filter.kind {
+        query = query.filter(event_media::kind.eq(kind.as_str().to_owned()));
+    }
+    if let Some((created_at, id)) = after {
+        query = query.filter(event_media::created_at.le(created_at)).filter(
             event_media::created_at
                 .lt(created_at)
                 .or(event_media::id.lt(id)),
-        )
-        .order((event_media::created_at.desc(), event_media::id.desc()))
-        .limit(limit)
+        );
+    }
+    if let Some(tag) = &filter.tag {
+        query = query.filter(diesel::dsl::exists(
+            event_media_tags::table
+                .filter(event_media_tags::media_id.eq(event_media::id))
+                .filter(event_media_tags::tag.eq(tag.clone())),
+        ));
+    }
+    query.order((event_media::created_at.desc(), event_media::id.desc()))
 }
 
 /// Attaches tags to rows with one query for the whole page (`media_id IN (...)`).
@@ -307,6 +321,44 @@ fn load_media(conn: &mut AnyConnection, id: SqlUuid) -> Result<Option<EventMedia
         .optional()
         .map_err(db_error)?;
     Ok(with_tags(conn, row.into_iter().collect())?.pop())
+}
+
+/// A record is stale when its lease lapsed before `now`, or, without a lease, when it was last
+/// updated before `before` (the grace period's start). A live lease protects a record however
+/// old it is.
+#[diesel::dsl::auto_type]
+fn stale(before: NaiveDateTime, now: NaiveDateTime) -> _ {
+    event_media::lease_until
+        .is_null()
+        .and(event_media::updated_at.lt(before))
+        .or(event_media::lease_until.lt(now))
+}
+
+/// Writes a media's tags in their order. One statement per tag: the multi-backend connection has
+/// no batch insert.
+fn insert_tags(conn: &mut AnyConnection, media_id: SqlUuid, tags: &[String]) -> Result<(), TxError> {
+    for (position, tag) in tags.iter().enumerate() {
+        let position = i32::try_from(position).map_err(|_| {
+            TxError::Repo(RepoError::Other {
+                source: "too many tags".into(),
+            })
+        })?;
+        diesel::insert_into(event_media_tags::table)
+            .values(&TagRow {
+                media_id,
+                tag,
+                position,
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Replaces a media's tags with `tags` (inside the caller's transaction).
+fn replace_tags(conn: &mut AnyConnection, media_id: SqlUuid, tags: &[String]) -> Result<(), TxError> {
+    diesel::delete(event_media_tags::table.filter(event_media_tags::media_id.eq(media_id)))
+        .execute(conn)?;
+    insert_tags(conn, media_id, tags)
 }
 
 fn media_not_found(id: MediaId) -> RepoError {
@@ -400,6 +452,43 @@ impl EventRepository for Database {
         .await
     }
 
+    async fn update_event_title(
+        &self,
+        id: EventId,
+        title: &str,
+        expected: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Event>, RepoError> {
+        let title = title.to_owned();
+        self.with_connection(move |conn| {
+            conn.transaction::<_, TxError, _>(|conn| {
+                let key = SqlUuid(id.as_uuid());
+                // One guarded UPDATE: of two editors who read the same version, the second
+                // matches no row.
+                let updated = diesel::update(
+                    events::table
+                        .filter(events::id.eq(key))
+                        .filter(events::updated_at.eq(db_time(expected))),
+                )
+                .set((
+                    events::title.eq(title),
+                    events::updated_at.eq(db_time(at)),
+                ))
+                .execute(conn)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                let row: EventRow = events::table
+                    .find(key)
+                    .select(EventRow::as_select())
+                    .first(conn)?;
+                row.into_event().map(Some).map_err(TxError::Repo)
+            })
+            .map_err(RepoError::from)
+        })
+        .await
+    }
+
     async fn delete_event(&self, id: EventId) -> Result<(), RepoError> {
         self.with_connection(move |conn| {
             let deleted = diesel::delete(events::table.find(SqlUuid(id.as_uuid())))
@@ -447,36 +536,15 @@ impl MediaRepository for Database {
                             db_error(error)
                         })
                     })?;
-                // One statement per tag: the multi-backend connection has no batch insert.
-                for (position, tag) in tags.iter().enumerate() {
-                    let position = i32::try_from(position).map_err(|_| {
-                        TxError::Repo(RepoError::Other {
-                            source: "too many tags".into(),
-                        })
-                    })?;
-                    diesel::insert_into(event_media_tags::table)
-                        .values(&TagRow {
-                            media_id: row.id,
-                            tag,
-                            position,
-                        })
-                        .execute(conn)?;
-                }
-                Ok(())
+                insert_tags(conn, row.id, &tags)
             })
             .map_err(RepoError::from)
         })
         .await
     }
 
-    async fn mark_ready(
-        &self,
-        id: MediaId,
-        size_bytes: u64,
-        sha256: &str,
-    ) -> Result<EventMedia, RepoError> {
-        let size = db_size(size_bytes)?;
-        let sha256 = sha256.to_owned();
+    async fn mark_ready(&self, id: MediaId, update: ReadyUpdate) -> Result<EventMedia, RepoError> {
+        let size = db_size(update.size_bytes)?;
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
                 // The write comes first: the `status = 'pending'` guard makes two racing calls
@@ -484,6 +552,9 @@ impl MediaRepository for Database {
                 // transaction that starts by writing takes the write lock at once instead of
                 // failing to upgrade a read snapshot.
                 let key = SqlUuid(id.as_uuid());
+                let ReadyUpdate {
+                    sha256, fields, at, ..
+                } = update;
                 let updated = diesel::update(
                     event_media::table
                         .filter(event_media::id.eq(key))
@@ -493,7 +564,10 @@ impl MediaRepository for Database {
                     event_media::status.eq(MediaStatus::Ready.as_str()),
                     event_media::size_bytes.eq(size),
                     event_media::sha256.eq(Some(sha256)),
-                    event_media::updated_at.eq(db_now()),
+                    event_media::title.eq(fields.title),
+                    event_media::description.eq(fields.description),
+                    event_media::updated_at.eq(db_time(at)),
+                    event_media::lease_until.eq(None::<NaiveDateTime>),
                 ))
                 .execute(conn)?;
                 if updated == 0 {
@@ -501,6 +575,7 @@ impl MediaRepository for Database {
                         .map_err(TxError::Repo)?;
                     return Err(TxError::Repo(refused));
                 }
+                replace_tags(conn, key, &fields.tags)?;
                 load_media(conn, key)
                     .map_err(TxError::Repo)?
                     .ok_or_else(|| TxError::Repo(media_not_found(id)))
@@ -510,7 +585,11 @@ impl MediaRepository for Database {
         .await
     }
 
-    async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, RepoError> {
+    async fn mark_deleting(
+        &self,
+        id: MediaId,
+        at: DateTime<Utc>,
+    ) -> Result<EventMedia, RepoError> {
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
                 let key = SqlUuid(id.as_uuid());
@@ -523,7 +602,8 @@ impl MediaRepository for Database {
                 )
                 .set((
                     event_media::status.eq(MediaStatus::Deleting.as_str()),
-                    event_media::updated_at.eq(db_now()),
+                    event_media::updated_at.eq(db_time(at)),
+                    event_media::lease_until.eq(None::<NaiveDateTime>),
                 ))
                 .execute(conn)?;
                 let media = load_media(conn, key)
@@ -541,6 +621,7 @@ impl MediaRepository for Database {
         id: MediaId,
         expected: MediaStatus,
         updated_before: DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> Result<Option<EventMedia>, RepoError> {
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
@@ -551,16 +632,71 @@ impl MediaRepository for Database {
                     event_media::table
                         .filter(event_media::id.eq(key))
                         .filter(event_media::status.eq(expected.as_str()))
-                        .filter(event_media::updated_at.lt(db_time(updated_before))),
+                        .filter(stale(db_time(updated_before), db_time(at))),
                 )
                 .set((
                     event_media::status.eq(MediaStatus::Deleting.as_str()),
-                    event_media::updated_at.eq(db_now()),
+                    event_media::updated_at.eq(db_time(at)),
+                    event_media::lease_until.eq(None::<NaiveDateTime>),
                 ))
                 .execute(conn)?;
                 if updated == 0 {
                     return Ok(None);
                 }
+                load_media(conn, key).map_err(TxError::Repo)
+            })
+            .map_err(RepoError::from)
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
+        self.with_connection(move |conn| {
+            let renewed = diesel::update(
+                event_media::table
+                    .filter(event_media::id.eq(SqlUuid(id.as_uuid())))
+                    .filter(event_media::status.eq(MediaStatus::Pending.as_str())),
+            )
+            .set(event_media::lease_until.eq(Some(db_time(until))))
+            .execute(conn)
+            .map_err(db_error)?;
+            Ok(renewed == 1)
+        })
+        .await
+    }
+
+    async fn update_fields(
+        &self,
+        id: MediaId,
+        update: FieldsUpdate,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.with_connection(move |conn| {
+            conn.transaction::<_, TxError, _>(|conn| {
+                let key = SqlUuid(id.as_uuid());
+                let FieldsUpdate {
+                    fields,
+                    expected,
+                    at,
+                } = update;
+                // The check and the change are one guarded UPDATE, and it comes first: of two
+                // editors who read the same version, the second matches no row (and on SQLite
+                // the transaction holds the write lock from its first statement).
+                let updated = diesel::update(
+                    event_media::table
+                        .filter(event_media::id.eq(key))
+                        .filter(event_media::status.eq(MediaStatus::Ready.as_str()))
+                        .filter(event_media::updated_at.eq(db_time(expected))),
+                )
+                .set((
+                    event_media::title.eq(fields.title),
+                    event_media::description.eq(fields.description),
+                    event_media::updated_at.eq(db_time(at)),
+                ))
+                .execute(conn)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                replace_tags(conn, key, &fields.tags)?;
                 load_media(conn, key).map_err(TxError::Repo)
             })
             .map_err(RepoError::from)
@@ -601,20 +737,17 @@ impl MediaRepository for Database {
     async fn list_ready(
         &self,
         event_id: EventId,
+        filter: &MediaFilter,
         after: Option<PageCursor>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, RepoError> {
+        let filter = filter.clone();
         self.with_connection(move |conn| {
-            let event = SqlUuid(event_id.as_uuid());
-            let limit = db_limit(limit);
-            let rows: Vec<MediaRow> = match after {
-                None => ready_first_page(event, limit).load(conn),
-                Some(cursor) => {
-                    ready_page_after(event, db_time(cursor.created_at), SqlUuid(cursor.id), limit)
-                        .load(conn)
-                }
-            }
-            .map_err(db_error)?;
+            let after = after.map(|cursor| (db_time(cursor.created_at), SqlUuid(cursor.id)));
+            let rows: Vec<MediaRow> = ready_page(SqlUuid(event_id.as_uuid()), &filter, after)
+                .limit(db_limit(limit))
+                .load(conn)
+                .map_err(db_error)?;
             with_tags(conn, rows)
         })
         .await
@@ -636,12 +769,13 @@ impl MediaRepository for Database {
         &self,
         status: MediaStatus,
         before: DateTime<Utc>,
+        now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, RepoError> {
         self.with_connection(move |conn| {
             let rows: Vec<MediaRow> = event_media::table
                 .filter(event_media::status.eq(status.as_str()))
-                .filter(event_media::updated_at.lt(db_time(before)))
+                .filter(stale(db_time(before), db_time(now)))
                 .order((event_media::updated_at.asc(), event_media::id.asc()))
                 .limit(db_limit(limit))
                 .select(MediaRow::as_select())

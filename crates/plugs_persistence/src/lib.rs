@@ -15,7 +15,9 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
 pub use memory::{FaultKind, InMemoryRepository, RepoOp};
-pub use repository::{EventRepository, HealthCheck, MediaRepository};
+pub use repository::{
+    EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
+};
 
 /// The precision every repository keeps timestamps at (PostgreSQL's): what is read back equals
 /// what was written after this truncation, on every backend and in the fake.

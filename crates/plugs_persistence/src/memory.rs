@@ -6,9 +6,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use plugs_domain::{Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId};
+use plugs_domain::{
+    AllowedType, Event, EventId, EventMedia, MediaId, MediaKind, MediaStatus, PageCursor, UserId,
+};
 
-use crate::{EventRepository, HealthCheck, MediaRepository, RepoError, truncate_to_micros};
+use crate::{
+    EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
+    RepoError, truncate_to_micros,
+};
 
 /// A repository operation, named for fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +25,8 @@ pub enum RepoOp {
     FindEvent,
     /// [`EventRepository::list_events`].
     ListEvents,
+    /// [`EventRepository::update_event_title`].
+    UpdateEventTitle,
     /// [`EventRepository::delete_event`].
     DeleteEvent,
     /// [`MediaRepository::insert_media`].
@@ -28,6 +35,10 @@ pub enum RepoOp {
     MarkReady,
     /// [`MediaRepository::mark_deleting`].
     MarkDeleting,
+    /// [`MediaRepository::update_fields`].
+    UpdateFields,
+    /// [`MediaRepository::renew_lease`].
+    RenewLease,
     /// [`MediaRepository::delete_media`].
     DeleteMedia,
     /// [`MediaRepository::find_media`].
@@ -151,6 +162,15 @@ impl InMemoryRepository {
     }
 }
 
+/// The staleness rule of [`MediaRepository::list_stale`]: a lapsed lease, or without one an
+/// update before the grace period's start.
+fn is_stale(media: &EventMedia, before: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    match media.lease_until {
+        Some(lease) => lease < truncate_to_micros(now),
+        None => media.updated_at < truncate_to_micros(before),
+    }
+}
+
 fn newest_first<T>(items: &mut [T], key: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid)) {
     items.sort_by_key(|item| std::cmp::Reverse(key(item)));
 }
@@ -164,6 +184,7 @@ impl EventRepository for InMemoryRepository {
             }
             let mut stored = event.clone();
             stored.created_at = truncate_to_micros(stored.created_at);
+            stored.updated_at = truncate_to_micros(stored.updated_at);
             tables.events.insert(event.id, stored);
             Ok(())
         })
@@ -199,6 +220,25 @@ impl EventRepository for InMemoryRepository {
         })
     }
 
+    async fn update_event_title(
+        &self,
+        id: EventId,
+        title: &str,
+        expected: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Event>, RepoError> {
+        self.run(RepoOp::UpdateEventTitle, |tables| {
+            match tables.events.get_mut(&id) {
+                Some(event) if event.updated_at == truncate_to_micros(expected) => {
+                    title.clone_into(&mut event.title);
+                    event.updated_at = truncate_to_micros(at);
+                    Ok(Some(event.clone()))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
     async fn delete_event(&self, id: EventId) -> Result<(), RepoError> {
         self.run(RepoOp::DeleteEvent, |tables| {
             if !tables.events.contains_key(&id) {
@@ -218,6 +258,21 @@ impl EventRepository for InMemoryRepository {
             Ok(())
         })
     }
+}
+
+/// The kind the Diesel repository stores beside a content type (`None` for a type of no kind).
+fn kind_of(content_type: &str) -> Option<MediaKind> {
+    AllowedType::from_mime(content_type).map(AllowedType::kind)
+}
+
+fn passes(media: &EventMedia, filter: &MediaFilter) -> bool {
+    filter
+        .tag
+        .as_ref()
+        .is_none_or(|tag| media.tags.contains(tag))
+        && filter
+            .kind
+            .is_none_or(|kind| kind_of(&media.content_type) == Some(kind))
 }
 
 fn not_found(id: MediaId) -> RepoError {
@@ -250,17 +305,13 @@ impl MediaRepository for InMemoryRepository {
             let mut stored = media.clone();
             stored.created_at = truncate_to_micros(stored.created_at);
             stored.updated_at = truncate_to_micros(stored.updated_at);
+            stored.lease_until = stored.lease_until.map(truncate_to_micros);
             tables.media.insert(media.id, stored);
             Ok(())
         })
     }
 
-    async fn mark_ready(
-        &self,
-        id: MediaId,
-        size_bytes: u64,
-        sha256: &str,
-    ) -> Result<EventMedia, RepoError> {
+    async fn mark_ready(&self, id: MediaId, update: ReadyUpdate) -> Result<EventMedia, RepoError> {
         self.run(RepoOp::MarkReady, |tables| {
             let media = tables.media.get_mut(&id).ok_or_else(|| not_found(id))?;
             if media.status != MediaStatus::Pending {
@@ -271,19 +322,24 @@ impl MediaRepository for InMemoryRepository {
                 });
             }
             media.status = MediaStatus::Ready;
-            media.size_bytes = size_bytes;
-            media.sha256 = Some(sha256.to_owned());
-            media.updated_at = truncate_to_micros(Utc::now());
+            media.size_bytes = update.size_bytes;
+            media.sha256 = Some(update.sha256);
+            media.title = update.fields.title;
+            media.description = update.fields.description;
+            media.tags = update.fields.tags;
+            media.updated_at = truncate_to_micros(update.at);
+            media.lease_until = None;
             Ok(media.clone())
         })
     }
 
-    async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, RepoError> {
+    async fn mark_deleting(&self, id: MediaId, at: DateTime<Utc>) -> Result<EventMedia, RepoError> {
         self.run(RepoOp::MarkDeleting, |tables| {
             let media = tables.media.get_mut(&id).ok_or_else(|| not_found(id))?;
             if media.status != MediaStatus::Deleting {
                 media.status = MediaStatus::Deleting;
-                media.updated_at = truncate_to_micros(Utc::now());
+                media.updated_at = truncate_to_micros(at);
+                media.lease_until = None;
             }
             Ok(media.clone())
         })
@@ -294,17 +350,52 @@ impl MediaRepository for InMemoryRepository {
         id: MediaId,
         expected: MediaStatus,
         updated_before: DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> Result<Option<EventMedia>, RepoError> {
         self.run(RepoOp::MarkDeleting, |tables| {
-            let updated_before = truncate_to_micros(updated_before);
             match tables.media.get_mut(&id) {
-                Some(media) if media.status == expected && media.updated_at < updated_before => {
+                Some(media) if media.status == expected && is_stale(media, updated_before, at) => {
                     media.status = MediaStatus::Deleting;
-                    media.updated_at = truncate_to_micros(Utc::now());
+                    media.updated_at = truncate_to_micros(at);
+                    media.lease_until = None;
                     Ok(Some(media.clone()))
                 }
                 _ => Ok(None),
             }
+        })
+    }
+
+    async fn update_fields(
+        &self,
+        id: MediaId,
+        update: FieldsUpdate,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.run(RepoOp::UpdateFields, |tables| match tables.media.get_mut(&id) {
+            Some(media)
+                if media.status == MediaStatus::Ready
+                    && media.updated_at == truncate_to_micros(update.expected) =>
+            {
+                let mut seen = std::collections::HashSet::new();
+                if !update.fields.tags.iter().all(|tag| seen.insert(tag)) {
+                    return Err(RepoError::Duplicate { what: "tag" });
+                }
+                media.title = update.fields.title;
+                media.description = update.fields.description;
+                media.tags = update.fields.tags;
+                media.updated_at = truncate_to_micros(update.at);
+                Ok(Some(media.clone()))
+            }
+            _ => Ok(None),
+        })
+    }
+
+    async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
+        self.run(RepoOp::RenewLease, |tables| match tables.media.get_mut(&id) {
+            Some(media) if media.status == MediaStatus::Pending => {
+                media.lease_until = Some(truncate_to_micros(until));
+                Ok(true)
+            }
+            _ => Ok(false),
         })
     }
 
@@ -330,6 +421,7 @@ impl MediaRepository for InMemoryRepository {
     async fn list_ready(
         &self,
         event_id: EventId,
+        filter: &MediaFilter,
         after: Option<PageCursor>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, RepoError> {
@@ -338,6 +430,7 @@ impl MediaRepository for InMemoryRepository {
                 .media
                 .values()
                 .filter(|m| m.event_id == event_id && m.status == MediaStatus::Ready)
+                .filter(|m| passes(m, filter))
                 .filter(|m| {
                     after
                         .as_ref()
@@ -366,14 +459,14 @@ impl MediaRepository for InMemoryRepository {
         &self,
         status: MediaStatus,
         before: DateTime<Utc>,
+        now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, RepoError> {
         self.run(RepoOp::ListStale, |tables| {
-            let before = truncate_to_micros(before);
             let mut media: Vec<EventMedia> = tables
                 .media
                 .values()
-                .filter(|m| m.status == status && m.updated_at < before)
+                .filter(|m| m.status == status && is_stale(m, before, now))
                 .cloned()
                 .collect();
             media.sort_by_key(|m| (m.updated_at, m.id));
@@ -400,6 +493,7 @@ mod tests {
             title: "faults".to_owned(),
             owner: UserId::parse("alice").unwrap(),
             created_at: Utc::now(),
+            updated_at: Utc::now(),
         }
     }
 

@@ -10,6 +10,7 @@ diesel::table! {
         owner -> Text,
         title -> Text,
         created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }
 
@@ -32,6 +33,8 @@ diesel::table! {
         uploaded_by -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        kind -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
     }
 }
 

@@ -15,6 +15,7 @@ fn event() -> Event {
         title: "migrations".to_owned(),
         owner: UserId::parse("alice").unwrap(),
         created_at: Utc::now(),
+        updated_at: Utc::now(),
     }
 }
 

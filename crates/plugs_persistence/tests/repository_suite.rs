@@ -22,6 +22,8 @@ all_backends!(
     media_duplicates_are_told_apart,
     media_for_a_missing_event_is_refused,
     state_machine_pending_ready_deleting,
+    mark_ready_writes_fields_sent_after_the_file,
+    leases_protect_uploads_in_flight_whatever_the_grace,
     racing_mark_ready_lets_exactly_one_win,
     list_ready_shows_only_ready_media_newest_first,
     list_all_for_event_covers_every_state,
@@ -31,4 +33,8 @@ all_backends!(
     ping_answers,
     concurrent_inserts_all_land,
     mark_deleting_if_stale_moves_only_records_still_stale_and_expected,
+    update_event_title_applies_only_to_the_version_read,
+    update_fields_applies_only_to_a_ready_record_at_the_version_read,
+    racing_field_updates_from_one_version_let_exactly_one_win,
+    list_ready_filters_by_tag_and_kind_on_every_page,
 );

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
-use plugs_domain::{Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId};
-use plugs_persistence::{RepoError, truncate_to_micros};
+use plugs_domain::{
+    Event, EventId, EventMedia, MediaFields, MediaId, MediaKind, MediaStatus, PageCursor, UserId,
+};
+use plugs_persistence::{FieldsUpdate, MediaFilter, ReadyUpdate, RepoError, truncate_to_micros};
 
 use super::Repo;
 
@@ -22,6 +24,7 @@ fn event(owner: &str, created_at: DateTime<Utc>) -> Event {
         title: format!("event of {owner}"),
         owner: user(owner),
         created_at,
+        updated_at: created_at,
     }
 }
 
@@ -45,10 +48,25 @@ fn pending(event_id: EventId, created_at: DateTime<Utc>, tags: &[&str]) -> Event
         uploaded_by: user("alice"),
         created_at,
         updated_at: created_at,
+        lease_until: None,
     }
 }
 
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// A finished upload of `media` with `size` bytes that keeps the record's fields.
+fn outcome(media: &EventMedia, size: u64) -> ReadyUpdate {
+    ReadyUpdate {
+        size_bytes: size,
+        sha256: SHA.to_owned(),
+        fields: MediaFields {
+            title: media.title.clone(),
+            description: media.description.clone(),
+            tags: media.tags.clone(),
+        },
+        at: Utc::now(),
+    }
+}
 
 async fn new_event(repo: &dyn Repo, created_at: DateTime<Utc>) -> Event {
     let event = event("alice", created_at);
@@ -59,7 +77,9 @@ async fn new_event(repo: &dyn Repo, created_at: DateTime<Utc>) -> Event {
 async fn ready_media(repo: &dyn Repo, event_id: EventId, created_at: DateTime<Utc>) -> EventMedia {
     let media = pending(event_id, created_at, &[]);
     repo.insert_media(&media).await.unwrap();
-    repo.mark_ready(media.id, 42, SHA).await.unwrap()
+    repo.mark_ready(media.id, outcome(&media, 42))
+        .await
+        .unwrap()
 }
 
 /// Walks every page of a listing with `page_size` and returns the items in order served.
@@ -98,6 +118,7 @@ pub async fn event_round_trip_and_duplicate_id(repo: &dyn Repo) {
         found,
         Event {
             created_at: at(0, 123_456_000),
+            updated_at: at(0, 123_456_000),
             ..event.clone()
         }
     );
@@ -139,6 +160,7 @@ pub async fn events_list_by_owner_newest_first_without_repeats_or_skips(repo: &d
     }
     for event in &mut expected {
         event.created_at = truncate_to_micros(event.created_at);
+        event.updated_at = truncate_to_micros(event.updated_at);
     }
     expected.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
 
@@ -278,7 +300,10 @@ pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
     let media = pending(event.id, at(1, 0), &["t1", "t2"]);
     repo.insert_media(&media).await.unwrap();
 
-    let ready = repo.mark_ready(media.id, 1_234_567, SHA).await.unwrap();
+    let ready = repo
+        .mark_ready(media.id, outcome(&media, 1_234_567))
+        .await
+        .unwrap();
     assert_eq!(ready.status, MediaStatus::Ready);
     assert_eq!(ready.size_bytes, 1_234_567);
     assert_eq!(ready.sha256.as_deref(), Some(SHA));
@@ -289,7 +314,10 @@ pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
         Some(ready.clone())
     );
 
-    let err = repo.mark_ready(media.id, 1, SHA).await.unwrap_err();
+    let err = repo
+        .mark_ready(media.id, outcome(&media, 1))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -306,14 +334,17 @@ pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
         1_234_567
     );
 
-    let deleting = repo.mark_deleting(media.id).await.unwrap();
+    let deleting = repo.mark_deleting(media.id, Utc::now()).await.unwrap();
     assert_eq!(deleting.status, MediaStatus::Deleting);
     assert_eq!(deleting.sha256.as_deref(), Some(SHA));
     // Idempotent, and the age of the delete is kept so the reconciler still sees it as stale.
-    let again = repo.mark_deleting(media.id).await.unwrap();
+    let again = repo.mark_deleting(media.id, Utc::now()).await.unwrap();
     assert_eq!(again, deleting);
 
-    let err = repo.mark_ready(media.id, 1, SHA).await.unwrap_err();
+    let err = repo
+        .mark_ready(media.id, outcome(&media, 1))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -330,17 +361,23 @@ pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
     let other = pending(event.id, at(2, 0), &[]);
     repo.insert_media(&other).await.unwrap();
     assert_eq!(
-        repo.mark_deleting(other.id).await.unwrap().status,
+        repo.mark_deleting(other.id, Utc::now())
+            .await
+            .unwrap()
+            .status,
         MediaStatus::Deleting
     );
 
     let missing = MediaId::new();
-    let err = repo.mark_ready(missing, 1, SHA).await.unwrap_err();
+    let err = repo
+        .mark_ready(missing, outcome(&media, 1))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, RepoError::NotFound { entity: "media", id } if *id == missing.to_string()),
         "{err:?}"
     );
-    let err = repo.mark_deleting(missing).await.unwrap_err();
+    let err = repo.mark_deleting(missing, Utc::now()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -353,14 +390,115 @@ pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
     );
 }
 
+/// A form may send its fields after the file: finishing the upload writes them with the
+/// outcome, replacing what the pending record held, at the caller's time.
+pub async fn mark_ready_writes_fields_sent_after_the_file(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["early", "kept?"]);
+    repo.insert_media(&media).await.unwrap();
+
+    let finished_at = at(7, 123_456_000);
+    let update = ReadyUpdate {
+        size_bytes: 99,
+        sha256: SHA.to_owned(),
+        fields: MediaFields {
+            title: Some("Event Photo".to_owned()),
+            description: None,
+            tags: vec!["photo".to_owned(), "event".to_owned()],
+        },
+        at: finished_at,
+    };
+    let ready = repo.mark_ready(media.id, update).await.unwrap();
+    assert_eq!(ready.title.as_deref(), Some("Event Photo"));
+    assert_eq!(ready.description, None);
+    assert_eq!(ready.tags, ["photo", "event"]);
+    assert_eq!(
+        ready.updated_at, finished_at,
+        "stamped with the caller's clock"
+    );
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(ready.clone())
+    );
+    let listed = repo
+        .list_ready(event.id, &MediaFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed, [ready]);
+}
+
+/// A pending record with a live lease is never stale, however old; one whose lease lapsed is
+/// stale at once, whatever the grace. Renewing moves the lease; finishing clears it.
+pub async fn leases_protect_uploads_in_flight_whatever_the_grace(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let now = at(10_000, 0);
+    let grace_start = at(9_000, 0);
+
+    let mut old_but_leased = pending(event.id, at(1, 0), &[]);
+    old_but_leased.lease_until = Some(at(10_060, 0));
+    let mut recent_but_lapsed = pending(event.id, at(9_990, 0), &[]);
+    recent_but_lapsed.lease_until = Some(at(9_999, 0));
+    let old_without_lease = pending(event.id, at(2, 0), &[]);
+    for media in [&old_but_leased, &recent_but_lapsed, &old_without_lease] {
+        repo.insert_media(media).await.unwrap();
+    }
+    assert_eq!(
+        repo.find_media(old_but_leased.id).await.unwrap().unwrap().lease_until,
+        old_but_leased.lease_until
+    );
+
+    let stale: Vec<MediaId> = repo
+        .list_stale(MediaStatus::Pending, grace_start, now, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(stale, [old_without_lease.id, recent_but_lapsed.id]);
+    assert_eq!(
+        repo.mark_deleting_if_stale(old_but_leased.id, MediaStatus::Pending, grace_start, now)
+            .await
+            .unwrap(),
+        None,
+        "a live lease is never rolled back"
+    );
+    let claimed = repo
+        .mark_deleting_if_stale(recent_but_lapsed.id, MediaStatus::Pending, grace_start, now)
+        .await
+        .unwrap()
+        .expect("a lapsed lease is rolled back whatever the grace");
+    assert_eq!(claimed.lease_until, None);
+
+    // Renewed past `later`, the leased record stays safe then; once finished, it has no lease.
+    let later = at(10_100, 0);
+    assert!(repo.renew_lease(old_but_leased.id, at(10_200, 0)).await.unwrap());
+    assert!(
+        repo.list_stale(MediaStatus::Pending, later, later, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.id != old_but_leased.id)
+    );
+    let ready = repo
+        .mark_ready(old_but_leased.id, outcome(&old_but_leased, 5))
+        .await
+        .unwrap();
+    assert_eq!(ready.lease_until, None);
+    assert!(
+        !repo.renew_lease(old_but_leased.id, at(10_300, 0)).await.unwrap(),
+        "only pending records hold a lease"
+    );
+    assert!(!repo.renew_lease(MediaId::new(), at(10_300, 0)).await.unwrap());
+}
+
 pub async fn racing_mark_ready_lets_exactly_one_win(repo: &dyn Repo) {
     let event = new_event(repo, at(0, 0)).await;
     let media = pending(event.id, at(1, 0), &[]);
     repo.insert_media(&media).await.unwrap();
 
     let results = futures_join(
-        repo.mark_ready(media.id, 10, SHA),
-        repo.mark_ready(media.id, 20, SHA),
+        repo.mark_ready(media.id, outcome(&media, 10)),
+        repo.mark_ready(media.id, outcome(&media, 20)),
     )
     .await;
     let wins: Vec<u64> = results
@@ -412,17 +550,22 @@ pub async fn list_ready_shows_only_ready_media_newest_first(repo: &dyn Repo) {
         let tag_b = format!("m{i}");
         let media = pending(event.id, time, &[tag_a.as_str(), "shared", tag_b.as_str()]);
         repo.insert_media(&media).await.unwrap();
-        expected.push(repo.mark_ready(media.id, i as u64, SHA).await.unwrap());
+        expected.push(
+            repo.mark_ready(media.id, outcome(&media, i as u64))
+                .await
+                .unwrap(),
+        );
     }
     // Not listed: pending, deleting, another event's.
     repo.insert_media(&pending(event.id, at(9, 0), &[]))
         .await
         .unwrap();
     let gone = ready_media(repo, event.id, at(9, 0)).await;
-    repo.mark_deleting(gone.id).await.unwrap();
+    repo.mark_deleting(gone.id, Utc::now()).await.unwrap();
     ready_media(repo, other_event.id, at(9, 0)).await;
 
     expected.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
+    let everything = MediaFilter::default();
     for page_size in [1, 2, 3, 4, 100] {
         let served = all_pages(
             page_size,
@@ -430,13 +573,13 @@ pub async fn list_ready_shows_only_ready_media_newest_first(repo: &dyn Repo) {
                 created_at: m.created_at,
                 id: m.id.as_uuid(),
             },
-            |after| repo.list_ready(event.id, after, page_size),
+            |after| repo.list_ready(event.id, &everything, after, page_size),
         )
         .await;
         assert_eq!(served, expected, "page size {page_size}");
     }
     assert!(
-        repo.list_ready(EventId::new(), None, 10)
+        repo.list_ready(EventId::new(), &MediaFilter::default(), None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -450,7 +593,7 @@ pub async fn list_all_for_event_covers_every_state(repo: &dyn Repo) {
     repo.insert_media(&p).await.unwrap();
     let r = ready_media(repo, event.id, at(2, 0)).await;
     let d = ready_media(repo, event.id, at(3, 0)).await;
-    let d = repo.mark_deleting(d.id).await.unwrap();
+    let d = repo.mark_deleting(d.id, Utc::now()).await.unwrap();
     ready_media(repo, other.id, at(4, 0)).await;
 
     let mut all = repo.list_all_for_event(event.id).await.unwrap();
@@ -478,7 +621,7 @@ pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
     repo.insert_media(&old_ready).await.unwrap();
 
     let stale = repo
-        .list_stale(MediaStatus::Pending, hour_ago, 10)
+        .list_stale(MediaStatus::Pending, hour_ago, Utc::now(), 10)
         .await
         .unwrap();
     let ids: Vec<MediaId> = stale.iter().map(|m| m.id).collect();
@@ -490,7 +633,7 @@ pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
     assert_eq!(stale[0].tags, vec!["s".to_owned()]);
 
     let first = repo
-        .list_stale(MediaStatus::Pending, hour_ago, 1)
+        .list_stale(MediaStatus::Pending, hour_ago, Utc::now(), 1)
         .await
         .unwrap();
     assert_eq!(
@@ -499,7 +642,7 @@ pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
     );
 
     let ready: Vec<MediaId> = repo
-        .list_stale(MediaStatus::Ready, hour_ago, 10)
+        .list_stale(MediaStatus::Ready, hour_ago, Utc::now(), 10)
         .await
         .unwrap()
         .iter()
@@ -507,22 +650,22 @@ pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
         .collect();
     assert_eq!(ready, vec![old_ready.id]);
     assert!(
-        repo.list_stale(MediaStatus::Deleting, now, 10)
+        repo.list_stale(MediaStatus::Deleting, now, Utc::now(), 10)
             .await
             .unwrap()
             .is_empty()
     );
 
     // A transition refreshes the age: a record just marked deleting is not stale yet.
-    repo.mark_deleting(old_ready.id).await.unwrap();
+    repo.mark_deleting(old_ready.id, Utc::now()).await.unwrap();
     assert!(
-        repo.list_stale(MediaStatus::Deleting, hour_ago, 10)
+        repo.list_stale(MediaStatus::Deleting, hour_ago, Utc::now(), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        repo.list_stale(MediaStatus::Deleting, Utc::now() + Duration::seconds(1), 10)
+        repo.list_stale(MediaStatus::Deleting, Utc::now() + Duration::seconds(1), Utc::now(), 10)
             .await
             .unwrap()
             .len(),
@@ -538,7 +681,7 @@ pub async fn find_by_key_in_any_state(repo: &dyn Repo) {
         repo.find_by_key(&media.s3_key).await.unwrap().unwrap().id,
         media.id
     );
-    repo.mark_deleting(media.id).await.unwrap();
+    repo.mark_deleting(media.id, Utc::now()).await.unwrap();
     let found = repo.find_by_key(&media.s3_key).await.unwrap().unwrap();
     assert_eq!((found.id, found.status), (media.id, MediaStatus::Deleting));
     assert_eq!(
@@ -600,7 +743,7 @@ pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(
 
     // Too young: nothing changes.
     assert_eq!(
-        repo.mark_deleting_if_stale(fresh.id, MediaStatus::Pending, hour_ago)
+        repo.mark_deleting_if_stale(fresh.id, MediaStatus::Pending, hour_ago, Utc::now())
             .await
             .unwrap(),
         None
@@ -614,9 +757,11 @@ pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(
     let mut finished = pending(event.id, now - Duration::minutes(120), &[]);
     finished.updated_at = finished.created_at;
     repo.insert_media(&finished).await.unwrap();
-    repo.mark_ready(finished.id, 42, SHA).await.unwrap();
+    repo.mark_ready(finished.id, outcome(&finished, 42))
+        .await
+        .unwrap();
     assert_eq!(
-        repo.mark_deleting_if_stale(finished.id, MediaStatus::Pending, hour_ago)
+        repo.mark_deleting_if_stale(finished.id, MediaStatus::Pending, hour_ago, Utc::now())
             .await
             .unwrap(),
         None
@@ -628,14 +773,14 @@ pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(
 
     // Stale and still pending: claimed, once.
     let claimed = repo
-        .mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago)
+        .mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago, Utc::now())
         .await
         .unwrap()
         .expect("a stale pending record is claimed");
     assert_eq!(claimed.id, old.id);
     assert_eq!(claimed.status, MediaStatus::Deleting);
     assert_eq!(
-        repo.mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago)
+        repo.mark_deleting_if_stale(old.id, MediaStatus::Pending, hour_ago, Utc::now())
             .await
             .unwrap(),
         None
@@ -643,9 +788,298 @@ pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(
 
     // A missing record is not an error: there is nothing to claim.
     assert_eq!(
-        repo.mark_deleting_if_stale(MediaId::new(), MediaStatus::Pending, hour_ago)
+        repo.mark_deleting_if_stale(MediaId::new(), MediaStatus::Pending, hour_ago, Utc::now())
             .await
             .unwrap(),
         None
     );
+}
+
+/// Edits of an event's title are guarded by the version the editor read: a stale one changes
+/// nothing, and every write gives a new version.
+pub async fn update_event_title_applies_only_to_the_version_read(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 123_456_789)).await;
+    let stored = repo.find_event(event.id).await.unwrap().unwrap();
+    assert_eq!(stored.updated_at, at(0, 123_456_000), "truncated like created_at");
+
+    assert_eq!(
+        repo.update_event_title(event.id, "stale", at(0, 0), at(9, 0))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(repo.find_event(event.id).await.unwrap(), Some(stored.clone()));
+
+    let edited = repo
+        .update_event_title(event.id, "Renamed", stored.updated_at, at(5, 7_000_999))
+        .await
+        .unwrap()
+        .expect("the version read is current");
+    assert_eq!(
+        edited,
+        Event {
+            title: "Renamed".to_owned(),
+            updated_at: at(5, 7_000_000),
+            ..stored.clone()
+        }
+    );
+    assert_eq!(repo.find_event(event.id).await.unwrap(), Some(edited.clone()));
+    assert_eq!(
+        repo.list_events(&user("alice"), None, 10).await.unwrap(),
+        [edited.clone()]
+    );
+
+    // The version read before that edit is stale now.
+    assert_eq!(
+        repo.update_event_title(event.id, "Lost update", stored.updated_at, at(6, 0))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(repo.find_event(event.id).await.unwrap(), Some(edited));
+    assert_eq!(
+        repo.update_event_title(EventId::new(), "x", at(0, 0), at(1, 0))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+fn fields(title: Option<&str>, description: Option<&str>, tags: &[&str]) -> MediaFields {
+    MediaFields {
+        title: title.map(str::to_owned),
+        description: description.map(str::to_owned),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    }
+}
+
+/// Edits of a media's fields are guarded by the version the editor read and apply to `ready`
+/// records only; a refused edit changes nothing, tags included.
+pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let media = pending(event.id, at(1, 0), &["a", "b"]);
+    repo.insert_media(&media).await.unwrap();
+    let ready = repo
+        .mark_ready(
+            media.id,
+            ReadyUpdate {
+                at: at(2, 500),
+                ..outcome(&media, 42)
+            },
+        )
+        .await
+        .unwrap();
+
+    let stale = FieldsUpdate {
+        fields: fields(Some("stale"), None, &["z"]),
+        expected: at(1, 0),
+        at: at(9, 0),
+    };
+    assert_eq!(repo.update_fields(media.id, stale).await.unwrap(), None);
+    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(ready.clone()));
+
+    let edit = FieldsUpdate {
+        fields: fields(None, Some("Line one\nline two"), &["c", "a"]),
+        expected: ready.updated_at,
+        at: at(3, 999_999_999),
+    };
+    let edited = repo
+        .update_fields(media.id, edit.clone())
+        .await
+        .unwrap()
+        .expect("the version read is current");
+    assert_eq!(
+        edited,
+        EventMedia {
+            title: None,
+            description: Some("Line one\nline two".to_owned()),
+            tags: vec!["c".to_owned(), "a".to_owned()],
+            updated_at: at(3, 999_999_000),
+            ..ready.clone()
+        }
+    );
+    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(edited.clone()));
+    assert_eq!(
+        repo.list_ready(event.id, &MediaFilter::default(), None, 10)
+            .await
+            .unwrap(),
+        [edited.clone()]
+    );
+    // Replaying the same edit: its version is stale now.
+    assert_eq!(repo.update_fields(media.id, edit).await.unwrap(), None);
+
+    // Duplicate tags are refused and the whole edit with them (the title too).
+    let err = repo
+        .update_fields(
+            media.id,
+            FieldsUpdate {
+                fields: fields(Some("kept?"), None, &["d", "d"]),
+                expected: edited.updated_at,
+                at: at(4, 0),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Duplicate { what: "tag" }), "{err:?}");
+    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(edited.clone()));
+
+    // Only ready records: a pending upload and a delete in progress are not edited.
+    let upload = pending(event.id, at(5, 0), &["p"]);
+    repo.insert_media(&upload).await.unwrap();
+    let deleting = ready_media(repo, event.id, at(6, 0)).await;
+    let deleting = repo.mark_deleting(deleting.id, at(7, 0)).await.unwrap();
+    for record in [&upload, &deleting] {
+        let stored = repo.find_media(record.id).await.unwrap().unwrap();
+        let update = FieldsUpdate {
+            fields: fields(Some("no"), None, &[]),
+            expected: stored.updated_at,
+            at: at(8, 0),
+        };
+        assert_eq!(repo.update_fields(record.id, update).await.unwrap(), None);
+        assert_eq!(repo.find_media(record.id).await.unwrap(), Some(stored));
+    }
+    let update = FieldsUpdate {
+        fields: MediaFields::default(),
+        expected: at(0, 0),
+        at: at(1, 0),
+    };
+    assert_eq!(repo.update_fields(MediaId::new(), update).await.unwrap(), None);
+}
+
+/// Two editors who read the same version: exactly one edit lands, whole.
+pub async fn racing_field_updates_from_one_version_let_exactly_one_win(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let ready = ready_media(repo, event.id, at(1, 0)).await;
+    let update = |title: &str, tag: &str| FieldsUpdate {
+        fields: fields(Some(title), None, &[tag, "both"]),
+        expected: ready.updated_at,
+        at: ready.updated_at + Duration::seconds(1),
+    };
+    let results = futures_join(
+        repo.update_fields(ready.id, update("first", "one")),
+        repo.update_fields(ready.id, update("second", "two")),
+    )
+    .await;
+    let wins: Vec<EventMedia> = results
+        .into_iter()
+        .map(Result::unwrap)
+        .flatten()
+        .collect();
+    assert_eq!(wins.len(), 1, "{wins:?}");
+    assert_eq!(repo.find_media(ready.id).await.unwrap().as_ref(), Some(&wins[0]));
+}
+
+fn typed(mut media: EventMedia, content_type: &str) -> EventMedia {
+    content_type.clone_into(&mut media.content_type);
+    media
+}
+
+/// The filtered listings keep the unfiltered one's order and paging: every page size walks the
+/// same items, and only those with the tag, of the kind, or both.
+pub async fn list_ready_filters_by_tag_and_kind_on_every_page(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let other_event = new_event(repo, at(0, 0)).await;
+    let items: [(&str, &[&str], DateTime<Utc>); 9] = [
+        ("image/jpeg", &["party", "night"], at(5, 0)),
+        ("video/mp4", &["party"], at(4, 0)),
+        ("image/png", &["beach"], at(4, 0)),
+        ("application/pdf", &["party", "menu"], at(3, 0)),
+        ("image/webp", &["party"], at(3, 0)),
+        ("image/jpeg", &[], at(3, 0)),
+        ("audio/mpeg", &["night"], at(2, 0)),
+        ("image/heic", &["party", "beach"], at(1, 0)),
+        ("video/webm", &["party"], at(1, 0)),
+    ];
+    let mut all = Vec::new();
+    for (content_type, tags, time) in items {
+        let media = typed(pending(event.id, time, tags), content_type);
+        repo.insert_media(&media).await.unwrap();
+        all.push(repo.mark_ready(media.id, outcome(&media, 1)).await.unwrap());
+    }
+    // Never listed, though tagged `party` and photos: pending, deleting, another event's.
+    repo.insert_media(&pending(event.id, at(9, 0), &["party"]))
+        .await
+        .unwrap();
+    let gone = pending(event.id, at(9, 0), &["party"]);
+    repo.insert_media(&gone).await.unwrap();
+    repo.mark_ready(gone.id, outcome(&gone, 1)).await.unwrap();
+    repo.mark_deleting(gone.id, at(10, 0)).await.unwrap();
+    let elsewhere = pending(other_event.id, at(9, 0), &["party"]);
+    repo.insert_media(&elsewhere).await.unwrap();
+    repo.mark_ready(elsewhere.id, outcome(&elsewhere, 1))
+        .await
+        .unwrap();
+
+    all.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
+    let kind_of = |m: &EventMedia| {
+        plugs_domain::AllowedType::from_mime(&m.content_type).map(plugs_domain::AllowedType::kind)
+    };
+    let filters = [
+        (Some("party"), None),
+        (Some("night"), None),
+        (None, Some(MediaKind::Image)),
+        (None, Some(MediaKind::Video)),
+        (None, Some(MediaKind::Audio)),
+        (None, Some(MediaKind::Document)),
+        (Some("party"), Some(MediaKind::Image)),
+        (Some("beach"), Some(MediaKind::Video)),
+        (Some("nobody"), None),
+        // Compared exactly: normalising what a client typed is the caller's job.
+        (Some("Party"), None),
+    ];
+    for (tag, kind) in filters {
+        let filter = MediaFilter {
+            tag: tag.map(str::to_owned),
+            kind,
+        };
+        let expected: Vec<EventMedia> = all
+            .iter()
+            .filter(|m| tag.is_none_or(|tag| m.tags.iter().any(|t| t == tag)))
+            .filter(|m| kind.is_none_or(|kind| kind_of(m) == Some(kind)))
+            .cloned()
+            .collect();
+        for page_size in [1, 2, 3, 100] {
+            let served = all_pages(
+                page_size,
+                |m: &EventMedia| PageCursor {
+                    created_at: m.created_at,
+                    id: m.id.as_uuid(),
+                },
+                |after| repo.list_ready(event.id, &filter, after, page_size),
+            )
+            .await;
+            assert_eq!(served, expected, "{filter:?}, page size {page_size}");
+        }
+    }
+    let party = MediaFilter {
+        tag: Some("party".to_owned()),
+        kind: None,
+    };
+    assert_eq!(
+        repo.list_ready(event.id, &party, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+
+    // The tag filter follows an edit of the tags.
+    let photo = all
+        .iter()
+        .find(|m| m.content_type == "image/webp")
+        .unwrap();
+    repo.update_fields(
+        photo.id,
+        FieldsUpdate {
+            fields: fields(None, None, &["beach"]),
+            expected: photo.updated_at,
+            at: photo.updated_at + Duration::seconds(1),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let listed = repo.list_ready(event.id, &party, None, 100).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(listed.iter().all(|m| m.id != photo.id));
 }
