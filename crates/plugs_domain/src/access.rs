@@ -10,7 +10,7 @@ use crate::{DomainError, Event, UserId};
 pub enum Access {
     /// See the event, list or fetch its media, download or stream bytes, get a presigned URL.
     Read,
-    /// Add media to the event.
+    /// Add media to the event, edit the event's title or a media's fields.
     Write,
     /// Delete the event or one of its media.
     Delete,
@@ -33,7 +33,8 @@ impl Access {
 /// ```
 /// use plugs_domain::{authorize, DomainError, Event, EventId, UserId};
 /// let alice = UserId::parse("alice").unwrap();
-/// let event = Event { id: EventId::new(), title: "Picnic".into(), owner: alice.clone(), created_at: chrono::Utc::now() };
+/// let now = chrono::Utc::now();
+/// let event = Event { id: EventId::new(), title: "Picnic".into(), owner: alice.clone(), created_at: now, updated_at: now };
 /// assert_eq!(authorize(&event, &alice), Ok(()));
 /// assert_eq!(authorize(&event, &UserId::parse("bob").unwrap()), Err(DomainError::NotOwner));
 /// ```
@@ -56,6 +57,7 @@ mod tests {
             title: "t".into(),
             owner: UserId::parse(owner).unwrap(),
             created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
         }
     }
 

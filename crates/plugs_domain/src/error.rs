@@ -116,6 +116,13 @@ pub enum DomainError {
         len: usize,
     },
 
+    /// One item of a tag list holds a comma; a tag never does (the form splits on commas).
+    #[error("tag {tag:?} contains a comma; give each tag as its own list item")]
+    TagHasComma {
+        /// The offending item (truncated).
+        tag: String,
+    },
+
     /// The caller does not own the event. Callers answer this exactly as "event not found".
     #[error("not the owner of this event")]
     NotOwner,

@@ -62,6 +62,24 @@ impl MediaFields {
             tags,
         })
     }
+
+    /// Validates tags given one per item (a JSON list), by the rules of [`MediaFields::parse`]:
+    /// each trimmed and lower-cased, blank items skipped, later duplicates dropped, at most 20 of
+    /// at most 50 characters. An item holding a comma is refused rather than split: a tag can
+    /// never contain one (the form splits on it), so the list a record shows always comes back
+    /// unchanged.
+    ///
+    /// ```
+    /// use plugs_domain::{DomainError, MediaFields};
+    /// assert_eq!(MediaFields::parse_tag_list(&[" Beach", "beach", "New York"]).unwrap(), ["beach", "new york"]);
+    /// assert!(matches!(MediaFields::parse_tag_list(&["a,b"]), Err(DomainError::TagHasComma { .. })));
+    /// ```
+    pub fn parse_tag_list<S: AsRef<str>>(tags: &[S]) -> Result<Vec<String>, DomainError> {
+        if let Some(tag) = tags.iter().map(AsRef::as_ref).find(|t| t.contains(',')) {
+            return Err(DomainError::TagHasComma { tag: echo(tag, 60) });
+        }
+        normalize_tags(tags.iter().map(AsRef::as_ref))
+    }
 }
 
 /// Validates an event title: trimmed, 1 to 200 characters, no control characters.
@@ -116,8 +134,12 @@ fn check_description(description: &str) -> Result<String, DomainError> {
 }
 
 fn parse_tags(raw: &str) -> Result<Vec<String>, DomainError> {
+    normalize_tags(raw.split(','))
+}
+
+fn normalize_tags<'a>(pieces: impl Iterator<Item = &'a str>) -> Result<Vec<String>, DomainError> {
     let mut tags: Vec<String> = Vec::new();
-    for piece in raw.split(',') {
+    for piece in pieces {
         let tag = piece.trim().to_lowercase();
         if tag.is_empty() {
             continue;
@@ -247,6 +269,44 @@ mod tests {
             tags("fine,bad\u{0}tag"),
             Err(DomainError::ControlCharacter { field: "tags" })
         );
+    }
+
+    #[test]
+    fn a_tag_list_follows_the_form_rules_and_refuses_commas() {
+        assert_eq!(
+            MediaFields::parse_tag_list(&[" Beach ", "SUNSET", "beach", "", "  ", "Été"]).unwrap(),
+            ["beach", "sunset", "été"]
+        );
+        assert_eq!(
+            MediaFields::parse_tag_list::<&str>(&[]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            MediaFields::parse_tag_list(&["ok", "a, b"]),
+            Err(DomainError::TagHasComma {
+                tag: "a, b".to_owned()
+            })
+        );
+        let twenty_one: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            MediaFields::parse_tag_list(&twenty_one),
+            Err(DomainError::TooManyTags { max: 20, count: 21 })
+        );
+        assert_eq!(
+            MediaFields::parse_tag_list(&["x".repeat(51)]),
+            Err(DomainError::TagTooLong {
+                tag: "x".repeat(51),
+                max: 50,
+                len: 51
+            })
+        );
+        assert_eq!(
+            MediaFields::parse_tag_list(&["bad\ttag"]),
+            Err(DomainError::ControlCharacter { field: "tags" })
+        );
+        // What a record shows is accepted back unchanged.
+        let parsed = tags("Pets, cats, New York").unwrap();
+        assert_eq!(MediaFields::parse_tag_list(&parsed).unwrap(), parsed);
     }
 
     #[test]

@@ -336,7 +336,11 @@ fn stale(before: NaiveDateTime, now: NaiveDateTime) -> _ {
 
 /// Writes a media's tags in their order. One statement per tag: the multi-backend connection has
 /// no batch insert.
-fn insert_tags(conn: &mut AnyConnection, media_id: SqlUuid, tags: &[String]) -> Result<(), TxError> {
+fn insert_tags(
+    conn: &mut AnyConnection,
+    media_id: SqlUuid,
+    tags: &[String],
+) -> Result<(), TxError> {
     for (position, tag) in tags.iter().enumerate() {
         let position = i32::try_from(position).map_err(|_| {
             TxError::Repo(RepoError::Other {
@@ -355,7 +359,11 @@ fn insert_tags(conn: &mut AnyConnection, media_id: SqlUuid, tags: &[String]) -> 
 }
 
 /// Replaces a media's tags with `tags` (inside the caller's transaction).
-fn replace_tags(conn: &mut AnyConnection, media_id: SqlUuid, tags: &[String]) -> Result<(), TxError> {
+fn replace_tags(
+    conn: &mut AnyConnection,
+    media_id: SqlUuid,
+    tags: &[String],
+) -> Result<(), TxError> {
     diesel::delete(event_media_tags::table.filter(event_media_tags::media_id.eq(media_id)))
         .execute(conn)?;
     insert_tags(conn, media_id, tags)
@@ -470,10 +478,7 @@ impl EventRepository for Database {
                         .filter(events::id.eq(key))
                         .filter(events::updated_at.eq(db_time(expected))),
                 )
-                .set((
-                    events::title.eq(title),
-                    events::updated_at.eq(db_time(at)),
-                ))
+                .set((events::title.eq(title), events::updated_at.eq(db_time(at))))
                 .execute(conn)?;
                 if updated == 0 {
                     return Ok(None);
@@ -585,11 +590,7 @@ impl MediaRepository for Database {
         .await
     }
 
-    async fn mark_deleting(
-        &self,
-        id: MediaId,
-        at: DateTime<Utc>,
-    ) -> Result<EventMedia, RepoError> {
+    async fn mark_deleting(&self, id: MediaId, at: DateTime<Utc>) -> Result<EventMedia, RepoError> {
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
                 let key = SqlUuid(id.as_uuid());

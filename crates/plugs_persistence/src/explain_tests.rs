@@ -282,11 +282,8 @@ async fn listing_50_of_100k_rows_reads_the_index() {
                 .into_iter()
                 .map(|case| {
                     let first = sql_sent(&url, &case.filter, None);
-                    let after = sql_sent(
-                        &url,
-                        &case.filter,
-                        Some((cursor_at, SqlUuid(Uuid::max()))),
-                    );
+                    let after =
+                        sql_sent(&url, &case.filter, Some((cursor_at, SqlUuid(Uuid::max()))));
                     (case, first, after)
                 })
                 .collect::<Vec<_>>()
@@ -419,7 +416,9 @@ impl Report {
             out.push_str(&case.after_sql);
             out.push_str("\n```\n\n");
             for (name, _, analyzed) in &case.plans {
-                out.push_str(&format!("`{name}`, analyzed:\n\n```text\n{analyzed}\n```\n\n"));
+                out.push_str(&format!(
+                    "`{name}`, analyzed:\n\n```text\n{analyzed}\n```\n\n"
+                ));
             }
         }
         out

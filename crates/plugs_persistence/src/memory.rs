@@ -370,32 +370,36 @@ impl MediaRepository for InMemoryRepository {
         id: MediaId,
         update: FieldsUpdate,
     ) -> Result<Option<EventMedia>, RepoError> {
-        self.run(RepoOp::UpdateFields, |tables| match tables.media.get_mut(&id) {
-            Some(media)
-                if media.status == MediaStatus::Ready
-                    && media.updated_at == truncate_to_micros(update.expected) =>
-            {
-                let mut seen = std::collections::HashSet::new();
-                if !update.fields.tags.iter().all(|tag| seen.insert(tag)) {
-                    return Err(RepoError::Duplicate { what: "tag" });
+        self.run(RepoOp::UpdateFields, |tables| {
+            match tables.media.get_mut(&id) {
+                Some(media)
+                    if media.status == MediaStatus::Ready
+                        && media.updated_at == truncate_to_micros(update.expected) =>
+                {
+                    let mut seen = std::collections::HashSet::new();
+                    if !update.fields.tags.iter().all(|tag| seen.insert(tag)) {
+                        return Err(RepoError::Duplicate { what: "tag" });
+                    }
+                    media.title = update.fields.title;
+                    media.description = update.fields.description;
+                    media.tags = update.fields.tags;
+                    media.updated_at = truncate_to_micros(update.at);
+                    Ok(Some(media.clone()))
                 }
-                media.title = update.fields.title;
-                media.description = update.fields.description;
-                media.tags = update.fields.tags;
-                media.updated_at = truncate_to_micros(update.at);
-                Ok(Some(media.clone()))
+                _ => Ok(None),
             }
-            _ => Ok(None),
         })
     }
 
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
-        self.run(RepoOp::RenewLease, |tables| match tables.media.get_mut(&id) {
-            Some(media) if media.status == MediaStatus::Pending => {
-                media.lease_until = Some(truncate_to_micros(until));
-                Ok(true)
+        self.run(RepoOp::RenewLease, |tables| {
+            match tables.media.get_mut(&id) {
+                Some(media) if media.status == MediaStatus::Pending => {
+                    media.lease_until = Some(truncate_to_micros(until));
+                    Ok(true)
+                }
+                _ => Ok(false),
             }
-            _ => Ok(false),
         })
     }
 

@@ -443,7 +443,11 @@ pub async fn leases_protect_uploads_in_flight_whatever_the_grace(repo: &dyn Repo
         repo.insert_media(media).await.unwrap();
     }
     assert_eq!(
-        repo.find_media(old_but_leased.id).await.unwrap().unwrap().lease_until,
+        repo.find_media(old_but_leased.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_until,
         old_but_leased.lease_until
     );
 
@@ -471,7 +475,11 @@ pub async fn leases_protect_uploads_in_flight_whatever_the_grace(repo: &dyn Repo
 
     // Renewed past `later`, the leased record stays safe then; once finished, it has no lease.
     let later = at(10_100, 0);
-    assert!(repo.renew_lease(old_but_leased.id, at(10_200, 0)).await.unwrap());
+    assert!(
+        repo.renew_lease(old_but_leased.id, at(10_200, 0))
+            .await
+            .unwrap()
+    );
     assert!(
         repo.list_stale(MediaStatus::Pending, later, later, 10)
             .await
@@ -485,10 +493,18 @@ pub async fn leases_protect_uploads_in_flight_whatever_the_grace(repo: &dyn Repo
         .unwrap();
     assert_eq!(ready.lease_until, None);
     assert!(
-        !repo.renew_lease(old_but_leased.id, at(10_300, 0)).await.unwrap(),
+        !repo
+            .renew_lease(old_but_leased.id, at(10_300, 0))
+            .await
+            .unwrap(),
         "only pending records hold a lease"
     );
-    assert!(!repo.renew_lease(MediaId::new(), at(10_300, 0)).await.unwrap());
+    assert!(
+        !repo
+            .renew_lease(MediaId::new(), at(10_300, 0))
+            .await
+            .unwrap()
+    );
 }
 
 pub async fn racing_mark_ready_lets_exactly_one_win(repo: &dyn Repo) {
@@ -665,10 +681,15 @@ pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
             .is_empty()
     );
     assert_eq!(
-        repo.list_stale(MediaStatus::Deleting, Utc::now() + Duration::seconds(1), Utc::now(), 10)
-            .await
-            .unwrap()
-            .len(),
+        repo.list_stale(
+            MediaStatus::Deleting,
+            Utc::now() + Duration::seconds(1),
+            Utc::now(),
+            10
+        )
+        .await
+        .unwrap()
+        .len(),
         1
     );
 }
@@ -800,7 +821,11 @@ pub async fn mark_deleting_if_stale_moves_only_records_still_stale_and_expected(
 pub async fn update_event_title_applies_only_to_the_version_read(repo: &dyn Repo) {
     let event = new_event(repo, at(0, 123_456_789)).await;
     let stored = repo.find_event(event.id).await.unwrap().unwrap();
-    assert_eq!(stored.updated_at, at(0, 123_456_000), "truncated like created_at");
+    assert_eq!(
+        stored.updated_at,
+        at(0, 123_456_000),
+        "truncated like created_at"
+    );
 
     assert_eq!(
         repo.update_event_title(event.id, "stale", at(0, 0), at(9, 0))
@@ -808,7 +833,10 @@ pub async fn update_event_title_applies_only_to_the_version_read(repo: &dyn Repo
             .unwrap(),
         None
     );
-    assert_eq!(repo.find_event(event.id).await.unwrap(), Some(stored.clone()));
+    assert_eq!(
+        repo.find_event(event.id).await.unwrap(),
+        Some(stored.clone())
+    );
 
     let edited = repo
         .update_event_title(event.id, "Renamed", stored.updated_at, at(5, 7_000_999))
@@ -823,7 +851,10 @@ pub async fn update_event_title_applies_only_to_the_version_read(repo: &dyn Repo
             ..stored.clone()
         }
     );
-    assert_eq!(repo.find_event(event.id).await.unwrap(), Some(edited.clone()));
+    assert_eq!(
+        repo.find_event(event.id).await.unwrap(),
+        Some(edited.clone())
+    );
     assert_eq!(
         repo.list_events(&user("alice"), None, 10).await.unwrap(),
         [edited.clone()]
@@ -876,7 +907,10 @@ pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(re
         at: at(9, 0),
     };
     assert_eq!(repo.update_fields(media.id, stale).await.unwrap(), None);
-    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(ready.clone()));
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(ready.clone())
+    );
 
     let edit = FieldsUpdate {
         fields: fields(None, Some("Line one\nline two"), &["c", "a"]),
@@ -898,7 +932,10 @@ pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(re
             ..ready.clone()
         }
     );
-    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(edited.clone()));
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(edited.clone())
+    );
     assert_eq!(
         repo.list_ready(event.id, &MediaFilter::default(), None, 10)
             .await
@@ -920,8 +957,14 @@ pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(re
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, RepoError::Duplicate { what: "tag" }), "{err:?}");
-    assert_eq!(repo.find_media(media.id).await.unwrap(), Some(edited.clone()));
+    assert!(
+        matches!(err, RepoError::Duplicate { what: "tag" }),
+        "{err:?}"
+    );
+    assert_eq!(
+        repo.find_media(media.id).await.unwrap(),
+        Some(edited.clone())
+    );
 
     // Only ready records: a pending upload and a delete in progress are not edited.
     let upload = pending(event.id, at(5, 0), &["p"]);
@@ -943,7 +986,10 @@ pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(re
         expected: at(0, 0),
         at: at(1, 0),
     };
-    assert_eq!(repo.update_fields(MediaId::new(), update).await.unwrap(), None);
+    assert_eq!(
+        repo.update_fields(MediaId::new(), update).await.unwrap(),
+        None
+    );
 }
 
 /// Two editors who read the same version: exactly one edit lands, whole.
@@ -960,13 +1006,12 @@ pub async fn racing_field_updates_from_one_version_let_exactly_one_win(repo: &dy
         repo.update_fields(ready.id, update("second", "two")),
     )
     .await;
-    let wins: Vec<EventMedia> = results
-        .into_iter()
-        .map(Result::unwrap)
-        .flatten()
-        .collect();
+    let wins: Vec<EventMedia> = results.into_iter().map(Result::unwrap).flatten().collect();
     assert_eq!(wins.len(), 1, "{wins:?}");
-    assert_eq!(repo.find_media(ready.id).await.unwrap().as_ref(), Some(&wins[0]));
+    assert_eq!(
+        repo.find_media(ready.id).await.unwrap().as_ref(),
+        Some(&wins[0])
+    );
 }
 
 fn typed(mut media: EventMedia, content_type: &str) -> EventMedia {
@@ -1064,10 +1109,7 @@ pub async fn list_ready_filters_by_tag_and_kind_on_every_page(repo: &dyn Repo) {
     );
 
     // The tag filter follows an edit of the tags.
-    let photo = all
-        .iter()
-        .find(|m| m.content_type == "image/webp")
-        .unwrap();
+    let photo = all.iter().find(|m| m.content_type == "image/webp").unwrap();
     repo.update_fields(
         photo.id,
         FieldsUpdate {
