@@ -18,6 +18,6 @@ pub use fields::{MediaFields, validate_event_title};
 pub use filename::{MAX_FILENAME_CHARS, sanitize_filename};
 pub use ids::{EventId, MediaId, UserId};
 pub use keys::{Clock, ManualClock, SystemClock};
-pub use media_type::{AllowedType, ContentType, MediaKind, normalize_mime};
+pub use media_type::{AllowedType, ContentType, MediaKind, may_run_code, normalize_mime};
 pub use model::{Event, EventMedia, MediaStatus};
 pub use policy::{DEFAULT_MAX_SIZE_BYTES, MediaPolicy, SNIFF_LEN};

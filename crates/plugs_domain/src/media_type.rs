@@ -230,6 +230,29 @@ impl From<AllowedType> for ContentType {
     }
 }
 
+/// Whether a browser that displays a file of this content type may run code it carries: a PDF
+/// viewer runs the document's JavaScript (an `OpenAction`, form scripts), where pictures, video
+/// and sound only play. Any type outside those three kinds counts, and so does a type this
+/// service does not know, so a type added later is treated as active until someone decides
+/// otherwise. Such files are served as attachments in a sandbox, never rendered in our origin.
+///
+/// ```
+/// use plugs_domain::may_run_code;
+/// assert!(may_run_code("application/pdf"));
+/// assert!(may_run_code("text/html"));
+/// assert!(!may_run_code("image/png"));
+/// assert!(!may_run_code("Video/MP4; codecs=avc1"));
+/// ```
+pub fn may_run_code(content_type: &str) -> bool {
+    match AllowedType::from_mime(content_type) {
+        Some(known) => !matches!(
+            known.kind(),
+            MediaKind::Image | MediaKind::Video | MediaKind::Audio
+        ),
+        None => true,
+    }
+}
+
 /// Lower-cases a MIME type and drops its parameters and surrounding whitespace:
 /// `" Image/PNG ; charset=binary"` becomes `"image/png"`.
 pub fn normalize_mime(mime: &str) -> String {
@@ -240,6 +263,20 @@ pub fn normalize_mime(mime: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_documents_and_unknown_types_may_run_code() {
+        for t in AllowedType::ALL {
+            assert_eq!(
+                may_run_code(t.mime()),
+                t.kind() == MediaKind::Document,
+                "{t}"
+            );
+        }
+        for unknown in ["text/html", "image/svg+xml", "application/octet-stream", ""] {
+            assert!(may_run_code(unknown), "{unknown}");
+        }
+    }
 
     #[test]
     fn every_canonical_name_and_alias_resolves_to_its_type() {
