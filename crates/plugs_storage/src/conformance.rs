@@ -2,7 +2,8 @@
 //! that panic on a violation. Enabled by the `conformance` feature.
 //!
 //! Each case takes a fresh, empty store and the [`Capabilities`] of the server behind it; a case
-//! needing a behaviour the server lacks prints a visible `SKIPPED (...)` line and returns. The
+//! needing a behaviour the server lacks prints a visible `SKIPPED (...)` line, records it in
+//! `PLUGS_TEST_SKIP_LOG` when set, and returns. The
 //! [`conformance_tests!`](crate::conformance_tests) macro generates one `#[tokio::test]` per case.
 // A test suite: failures are panics with a message, and skips must show in the test output.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
@@ -21,12 +22,58 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     ByteRange, ByteStream, GetOptions, ListOptions, ObjectKey, ObjectStore, ObjectStoreExt,
-    PresignMethod, PutOptions, ServerSideEncryption, StoreError,
+    PresignMethod, PresignOptions, PutOptions, ServerSideEncryption, StoreError,
 };
 
 /// Lists the keys of unfinished multipart uploads under a prefix (see
 /// [`S3Store::list_multipart_uploads`](crate::S3Store::list_multipart_uploads)).
 pub type PendingUploadsProbe = Arc<dyn Fn(String) -> BoxFuture<'static, Vec<String>> + Send + Sync>;
+
+/// Leaves one leftover of a write that never finished, as a killed process leaves it: an
+/// unfinished multipart upload on S3, a temporary file in a local store.
+pub type LeftoverMaker = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Counts the leftovers of unfinished writes the store holds, looking behind its back.
+pub type LeftoverCounter = Arc<dyn Fn() -> BoxFuture<'static, usize> + Send + Sync>;
+
+/// How a case makes and sees what [`ObjectStore::sweep`] must remove.
+#[derive(Clone)]
+pub struct Leftovers {
+    /// Makes one.
+    pub make: LeftoverMaker,
+    /// Counts them.
+    pub count: LeftoverCounter,
+    /// The server reports when a leftover was made, so a young one can be spared (moto 5
+    /// reports every multipart upload as started on 2010-11-10).
+    pub dated: bool,
+}
+
+impl Leftovers {
+    /// The leftovers of a [`LocalFsStore`](crate::LocalFsStore) opened on `root`: files under
+    /// `root/tmp/`, as a put killed mid-upload leaves them.
+    pub fn local_temp_files(root: std::path::PathBuf) -> Self {
+        let tmp = root.join("tmp");
+        let made = tmp.clone();
+        Self {
+            make: Arc::new(move || {
+                let path = made.join(format!("killed-put-{}", uuid::Uuid::new_v4()));
+                Box::pin(async move { tokio::fs::write(path, b"half an upload").await.unwrap() })
+            }),
+            count: Arc::new(move || {
+                let tmp = tmp.clone();
+                Box::pin(async move {
+                    let mut entries = tokio::fs::read_dir(&tmp).await.unwrap();
+                    let mut count = 0;
+                    while entries.next_entry().await.unwrap().is_some() {
+                        count += 1;
+                    }
+                    count
+                })
+            }),
+            dated: true,
+        }
+    }
+}
 
 /// What the server behind a store can do, so that cases skip visibly what it lacks.
 #[derive(Clone)]
@@ -47,6 +94,9 @@ pub struct Capabilities {
     pub pending_uploads: Option<PendingUploadsProbe>,
     /// A suffix range longer than the object serves the whole object (s3s-fs 0.14 answers 500).
     pub serves_long_suffix_ranges: bool,
+    /// How to make and count the leftovers [`ObjectStore::sweep`] removes, for stores that can
+    /// have them and servers that can list them.
+    pub leftovers: Option<Leftovers>,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -59,13 +109,14 @@ impl std::fmt::Debug for Capabilities {
             .field("one_part_size", &self.one_part_size)
             .field("pending_uploads", &self.pending_uploads.is_some())
             .field("serves_long_suffix_ranges", &self.serves_long_suffix_ranges)
+            .field("leftovers", &self.leftovers.is_some())
             .finish()
     }
 }
 
 impl Capabilities {
-    /// A backend that serves no presigned URL and lists no multipart upload, with a 3 MiB
-    /// streaming case.
+    /// A backend that serves no presigned URL, lists no multipart upload and makes no leftover,
+    /// with a 3 MiB streaming case.
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
@@ -75,6 +126,7 @@ impl Capabilities {
             one_part_size: 5 * 1024 * 1024,
             pending_uploads: None,
             serves_long_suffix_ranges: true,
+            leftovers: None,
         }
     }
 }
@@ -101,7 +153,8 @@ macro_rules! conformance_tests {
             list_pages_in_order, ranges, range_past_end_not_satisfiable, if_none_match_not_modified,
             empty_object, awkward_keys_roundtrip, sha256_checked, size_checked, encryption_accepted,
             large_streamed_upload, declared_size_large_upload, exactly_one_part_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
-            presigned_get, presigned_put, presigned_tampered_refused, presigned_expired_refused);
+            presigned_get, presigned_put, presigned_tampered_refused, presigned_expired_refused,
+            sweep_removes_only_stale_leftovers, ping_answers);
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
         $(
@@ -119,8 +172,27 @@ fn key(key: &str) -> ObjectKey {
     ObjectKey::parse(key).unwrap()
 }
 
+/// A case the server cannot run: `SKIPPED (...)` on stderr, which the test runner hides for a
+/// test that passes, so also a line `test: why` appended to the file `PLUGS_TEST_SKIP_LOG` names
+/// (the contract of `plugs_test_support::record_skip`; `cargo xtask ci` sets it and prints the
+/// lines in its summary).
 fn skip(caps: &Capabilities, lacks: &str) {
-    eprintln!("SKIPPED ({} lacks {lacks})", caps.name);
+    use std::io::Write as _;
+    let why = format!("{} lacks {lacks}", caps.name);
+    eprintln!("SKIPPED ({why})");
+    let Some(path) = std::env::var_os("PLUGS_TEST_SKIP_LOG").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let thread = std::thread::current();
+    let line = format!("{}: {why}\n", thread.name().unwrap_or("(unnamed test)"));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(error) = written {
+        eprintln!("warning: could not record the skip in {path:?}: {error}");
+    }
 }
 
 /// Deterministic bytes: chunk `index` of a pattern, different per seed and chunk.
@@ -830,6 +902,95 @@ pub async fn dropped_put_stores_nothing(store: &dyn ObjectStore, caps: &Capabili
     assert_no_pending_upload(caps, "dropped/").await;
 }
 
+/// `sweep` removes the leftovers of writes that never finished once they are older than the
+/// cutoff, only counts them in a dry run, spares younger ones, and never touches an object. A
+/// store that cannot look for its leftovers says so instead of failing.
+pub async fn sweep_removes_only_stale_leftovers(store: &dyn ObjectStore, caps: &Capabilities) {
+    let kept = key("sweep/kept.bin");
+    store
+        .put_bytes(
+            &kept,
+            Bytes::from_static(b"finished"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let later = || Utc::now() + chrono::Duration::minutes(10);
+    let report = store.sweep(later(), false).await.unwrap();
+    assert_eq!(
+        (report.found(), report.removed(), report.failed()),
+        (0, 0, 0),
+        "a store without unfinished writes has nothing to sweep: {report:?}"
+    );
+    assert_eq!(
+        store.get_bytes(&kept).await.unwrap(),
+        Bytes::from_static(b"finished")
+    );
+    if let Some(why) = &report.skipped {
+        assert!(
+            caps.leftovers.is_none(),
+            "the sweep skipped although the server lists leftovers: {why}"
+        );
+        skip(caps, &format!("a listing of leftovers ({why})"));
+        return;
+    }
+    let Some(leftovers) = &caps.leftovers else {
+        skip(caps, "a way to make leftovers: sweep not observed");
+        return;
+    };
+    (leftovers.make)().await;
+    assert_eq!((leftovers.count)().await, 1, "the leftover was made");
+
+    if leftovers.dated {
+        let earlier = Utc::now() - chrono::Duration::hours(1);
+        let report = store.sweep(earlier, false).await.unwrap();
+        assert_eq!(report.found(), 0, "younger than the cutoff: {report:?}");
+        assert_eq!((leftovers.count)().await, 1, "a young leftover is spared");
+    } else {
+        skip(
+            caps,
+            "true start times of leftovers: sparing a young one not checked",
+        );
+    }
+
+    let report = store.sweep(later(), true).await.unwrap();
+    assert_eq!(
+        (report.found(), report.removed()),
+        (1, 0),
+        "a dry run counts: {report:?}"
+    );
+    assert_eq!((leftovers.count)().await, 1, "a dry run removes nothing");
+
+    let report = store.sweep(later(), false).await.unwrap();
+    assert_eq!(
+        (report.found(), report.removed(), report.failed()),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!((leftovers.count)().await, 0, "the stale leftover is gone");
+    assert_eq!(store.sweep(later(), false).await.unwrap().found(), 0);
+    assert_eq!(
+        store.get_bytes(&kept).await.unwrap(),
+        Bytes::from_static(b"finished"),
+        "the sweep never touches an object"
+    );
+}
+
+/// `ping` answers on a working store, empty or not, and never creates what it probes.
+pub async fn ping_answers(store: &dyn ObjectStore, _caps: &Capabilities) {
+    store.ping().await.unwrap();
+    store
+        .put_bytes(&key("ping/a.bin"), Bytes::from_static(b"a"), PutOptions::default())
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let probe = key(crate::READY_PROBE_KEY);
+    assert!(
+        !store.exists(&probe).await.unwrap(),
+        "ping leaves no object behind"
+    );
+}
+
 fn tamper(url: &str) -> String {
     // Change the last character of the signature, wherever the backend puts it.
     for name in ["X-Amz-Signature=", "signature="] {
@@ -861,7 +1022,12 @@ pub async fn presigned_get(store: &dyn ObjectStore, caps: &Capabilities) {
         .await
         .unwrap();
     let url = store
-        .presign(PresignMethod::Get, &k, Duration::from_secs(300))
+        .presign(
+            PresignMethod::Get,
+            &k,
+            Duration::from_secs(300),
+            &PresignOptions::default(),
+        )
         .await
         .unwrap();
     let lifetime = url.expires_at - Utc::now();
@@ -883,7 +1049,12 @@ pub async fn presigned_get(store: &dyn ObjectStore, caps: &Capabilities) {
 pub async fn presigned_put(store: &dyn ObjectStore, caps: &Capabilities) {
     let k = key("presign/put.txt");
     let url = store
-        .presign(PresignMethod::Put, &k, Duration::from_secs(300))
+        .presign(
+            PresignMethod::Put,
+            &k,
+            Duration::from_secs(300),
+            &PresignOptions::default(),
+        )
         .await
         .unwrap();
     if !caps.serves_presigned_urls {
@@ -922,7 +1093,12 @@ pub async fn presigned_tampered_refused(store: &dyn ObjectStore, caps: &Capabili
         .await
         .unwrap();
     let url = store
-        .presign(PresignMethod::Get, &k, Duration::from_secs(300))
+        .presign(
+            PresignMethod::Get,
+            &k,
+            Duration::from_secs(300),
+            &PresignOptions::default(),
+        )
         .await
         .unwrap();
     let (status, body) = fetch(&tamper(&url.url)).await;
@@ -936,6 +1112,19 @@ pub async fn presigned_tampered_refused(store: &dyn ObjectStore, caps: &Capabili
         .unwrap();
     let (status, _) = fetch(&url.url.replace("tampered.png", "other.png")).await;
     assert_eq!(status, 403);
+    // The URL binds its method: one signed for GET takes no upload.
+    let response = reqwest::Client::new()
+        .put(&url.url)
+        .header("content-type", "text/plain")
+        .body("overwritten")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403, "PUT through a GET URL");
+    assert_eq!(
+        store.get_bytes(&k).await.unwrap(),
+        Bytes::from_static(b"private")
+    );
 }
 
 /// A presigned URL stops working once expired.
@@ -950,7 +1139,12 @@ pub async fn presigned_expired_refused(store: &dyn ObjectStore, caps: &Capabilit
         .await
         .unwrap();
     let url = store
-        .presign(PresignMethod::Get, &k, Duration::from_secs(1))
+        .presign(
+            PresignMethod::Get,
+            &k,
+            Duration::from_secs(1),
+            &PresignOptions::default(),
+        )
         .await
         .unwrap();
     // Expiry is checked in whole seconds: wait until the URL's lifetime has certainly passed.

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::{
     ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    PresignMethod, PresignedUrl, PutOptions, PutResult, Result, StoreError,
+    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result, StoreError,
+    SweepReport,
 };
 
 /// The calls of [`ObjectStore`], to choose which one fails.
@@ -31,6 +33,10 @@ pub enum Operation {
     List,
     /// [`ObjectStore::presign`].
     Presign,
+    /// [`ObjectStore::sweep`].
+    Sweep,
+    /// [`ObjectStore::ping`].
+    Ping,
 }
 
 /// Which error an injected fault raises.
@@ -303,9 +309,20 @@ impl ObjectStore for FaultyStore {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        options: &PresignOptions,
     ) -> Result<PresignedUrl> {
         self.enter(Operation::Presign, key.as_str()).await?;
-        self.inner.presign(method, key, expires_in).await
+        self.inner.presign(method, key, expires_in, options).await
+    }
+
+    async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {
+        self.enter(Operation::Sweep, "").await?;
+        self.inner.sweep(older_than, dry_run).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.enter(Operation::Ping, "").await?;
+        self.inner.ping().await
     }
 }
 

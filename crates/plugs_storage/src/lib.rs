@@ -21,6 +21,6 @@ pub use memory::MemoryStore;
 pub use s3::{MIN_PART_SIZE, PendingUpload, S3Config, S3Store};
 pub use store::{
     ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PresignMethod, PresignedUrl, PutOptions, PutResult, ServerSideEncryption,
-    etag_matches,
+    ObjectStoreExt, PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult,
+    READY_PROBE_KEY, ServerSideEncryption, SweepCount, SweepReport, etag_matches,
 };

@@ -13,7 +13,7 @@ use std::io::{self, ErrorKind, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,7 +26,8 @@ use crate::signing::UrlSigner;
 use crate::store::etag_matches;
 use crate::{
     ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    PresignMethod, PresignedUrl, PutOptions, PutResult, Result, ServerSideEncryption, StoreError,
+    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result,
+    ServerSideEncryption, StoreError, SweepCount, SweepReport,
 };
 
 /// Read buffer of a get's stream.
@@ -82,7 +83,7 @@ impl LocalFsStore {
     pub fn new(config: LocalFsConfig) -> Result<Self> {
         for dir in ["objects", "meta", "tmp"] {
             let path = config.root.join(dir);
-            fs::create_dir_all(&path).map_err(|source| StoreError::Unavailable {
+            create_private_dir_all(&path).map_err(|source| StoreError::Unavailable {
                 source: format!("cannot create {}: {source}", path.display()).into(),
             })?;
         }
@@ -95,53 +96,6 @@ impl LocalFsStore {
     /// The directory the store lives in.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Temporary files under `root/tmp/` last written more than `older_than` ago: what puts of a
-    /// process that died mid-upload (SIGKILL, power loss) left behind, which no drop can remove.
-    /// Removes them unless `dry_run`, and returns how many there were. A put in progress keeps
-    /// writing its file, so a grace longer than an upload can stall spares it. Blocking.
-    pub fn remove_stale_temp_files(
-        root: &Path,
-        older_than: Duration,
-        dry_run: bool,
-    ) -> Result<usize> {
-        let tmp = root.join("tmp");
-        let entries = match fs::read_dir(&tmp) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => {
-                return Err(StoreError::other(
-                    format!("cannot list {}", tmp.display()),
-                    e,
-                ));
-            }
-        };
-        let now = std::time::SystemTime::now();
-        let mut stale = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::other("cannot list tmp/", e))?;
-            let Ok(metadata) = entry.metadata() else {
-                continue;
-            };
-            let age = metadata
-                .modified()
-                .ok()
-                .and_then(|modified| now.duration_since(modified).ok())
-                .unwrap_or_default();
-            if !metadata.is_file() || age < older_than {
-                continue;
-            }
-            stale += 1;
-            if !dry_run {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::other("cannot remove a temporary file", e)),
-                }
-            }
-        }
-        Ok(stale)
     }
 
     /// Checks the `expires` and `signature` query parameters of a URL from
@@ -174,6 +128,49 @@ impl LocalFsStore {
             .await
             .map_err(|source| StoreError::other("local store task failed", source))?
     }
+}
+
+/// Temporary files under `root/tmp/` last written before `cutoff`: what puts of a process that
+/// died mid-upload (SIGKILL, power loss) left behind, which no drop can remove. Removes them
+/// unless `dry_run`. A put in progress keeps writing its file, so a cutoff further back than an
+/// upload can stall spares it. Blocking.
+fn sweep_temp_files(root: &Path, cutoff: SystemTime, dry_run: bool) -> Result<SweepCount> {
+    let tmp = root.join("tmp");
+    let mut count = SweepCount::default();
+    let entries = match fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(count),
+        Err(e) => {
+            return Err(StoreError::other(
+                format!("cannot list {}", tmp.display()),
+                e,
+            ));
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::other("cannot list tmp/", e))?;
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        let stale = metadata.modified().is_ok_and(|modified| modified < cutoff);
+        if !metadata.is_file() || !stale {
+            continue;
+        }
+        count.found += 1;
+        if dry_run {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => count.removed += 1,
+            // Its put finished or failed (and cleaned up) since the listing.
+            Err(e) if e.kind() == ErrorKind::NotFound => count.removed += 1,
+            Err(error) => {
+                tracing::warn!(path = %entry.path().display(), %error, "cannot remove a stale temporary file");
+                count.failed += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// Maps an I/O error of a read: a missing file is a missing object.
@@ -314,7 +311,7 @@ fn commit(
     let meta_tmp = TempPath(tmp.with_extension("json"));
     let json =
         serde_json::to_vec(sidecar).map_err(|e| StoreError::other("cannot encode sidecar", e))?;
-    fs::write(&meta_tmp.0, json).map_err(|e| write_error(key, e))?;
+    private_write(&meta_tmp.0, &json).map_err(|e| write_error(key, e))?;
     // A concurrent delete prunes empty directories, and may remove one between our
     // create_dir_all and the rename: retry a few times.
     let mut attempt = 0;
@@ -352,9 +349,39 @@ fn commit(
 
 fn ensure_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(parent) => fs::create_dir_all(parent),
+        Some(parent) => create_private_dir_all(parent),
         None => Ok(()),
     }
+}
+
+/// Objects are private to the process that stores them: directories are created 0700 and files
+/// 0600, whatever the umask (which would make them 0755 and 0644, readable by every local user).
+/// Renames and hard links keep the mode, so every object and sidecar ends up 0600.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// See [`PRIVATE_DIR_MODE`].
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// `create_dir_all` with mode 0700 for every directory it creates.
+fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+}
+
+/// Options creating a new file with mode 0600 (fails if it exists).
+fn private_new_file() -> fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(PRIVATE_FILE_MODE);
+    options
+}
+
+/// `fs::write` of a new file with mode 0600.
+fn private_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    private_new_file().open(path)?.write_all(bytes)
 }
 
 /// Removes the empty directories left above `path`, up to (not including) `stop`.
@@ -428,9 +455,7 @@ impl ObjectStore for LocalFsStore {
         options: PutOptions,
     ) -> Result<PutResult> {
         let tmp = TempPath(self.root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut file = tokio::fs::OpenOptions::from(private_new_file())
             .open(&tmp.0)
             .await
             .map_err(|e| write_error(key, e))?;
@@ -540,9 +565,7 @@ impl ObjectStore for LocalFsStore {
                 .ok()
                 .and_then(|json| serde_json::from_slice::<Sidecar>(&json).ok());
             let tmp = TempPath(root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
-            let mut target = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
+            let mut target = private_new_file()
                 .open(&tmp.0)
                 .map_err(|e| write_error(&to, e))?;
             io::copy(&mut source, &mut target).map_err(|e| write_error(&to, e))?;
@@ -612,7 +635,111 @@ impl ObjectStore for LocalFsStore {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        // Whoever serves these URLs sets the answer's headers (see `PresignOptions`).
+        _options: &PresignOptions,
     ) -> Result<PresignedUrl> {
         self.signer.presign(method, key, expires_in)
+    }
+
+    async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {
+        let cutoff = SystemTime::from(older_than);
+        let temp_files = self
+            .blocking(move |root| sweep_temp_files(root, cutoff, dry_run))
+            .await?;
+        Ok(SweepReport {
+            temp_files,
+            ..SweepReport::default()
+        })
+    }
+
+    /// The store's three directories exist: one `stat` each, whatever the store holds (a
+    /// listing walked every directory, about 60 ms for 40 000 objects).
+    async fn ping(&self) -> Result<()> {
+        self.blocking(|root| {
+            for dir in ["objects", "meta", "tmp"] {
+                let path = root.join(dir);
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => {
+                        return Err(StoreError::Unavailable {
+                            source: format!("{} is not a directory", path.display()).into(),
+                        });
+                    }
+                    Err(source) => {
+                        return Err(StoreError::Unavailable {
+                            source: format!("cannot reach {}: {source}", path.display()).into(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::ObjectStoreExt as _;
+
+    fn store(root: &Path) -> LocalFsStore {
+        LocalFsStore::new(LocalFsConfig {
+            root: root.to_owned(),
+            base_url: "http://127.0.0.1:1/objects".to_owned(),
+            signing_key: vec![7; 32],
+        })
+        .unwrap()
+    }
+
+    fn modes(path: &Path, out: &mut Vec<(PathBuf, u32)>) {
+        out.push((
+            path.to_owned(),
+            fs::metadata(path).unwrap().permissions().mode() & 0o777,
+        ));
+        if path.is_dir() {
+            for entry in fs::read_dir(path).unwrap() {
+                modes(&entry.unwrap().path(), out);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn directories_are_0700_and_files_0600_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let store = store(&root);
+        let k = ObjectKey::parse("events/e/media/2026/01/02/a.png").unwrap();
+        store
+            .put_bytes(&k, Bytes::from_static(b"png"), PutOptions::default())
+            .await
+            .unwrap();
+        let copy = ObjectKey::parse("events/e/media/2026/01/02/b.png").unwrap();
+        store.copy(&k, &copy).await.unwrap();
+        let mut found = Vec::new();
+        modes(&root, &mut found);
+        assert!(found.len() > 10, "{found:?}");
+        let open: Vec<_> = found
+            .iter()
+            .filter(|(path, mode)| *mode != if path.is_dir() { 0o700 } else { 0o600 })
+            .collect();
+        assert!(open.is_empty(), "{open:?}");
+    }
+
+    #[tokio::test]
+    async fn ping_looks_at_the_directories_not_the_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let store = store(&root);
+        store.ping().await.unwrap();
+        fs::remove_dir(root.join("tmp")).unwrap();
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable { .. })
+        ));
     }
 }

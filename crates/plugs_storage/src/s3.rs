@@ -26,8 +26,8 @@ use crate::signing::encode_key;
 use crate::store::etag_matches;
 use crate::{
     ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
-    ObjectStore, PresignMethod, PresignedUrl, PutOptions, PutResult, Result, ServerSideEncryption,
-    StoreError,
+    ObjectStore, PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result,
+    ServerSideEncryption, StoreError, SweepReport,
 };
 
 /// S3's smallest part (all but the last).
@@ -252,10 +252,23 @@ impl S3Store {
     /// Unfinished multipart uploads under `prefix` (what an aborted put must not leave). Not
     /// every S3-compatible server implements this (s3s-fs does not).
     pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        self.try_list_multipart_uploads(prefix)
+            .await?
+            .ok_or_else(|| {
+                StoreError::other(
+                    "cannot list unfinished multipart uploads",
+                    "the server does not implement ListMultipartUploads",
+                )
+            })
+    }
+
+    /// [`S3Store::list_multipart_uploads`], or `None` when the server does not implement the
+    /// call (it answers `NotImplemented` or 501).
+    async fn try_list_multipart_uploads(&self, prefix: &str) -> Result<Option<Vec<PendingUpload>>> {
         let mut uploads = Vec::new();
         let (mut key_marker, mut upload_marker) = (None::<String>, None::<String>);
         loop {
-            let page = self
+            let result = self
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
@@ -263,25 +276,29 @@ impl S3Store {
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(upload_marker.take())
                 .send()
-                .await
-                .map_err(|error| map_error(error, prefix))?;
+                .await;
+            let page = match result {
+                Ok(page) => page,
+                Err(error) if is_not_implemented(&error) => return Ok(None),
+                Err(error) => return Err(map_error(error, prefix)),
+            };
             uploads.extend(page.uploads().iter().map(|upload| PendingUpload {
                 key: upload.key().unwrap_or_default().to_owned(),
                 upload_id: upload.upload_id().unwrap_or_default().to_owned(),
                 initiated: upload.initiated().and_then(to_chrono),
             }));
             if page.is_truncated() != Some(true) {
-                return Ok(uploads);
+                return Ok(Some(uploads));
             }
             key_marker = page.next_key_marker().map(str::to_owned);
             upload_marker = page.next_upload_id_marker().map(str::to_owned);
             if key_marker.is_none() && upload_marker.is_none() {
-                return Ok(uploads);
+                return Ok(Some(uploads));
             }
         }
     }
 
-    /// Aborts a pending multipart upload (for `gc`, after a process died mid-upload).
+    /// Aborts a pending multipart upload (what [`ObjectStore::sweep`] does to stale ones).
     pub async fn abort_multipart_upload(&self, upload: &PendingUpload) -> Result<()> {
         abort(&self.client, &self.bucket, &upload.key, &upload.upload_id).await
     }
@@ -563,6 +580,16 @@ fn quoted(etag: &str) -> String {
     }
 }
 
+/// Whether the server answered that it does not implement the call at all.
+fn is_not_implemented<E: ProvideErrorMetadata>(
+    error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    let status = error
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    error.code() == Some("NotImplemented") || status == Some(501)
+}
+
 fn to_chrono(time: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
@@ -620,10 +647,6 @@ impl Drop for AbortGuard {
     }
 }
 
-/// Cuts a body stream into parts of `part_size` bytes, copying each part's bytes once at most.
-///
-/// Cancel-safe: its only await is the stream's `next`, and chunks are moved into `self` right
-/// after it, so a `select!` dropping `next_part` loses nothing.
 /// A caller's stream as an HTTP body for one PutObject, checked as it passes (size, SHA-256).
 /// A failure is kept in `failure` for `put_streamed` to return; the SDK only sees that the
 /// body broke, and the store, short of the declared length, keeps nothing.
@@ -718,6 +741,10 @@ impl http_body::Body for CheckedBody {
     }
 }
 
+/// Cuts a body stream into parts of `part_size` bytes, copying each part's bytes once at most.
+///
+/// Cancel-safe: its only await is the stream's `next`, and chunks are moved into `self` right
+/// after it, so a `select!` dropping `next_part` loses nothing.
 struct PartReader {
     body: ByteStream,
     check: BodyCheck,
@@ -1154,6 +1181,7 @@ impl ObjectStore for S3Store {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        options: &PresignOptions,
     ) -> Result<PresignedUrl> {
         let presigning = PresigningConfig::expires_in(expires_in)
             .map_err(|source| StoreError::other("invalid presigned URL lifetime", source))?;
@@ -1166,7 +1194,8 @@ impl ObjectStore for S3Store {
                     .client
                     .get_object()
                     .bucket(&self.bucket)
-                    .key(key.as_str());
+                    .key(key.as_str())
+                    .set_response_content_disposition(options.content_disposition.clone());
                 request
                     .presigned(presigning)
                     .await
@@ -1188,6 +1217,64 @@ impl ObjectStore for S3Store {
             url: request.uri().to_owned(),
             expires_at,
         })
+    }
+
+    /// Aborts every unfinished multipart upload in the bucket started before `older_than`
+    /// (one whose start the server does not report is aborted only when `older_than` is not in
+    /// the past). On a server without `ListMultipartUploads` it skips, and says so.
+    async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let Some(uploads) = self.try_list_multipart_uploads("").await? else {
+            tracing::warn!(
+                bucket = %self.bucket,
+                "the S3 server cannot list unfinished multipart uploads; none aborted"
+            );
+            report.skipped = Some(
+                "the S3 server does not implement ListMultipartUploads: unfinished multipart \
+                 uploads not swept"
+                    .to_owned(),
+            );
+            return Ok(report);
+        };
+        let now = Utc::now();
+        for upload in uploads {
+            let stale = match upload.initiated {
+                Some(initiated) => initiated < older_than,
+                None => older_than >= now,
+            };
+            if !stale {
+                continue;
+            }
+            report.multipart_uploads.found += 1;
+            if dry_run {
+                continue;
+            }
+            match self.abort_multipart_upload(&upload).await {
+                Ok(()) => {
+                    tracing::info!(key = %upload.key, upload_id = %upload.upload_id, "aborted a stale multipart upload");
+                    report.multipart_uploads.removed += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(key = %upload.key, upload_id = %upload.upload_id, %error, "cannot abort a stale multipart upload");
+                    report.multipart_uploads.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// `HeadBucket`: one request whatever the bucket holds, and, unlike a HEAD of a missing
+    /// key (a bare 404 either way), it tells a missing bucket from a missing object.
+    async fn ping(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(match map_error(error, &self.bucket) {
+                StoreError::NotFound { key } => StoreError::Unavailable {
+                    source: format!("bucket {key} does not exist").into(),
+                },
+                other => other,
+            }),
+        }
     }
 }
 
@@ -1345,5 +1432,34 @@ mod tests {
         config.part_size = MIN_PART_SIZE;
         config.secret_access_key = None;
         assert!(S3Store::new(config.clone()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_presigned_get_carries_the_asked_disposition_under_its_signature() {
+        let mut config = S3Config::new("bucket", "us-east-1");
+        config.endpoint_url = Some("http://127.0.0.1:9".into());
+        config.force_path_style = true;
+        config.access_key_id = Some("AKID".into());
+        config.secret_access_key = Some("secret".into());
+        let store = S3Store::new(config).await.unwrap();
+        let key = ObjectKey::parse("events/a/doc.pdf").unwrap();
+        let ttl = Duration::from_secs(60);
+        let options = PresignOptions::with_content_disposition("attachment");
+        let url = store
+            .presign(PresignMethod::Get, &key, ttl, &options)
+            .await
+            .unwrap()
+            .url;
+        assert!(
+            url.contains("response-content-disposition=attachment&")
+                || url.ends_with("response-content-disposition=attachment"),
+            "{url}"
+        );
+        let plain = store
+            .presign(PresignMethod::Get, &key, ttl, &PresignOptions::default())
+            .await
+            .unwrap()
+            .url;
+        assert!(!plain.contains("response-content-disposition"), "{plain}");
     }
 }

@@ -207,6 +207,29 @@ impl PresignMethod {
     }
 }
 
+/// What a presigned URL makes the store answer besides the bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresignOptions {
+    /// For a GET: the `Content-Disposition` the answer carries (S3's
+    /// `response-content-disposition`, part of the signature), such as `attachment` so that a
+    /// browser following the URL saves the file instead of rendering it.
+    ///
+    /// Stores whose URLs no server of their own answers (`LocalFsStore`, `MemoryStore`) ignore
+    /// it: whatever serves their URLs sets the answer's headers (plugs-api decides from the
+    /// stored content type).
+    pub content_disposition: Option<String>,
+}
+
+impl PresignOptions {
+    /// Options asking for this `Content-Disposition` on a GET.
+    pub fn with_content_disposition(disposition: impl Into<String>) -> Self {
+        Self {
+            content_disposition: Some(disposition.into()),
+        }
+    }
+}
+
 /// A URL that allows one kind of request on one key until it expires, without other credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedUrl {
@@ -215,6 +238,54 @@ pub struct PresignedUrl {
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
 }
+
+/// How many leftovers of one kind a [`ObjectStore::sweep`] found, and what became of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepCount {
+    /// Leftovers older than the cutoff.
+    pub found: u64,
+    /// Of those, how many were removed (0 in a dry run).
+    pub removed: u64,
+    /// Of those, how many could not be removed (logged; the next sweep tries again).
+    pub failed: u64,
+}
+
+/// What [`ObjectStore::sweep`] found of the leftovers that writes which never finished (a killed
+/// process, a lost connection) leave behind, and what it removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Temporary files of puts that never finished (`LocalFsStore`).
+    pub temp_files: SweepCount,
+    /// Multipart uploads started and neither completed nor aborted (`S3Store`): parts the
+    /// server keeps, and bills, that no listing of objects shows.
+    pub multipart_uploads: SweepCount,
+    /// Set when the store could not look for its leftovers and skipped them rather than fail,
+    /// with the reason (s3s-fs implements no `ListMultipartUploads`).
+    pub skipped: Option<String>,
+}
+
+impl SweepReport {
+    /// Leftovers found, of every kind.
+    pub fn found(&self) -> u64 {
+        self.temp_files.found + self.multipart_uploads.found
+    }
+
+    /// Leftovers removed, of every kind.
+    pub fn removed(&self) -> u64 {
+        self.temp_files.removed + self.multipart_uploads.removed
+    }
+
+    /// Removals that failed, of every kind.
+    pub fn failed(&self) -> u64 {
+        self.temp_files.failed + self.multipart_uploads.failed
+    }
+}
+
+/// The key the default [`ObjectStore::ping`] asks about: outside `events/` and `uploads/`, so no
+/// object of plugs-media ever has it.
+pub const READY_PROBE_KEY: &str = "plugs-ready-probe";
 
 /// A store of objects addressed by [`ObjectKey`]: S3, a local directory, memory, or a wrapper.
 ///
@@ -248,13 +319,42 @@ pub trait ObjectStore: Debug + Send + Sync + 'static {
     /// One page of the keys under a prefix.
     async fn list(&self, options: ListOptions) -> Result<ListPage>;
 
-    /// A URL that allows `method` on `key` for `expires_in`.
+    /// A URL that allows `method` on `key` for `expires_in`, with `options` for the answer.
     async fn presign(
         &self,
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        options: &PresignOptions,
     ) -> Result<PresignedUrl>;
+
+    /// Removes what writes that never finished left behind and no caller can reach by key:
+    /// leftovers last touched before `older_than` (temporary files of a local put, unfinished S3
+    /// multipart uploads). With `dry_run` it only counts them. Objects are never touched, and a
+    /// write still in progress is spared as long as it is younger than the cutoff.
+    ///
+    /// The default finds nothing, for stores whose writes leave nothing behind (memory).
+    /// Wrappers must forward it. A store that cannot look for its leftovers (a server without
+    /// the listing call) says so in [`SweepReport::skipped`] instead of failing.
+    async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {
+        let _ = (older_than, dry_run);
+        Ok(SweepReport::default())
+    }
+
+    /// Whether the store answers and can be used, at a cost that does not grow with what it
+    /// holds: readiness probes call it every few seconds, on stores of millions of objects.
+    ///
+    /// The default asks for the metadata of [`READY_PROBE_KEY`], a key no object has: "not
+    /// found" is an answer. `S3Store` overrides it with `HeadBucket` (a missing bucket is not
+    /// ready, where a missing key would be), `LocalFsStore` with a look at its directories.
+    /// Wrappers should forward it.
+    async fn ping(&self) -> Result<()> {
+        let probe = ObjectKey::parse(READY_PROBE_KEY)?;
+        match self.head(&probe).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
 }
 
 /// Conveniences over [`ObjectStore`], for every store and wrapper alike.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use plugs_storage::conformance::{Capabilities, Fixture};
+use plugs_storage::conformance::{Capabilities, Fixture, Leftovers};
 use plugs_storage::{MIN_PART_SIZE, S3Config, S3Store};
 use plugs_test_support::s3::{S3Server, S3TestServer};
 
@@ -45,6 +45,29 @@ pub async fn fixture(server: Option<S3TestServer>) -> Option<Fixture> {
             capabilities.serves_long_suffix_ranges = false;
         }
         S3Server::Moto => {
+            let (make_store, count_store) = (store.clone(), store.clone());
+            capabilities.leftovers = Some(Leftovers {
+                // What a process killed between parts leaves: an upload started, never finished.
+                make: Arc::new(move || {
+                    let store = make_store.clone();
+                    Box::pin(async move {
+                        store
+                            .client()
+                            .create_multipart_upload()
+                            .bucket(store.bucket())
+                            .key("sweep/unfinished.bin")
+                            .send()
+                            .await
+                            .unwrap();
+                    })
+                }),
+                count: Arc::new(move || {
+                    let store = count_store.clone();
+                    Box::pin(async move { store.list_multipart_uploads("").await.unwrap().len() })
+                }),
+                // moto 5 reports every upload as started on 2010-11-10.
+                dated: false,
+            });
             let probe_store = store.clone();
             capabilities.pending_uploads = Some(Arc::new(move |prefix: String| {
                 let store = probe_store.clone();
