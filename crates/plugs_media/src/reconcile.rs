@@ -25,13 +25,19 @@ impl MediaService {
     /// 2. `deleting` records older than the grace period: a delete stopped half-way; finished.
     /// 3. Objects under `events/` older than the grace period that no record claims (orphans):
     ///    deleted.
-    /// 4. `ready` records whose object is missing: reported in
+    /// 4. The store's leftovers of writes that never finished (a killed process's temporary
+    ///    files, unfinished multipart uploads) older than the grace period:
+    ///    [`ObjectStore::sweep`](plugs_storage::ObjectStore::sweep) removes them, and
+    ///    [`ReconcileReport::sweep`] says what it did.
+    /// 5. `ready` records whose object is missing: reported in
     ///    [`ReconcileReport::missing_objects`], never deleted.
     ///
     /// With `dry_run` nothing changes and the counts say what would be done. A failure to
     /// repair one item is logged and counted in [`ReconcileReport::failed`], and the pass goes
     /// on; a failure to list (store or database down) ends it with the error. The store
-    /// listing is read one page at a time.
+    /// listing is read one page at a time. A sweep that fails as a whole (a store refusing the
+    /// listing of its leftovers) is logged and counted in `failed` too: the rest of the pass
+    /// still runs.
     pub async fn reconcile(
         &self,
         options: ReconcileOptions,
@@ -45,7 +51,7 @@ impl MediaService {
         let dry_run = options.dry_run;
         let mut report = ReconcileReport::default();
 
-        let mut scan = StaleScan::new(MediaStatus::Pending, cutoff);
+        let mut scan = StaleScan::new(MediaStatus::Pending, cutoff, now);
         while let Some(batch) = scan.next_batch(self.media.as_ref()).await? {
             for media in batch {
                 if dry_run {
@@ -71,7 +77,7 @@ impl MediaService {
             }
         }
 
-        let mut scan = StaleScan::new(MediaStatus::Deleting, cutoff);
+        let mut scan = StaleScan::new(MediaStatus::Deleting, cutoff, now);
         while let Some(batch) = scan.next_batch(self.media.as_ref()).await? {
             for media in batch {
                 if dry_run {
@@ -87,7 +93,29 @@ impl MediaService {
 
         self.collect_orphans(cutoff, dry_run, &mut report).await?;
 
-        let mut scan = StaleScan::new(MediaStatus::Ready, now);
+        // Leftovers of unfinished writes (temp files, open multipart uploads) are only swept once
+        // older than a whole upload lease too, whatever the grace: an upload in flight touches
+        // its temp file with every chunk and renews its lease every third of it, so nothing it
+        // is still writing is that old.
+        let lease = TimeDelta::from_std(self.config.upload_lease).unwrap_or(TimeDelta::MAX);
+        let sweep_cutoff = now
+            .checked_sub_signed(lease)
+            .map_or(DateTime::<Utc>::MIN_UTC, |leased| leased.min(cutoff));
+        match self.store.sweep(sweep_cutoff, dry_run).await {
+            Ok(sweep) => {
+                report.failed += sweep.failed();
+                if let Some(why) = &sweep.skipped {
+                    tracing::warn!(reason = %why, "reconcile: the store skipped its sweep");
+                }
+                report.sweep = sweep;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "reconcile: the store's sweep failed");
+                report.failed += 1;
+            }
+        }
+
+        let mut scan = StaleScan::new(MediaStatus::Ready, now, now);
         while let Some(batch) = scan.next_batch(self.media.as_ref()).await? {
             for media in batch {
                 scan.unchanged += 1;
@@ -110,7 +138,7 @@ impl MediaService {
     ) -> Claim {
         match self
             .media
-            .mark_deleting_if_stale(media.id, MediaStatus::Pending, cutoff)
+            .mark_deleting_if_stale(media.id, MediaStatus::Pending, cutoff, self.clock.now())
             .await
         {
             Ok(Some(claimed)) => Claim::Claimed(Box::new(claimed)),
@@ -215,16 +243,18 @@ impl MediaService {
 struct StaleScan {
     status: MediaStatus,
     before: DateTime<Utc>,
+    now: DateTime<Utc>,
     seen: HashSet<MediaId>,
     unchanged: usize,
     exhausted: bool,
 }
 
 impl StaleScan {
-    fn new(status: MediaStatus, before: DateTime<Utc>) -> Self {
+    fn new(status: MediaStatus, before: DateTime<Utc>, now: DateTime<Utc>) -> Self {
         Self {
             status,
             before,
+            now,
             seen: HashSet::new(),
             unchanged: 0,
             exhausted: false,
@@ -248,7 +278,7 @@ impl StaleScan {
             return Ok(None);
         }
         let limit = BATCH + self.unchanged;
-        let records = repo.list_stale(self.status, self.before, limit).await?;
+        let records = repo.list_stale(self.status, self.before, self.now, limit).await?;
         self.exhausted = records.len() < limit;
         let fresh: Vec<EventMedia> = records
             .into_iter()
