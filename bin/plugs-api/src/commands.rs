@@ -45,40 +45,45 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let state = state::build(&settings).await?;
+    let mut state = state::build(&settings).await?;
+    if settings.metrics_bind_addr.is_some() {
+        state.metrics = state.metrics.served_separately();
+    }
     if let Some(interval) = settings.gc_interval {
         let service = state.service.clone();
         let metrics = state.metrics.clone();
-        let sweep = match &settings.storage {
-            crate::config::StorageSettings::Local { root } => {
-                Some((root.clone(), settings.gc_grace))
-            }
-            crate::config::StorageSettings::S3 { .. } => None,
-        };
-        actix_web::rt::spawn(reconcile_periodically(service, metrics, interval, sweep));
+        actix_web::rt::spawn(reconcile_periodically(service, metrics, interval));
     }
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     tracing::info!(addr = %settings.bind_addr, workers, "listening");
-    HttpServer::new(move || crate::build_app(state.clone()))
+    let metrics = state.metrics.clone();
+    let main = HttpServer::new(move || crate::build_app(state.clone()))
         .workers(workers)
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .bind(settings.bind_addr)
         .with_context(|| format!("BIND_ADDR: cannot listen on {}", settings.bind_addr))?
-        .run()
+        .run();
+    let Some(metrics_addr) = settings.metrics_bind_addr else {
+        return main.await.context("the HTTP server failed");
+    };
+    // Scrapers only: one worker is plenty, and it stops with the main server on a signal.
+    tracing::info!(addr = %metrics_addr, "serving /metrics");
+    let scrape = HttpServer::new(move || crate::metrics::metrics_app(metrics.clone()))
+        .workers(1)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .bind(metrics_addr)
+        .with_context(|| format!("METRICS_BIND_ADDR: cannot listen on {metrics_addr}"))?
+        .run();
+    futures::future::try_join(main, scrape)
         .await
-        .context("the HTTP server failed")
+        .context("the HTTP server failed")?;
+    Ok(())
 }
 
-/// The server's reconciler: finishes or rolls back what faults left half done, removes unclaimed
-/// objects older than GC_GRACE. A failed pass is logged and retried at the next tick.
-/// With the local store, each pass also removes temporary files older than the grace that puts
-/// of a killed process left behind (`sweep`: the store's root and the grace).
-async fn reconcile_periodically(
-    service: MediaService,
-    metrics: Metrics,
-    interval: Duration,
-    sweep: Option<(std::path::PathBuf, Duration)>,
-) {
+/// The server's reconciler: the same pass as `gc --apply` (finishes or rolls back what faults
+/// left half done, removes unclaimed objects and the store's leftovers of unfinished writes older
+/// than GC_GRACE). A failed pass is logged and retried at the next tick.
+async fn reconcile_periodically(service: MediaService, metrics: Metrics, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -101,25 +106,13 @@ async fn reconcile_periodically(
                 tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "reconciler pass failed")
             }
         }
-        if let Some((root, grace)) = sweep.clone() {
-            let swept = tokio::task::spawn_blocking(move || {
-                plugs_storage::LocalFsStore::remove_stale_temp_files(&root, grace, false)
-            })
-            .await;
-            match swept {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => tracing::info!(removed, "stale temporary files removed"),
-                Ok(Err(err)) => tracing::warn!(error = %err, "temporary file sweep failed"),
-                Err(err) => tracing::warn!(error = %err, "temporary file sweep task failed"),
-            }
-        }
     }
 }
 
 #[allow(clippy::print_stdout, reason = "the token is this command's output")]
 fn token(settings: &Settings, user: &str, ttl: Duration) -> anyhow::Result<()> {
     let user = UserId::parse(user).context("--user: not a valid user id")?;
-    let keys = JwtKeys::from_settings(&settings.jwt, &settings.data_dir)?;
+    let keys = JwtKeys::from_settings(settings)?;
     let token = keys.issue(&user, ttl)?;
     println!("{token}");
     Ok(())
@@ -136,65 +129,7 @@ async fn gc(settings: &Settings, apply: bool, grace: Option<Duration>) -> anyhow
         .await
         .context("reconciling failed")?;
     print_report(&report, apply);
-    // A local put killed mid-upload leaves a temporary file no record or listing can see.
-    if let crate::config::StorageSettings::Local { root } = &settings.storage {
-        let grace = grace.unwrap_or(settings.gc_grace);
-        let stale = tokio::task::spawn_blocking({
-            let root = root.clone();
-            move || plugs_storage::LocalFsStore::remove_stale_temp_files(&root, grace, !apply)
-        })
-        .await
-        .context("temporary file sweep failed")?
-        .context("removing stale temporary files failed")?;
-        print_stale_temp_files(stale, apply);
-    }
-    // A put killed between parts leaves an unfinished multipart upload: bytes S3 keeps (and
-    // bills) that no listing of objects shows.
-    if let crate::config::StorageSettings::S3 { .. } = &settings.storage {
-        let store = state::s3::store(settings).await?;
-        let grace = grace.unwrap_or(settings.gc_grace);
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
-        match store.list_multipart_uploads("events/").await {
-            Ok(uploads) => {
-                let stale: Vec<_> = uploads
-                    .into_iter()
-                    .filter(|u| match u.initiated {
-                        Some(initiated) => initiated <= cutoff,
-                        None => grace.is_zero(),
-                    })
-                    .collect();
-                let mut aborted = 0;
-                if apply {
-                    for upload in &stale {
-                        match store.abort_multipart_upload(upload).await {
-                            Ok(()) => aborted += 1,
-                            Err(err) => {
-                                tracing::warn!(key = %upload.key, error = %err, "abort failed")
-                            }
-                        }
-                    }
-                }
-                print_multipart(stale.len(), aborted, apply);
-            }
-            // Not every S3-compatible server lists them (s3s-fs does not): say so, go on.
-            Err(err) => tracing::warn!(error = %err, "cannot list unfinished multipart uploads"),
-        }
-    }
     Ok(())
-}
-
-#[allow(clippy::print_stdout, reason = "the summary is this command's output")]
-fn print_multipart(found: usize, aborted: usize, applied: bool) {
-    println!("  unfinished multipart uploads found:   {found}");
-    if applied {
-        println!("  unfinished multipart uploads aborted: {aborted}");
-    }
-}
-
-#[allow(clippy::print_stdout, reason = "the summary is this command's output")]
-fn print_stale_temp_files(count: usize, applied: bool) {
-    let verb = if applied { "removed" } else { "found" };
-    println!("  stale temporary files {verb}: {count}");
 }
 
 #[allow(clippy::print_stdout, reason = "the summary is this command's output")]
@@ -210,10 +145,6 @@ fn print_report(report: &ReconcileReport, applied: bool) {
         report.pending_rolled_back
     );
     println!(
-        "  pending uploads completed:   {}",
-        report.pending_completed
-    );
-    println!(
         "  deletes finished:            {}",
         report.deleting_finished
     );
@@ -225,6 +156,29 @@ fn print_report(report: &ReconcileReport, applied: bool) {
     );
     for id in &report.missing_objects {
         println!("    {id}");
+    }
+    // What writes that never finished left in the store (a killed process's temporary files,
+    // unfinished multipart uploads): no record or listing shows them.
+    let sweep = &report.sweep;
+    println!("  stale temporary files found: {}", sweep.temp_files.found);
+    if applied {
+        println!(
+            "  stale temporary files removed: {}",
+            sweep.temp_files.removed
+        );
+    }
+    println!(
+        "  unfinished multipart uploads found:   {}",
+        sweep.multipart_uploads.found
+    );
+    if applied {
+        println!(
+            "  unfinished multipart uploads aborted: {}",
+            sweep.multipart_uploads.removed
+        );
+    }
+    if let Some(why) = &sweep.skipped {
+        println!("  store sweep skipped: {why}");
     }
     println!("  repairs failed:              {}", report.failed);
 }

@@ -48,11 +48,13 @@ pub async fn connect_database(
     let url = settings.database_url.clone();
     // Connecting blocks (it establishes one connection before returning).
     let database = tokio::task::spawn_blocking(move || {
+        create_private_sqlite_file(url.expose())
+            .context("DATABASE_URL: cannot create the SQLite database file")?;
         Database::connect(url.expose(), DatabaseOptions::default())
+            .context("DATABASE_URL: cannot connect to the database")
     })
     .await
-    .context("database connection task failed")?
-    .context("DATABASE_URL: cannot connect to the database")?;
+    .context("database connection task failed")??;
     if migrations == Migrations::Apply {
         database
             .run_migrations()
@@ -83,6 +85,7 @@ pub async fn build_store(
                 verify: Arc::new(move |method, key, expires, signature| {
                     verifier.verify_presigned(method, key, expires, signature)
                 }),
+                max_size: settings.max_file_size,
             };
             Ok((Arc::new(store), Some(local)))
         }
@@ -104,8 +107,8 @@ pub mod s3 {
         Ok(Arc::new(store(settings).await?))
     }
 
-    /// The S3 store itself, for what only S3 has (`gc` aborting unfinished multipart uploads).
-    pub async fn store(settings: &Settings) -> anyhow::Result<S3Store> {
+    /// The S3 store itself.
+    async fn store(settings: &Settings) -> anyhow::Result<S3Store> {
         let StorageSettings::S3 {
             bucket,
             region,
@@ -136,6 +139,54 @@ pub mod s3 {
     }
 }
 
+/// Creates `dir` and its missing parents with mode 0700 (owner only): the embedded default keeps
+/// the database, the objects and two secrets there. A directory that exists is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the file of a `sqlite://PATH` URL, empty (an empty file is an empty database), with
+/// mode 0600 in a 0700 directory, before SQLite would create it 0644. SQLite gives its `-wal` and
+/// `-shm` files the database file's mode. Other URLs, and a file that exists, are left alone.
+fn create_private_sqlite_file(url: &str) -> std::io::Result<()> {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    let path = Path::new(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Options that create (or truncate) a file with mode 0600 (owner only), for secrets.
+pub fn private_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// The key local presigned URLs are signed with: random, kept in `DATA_DIR/presign-key` (mode
 /// 0600) so URLs handed out stay valid across restarts.
 fn presign_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
@@ -146,14 +197,10 @@ fn presign_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
+    create_private_dir(data_dir)
         .with_context(|| format!("DATA_DIR: cannot create {}", data_dir.display()))?;
     let key = hex::encode(rand::random::<[u8; 32]>());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
+    let mut file = private_file_options()
         .open(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(key.as_bytes())
@@ -174,6 +221,7 @@ pub async fn build_service(
         presign_default_ttl: settings.presign_ttl,
         cdn_base_url: settings.cdn_base_url.clone(),
         reconcile_grace: settings.gc_grace,
+        upload_lease: settings.upload_lease,
         ..ServiceConfig::default()
     };
     let service = MediaService::new(store, database.clone(), database.clone(), database, config);
@@ -182,14 +230,19 @@ pub async fn build_service(
 
 /// Everything `serve` needs.
 pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
-    let keys = JwtKeys::from_settings(&settings.jwt, &settings.data_dir)?;
+    let keys = JwtKeys::from_settings(settings)?;
+    keys.prefetch().await;
     let (service, local_objects) = build_service(settings, Migrations::Apply).await?;
     Ok(AppState {
         service,
         keys,
         metrics: Metrics::new().context("registering metrics failed")?,
         limits: UploadLimits {
-            max_file_size: settings.max_file_size,
+            idle_timeout: settings.upload_idle_timeout,
+            min_bytes_per_sec: settings.upload_min_rate,
+            // One knob for both: the rate is judged over windows as long as the idle timeout.
+            rate_window: settings.upload_idle_timeout,
+            ..UploadLimits::with_max_file_size(settings.max_file_size)
         },
         local_objects,
     })
