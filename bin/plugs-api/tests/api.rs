@@ -22,7 +22,7 @@ use plugs_api::routes::local_objects::LocalObjects;
 use plugs_api::routes::media::UploadLimits;
 use plugs_domain::MediaPolicy;
 use plugs_media::{MediaService, ServiceConfig};
-use plugs_persistence::InMemoryRepository;
+use plugs_persistence::{InMemoryRepository, MediaRepository as _};
 use plugs_storage::{MemoryStore, ObjectStoreExt as _};
 use serde_json::{Value, json};
 
@@ -54,14 +54,13 @@ fn fixture() -> Fixture {
         service,
         keys: JwtKeys::hs256(&Secret::new(SECRET)),
         metrics: Metrics::new().unwrap(),
-        limits: UploadLimits {
-            max_file_size: MAX_FILE,
-        },
+        limits: UploadLimits::with_max_file_size(MAX_FILE),
         local_objects: Some(LocalObjects {
             store: Arc::new(store.clone()),
             verify: Arc::new(move |method, key, expires, signature| {
                 verifier.verify_presigned(method, key, expires, signature)
             }),
+            max_size: MAX_FILE,
         }),
     };
     Fixture { state, store, repo }
@@ -572,11 +571,72 @@ async fn refused_uploads_keep_nothing_and_say_why() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            "text after the file",
+            "invalid title after the file",
             multipart(&[
                 Part::File("file", "a.png", png, PNG),
-                Part::Text("title", "late"),
+                Part::Text("title", &"x".repeat(201)),
             ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "invalid tags after the file",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("title", "fine"),
+                Part::Text("tags", "ok, , bad tag with spaces and far too long to be any tag at all really truly"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a second file after the first, with a field between",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("title", "two"),
+                Part::File("file", "b.png", png, PNG),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown field after the file",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("colour", "red"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "size after the file, not the file's",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("size", &(PNG.len() + 1).to_string()),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "size after the file above the limit",
+            multipart(&[
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("size", &(MAX_FILE + 1).to_string()),
+            ]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "title twice, around the file",
+            multipart(&[
+                Part::Text("title", "one"),
+                Part::File("file", "a.png", png, PNG),
+                Part::Text("title", "two"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "malformed multipart after the file",
+            {
+                let mut body = multipart(&[Part::File("file", "a.png", png, PNG)]);
+                // Cut the closing delimiter: the form ends without its last boundary.
+                body.truncate(body.len() - 8);
+                body
+            },
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -626,10 +686,13 @@ async fn refused_uploads_keep_nothing_and_say_why() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ];
+    let event_id: plugs_domain::EventId = event.parse().unwrap();
     for (why, body, expected) in cases {
         let response = test::call_service(&app, upload_request("alice", &event, body)).await;
         assert_eq!(problem(response).await.0, expected, "{why}");
         assert!(f.store.is_empty(), "{why}: nothing stored");
+        let records = f.repo.list_all_for_event(event_id).await.unwrap();
+        assert!(records.is_empty(), "{why}: no record kept: {records:?}");
     }
 
     // A Content-Length far above the limit is refused before the body is read.
@@ -665,6 +728,61 @@ async fn refused_uploads_keep_nothing_and_say_why() {
     .await;
     let page: Value = test::read_body_json(response).await;
     assert_eq!(page["items"], json!([]));
+}
+
+/// Every order of `file`, `title`, `description`, `tags` and `size` makes the same media: the
+/// clients of the system we replace send `file` first.
+#[actix_web::test]
+async fn form_parts_in_any_order_make_the_same_media() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let size = PNG.len().to_string();
+    let parts = [
+        Part::File("file", "photo.png", Some("image/png"), PNG),
+        Part::Text("title", "Event Photo"),
+        Part::Text("description", "From the stage"),
+        Part::Text("tags", "photo,event"),
+        Part::Text("size", &size),
+    ];
+    let mut orders = vec![Vec::new()];
+    for _ in 0..parts.len() {
+        orders = orders
+            .into_iter()
+            .flat_map(|order: Vec<usize>| {
+                (0..parts.len())
+                    .filter(|i| !order.contains(i))
+                    .map(|i| {
+                        let mut next = order.clone();
+                        next.push(i);
+                        next
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
+    assert_eq!(orders.len(), 120);
+    let mut keys = std::collections::HashSet::new();
+    for order in &orders {
+        let form: Vec<Part<'_>> = order.iter().map(|&i| parts[i].clone()).collect();
+        let response =
+            test::call_service(&app, upload_request("alice", &event, multipart(&form))).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "order {order:?}");
+        let media: Value = test::read_body_json(response).await;
+        assert_eq!(media["title"], "Event Photo", "order {order:?}");
+        assert_eq!(media["description"], "From the stage", "order {order:?}");
+        assert_eq!(media["tags"], json!(["photo", "event"]), "order {order:?}");
+        assert_eq!(media["size_bytes"], PNG.len(), "order {order:?}");
+        assert_eq!(media["sha256"], sha256_hex(PNG), "order {order:?}");
+        assert_eq!(media["original_filename"], "photo.png", "order {order:?}");
+        assert!(keys.insert(media["s3_key"].as_str().unwrap().to_owned()));
+    }
+    // Each upload is one object, served with its record.
+    let event_id: plugs_domain::EventId = event.parse().unwrap();
+    let records = f.repo.list_all_for_event(event_id).await.unwrap();
+    assert_eq!(records.len(), orders.len());
+    assert!(records.iter().all(|m| m.status == plugs_domain::MediaStatus::Ready));
+    assert_eq!(f.store.len(), orders.len());
 }
 
 #[actix_web::test]
@@ -1045,11 +1163,11 @@ async fn the_openapi_document_describes_every_route() {
     );
     let expected = [
         ("/api/v1/events", &["get", "post"][..]),
-        ("/api/v1/events/{event_id}", &["get", "delete"]),
+        ("/api/v1/events/{event_id}", &["get", "patch", "delete"]),
         ("/api/v1/events/{event_id}/media", &["get", "post"]),
         (
             "/api/v1/events/{event_id}/media/{media_id}",
-            &["get", "delete"],
+            &["get", "patch", "delete"],
         ),
         (
             "/api/v1/events/{event_id}/media/{media_id}/download",
@@ -1060,7 +1178,7 @@ async fn the_openapi_document_describes_every_route() {
             &["get"],
         ),
         ("/api/v1/events/{event_id}/media/{media_id}/url", &["get"]),
-        ("/api/v1/objects/{key}", &["get"]),
+        ("/api/v1/objects/{key}", &["get", "put"]),
         ("/api/v1/openapi.json", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
@@ -1116,4 +1234,464 @@ async fn the_openapi_document_describes_every_route() {
             );
         }
     }
+}
+
+/// A PDF the sniffer recognises (kind `document`).
+const PDF: &[u8] =
+    b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
+
+fn patch_request(
+    user: &str,
+    uri: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> actix_http::Request {
+    let mut req = test::TestRequest::patch()
+        .uri(uri)
+        .insert_header(bearer(user))
+        .set_json(body);
+    if let Some(etag) = if_match {
+        req = req.insert_header((header::IF_MATCH, etag));
+    }
+    req.to_request()
+}
+
+/// `GET` of a record: its body and its `ETag`.
+async fn get_with_etag(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    user: &str,
+    uri: &str,
+) -> (Value, String) {
+    let req = test::TestRequest::get()
+        .uri(uri)
+        .insert_header(bearer(user))
+        .to_request();
+    let response = test::call_service(app, req).await;
+    assert_eq!(response.status(), StatusCode::OK, "GET {uri}");
+    let etag = etag_of(&response);
+    (test::read_body_json(response).await, etag)
+}
+
+fn etag_of<B>(response: &ServiceResponse<B>) -> String {
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .expect("an ETag")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "a strong tag: {etag}"
+    );
+    etag
+}
+
+#[actix_web::test]
+async fn media_fields_are_edited_and_a_stale_if_match_changes_nothing() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "cat.png").await;
+    let uri = format!(
+        "/api/v1/events/{event}/media/{}",
+        media["id"].as_str().unwrap()
+    );
+    let (fetched, first) = get_with_etag(&app, "alice", &uri).await;
+    assert_eq!(fetched, media);
+
+    // Editor A, from the version fetched: the fields sent change, the others stay.
+    let edit = json!({"description": "On the sofa", "tags": [" Sofa ", "pets", "PETS"]});
+    let response =
+        test::call_service(&app, patch_request("alice", &uri, &edit, Some(&first))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let second = etag_of(&response);
+    assert_ne!(second, first);
+    let edited: Value = test::read_body_json(response).await;
+    assert_eq!(edited["title"], "Cat");
+    assert_eq!(edited["description"], "On the sofa");
+    assert_eq!(edited["tags"], json!(["sofa", "pets"]));
+    for unchanged in ["id", "s3_key", "sha256", "size_bytes", "created_at", "url"] {
+        assert_eq!(edited[unchanged], media[unchanged], "{unchanged}");
+    }
+    assert_eq!(
+        get_with_etag(&app, "alice", &uri).await,
+        (edited.clone(), second.clone())
+    );
+
+    // Editor B, from the same first version: refused, and nothing changes.
+    let late = json!({"title": "Dog"});
+    let response =
+        test::call_service(&app, patch_request("alice", &uri, &late, Some(&first))).await;
+    let (status, body) = problem(response).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert!(
+        body["detail"].as_str().unwrap().contains("If-Match"),
+        "{body}"
+    );
+    assert_eq!(
+        get_with_etag(&app, "alice", &uri).await,
+        (edited.clone(), second.clone())
+    );
+    // A weak tag never matches (If-Match compares strongly).
+    let weak = format!("W/{second}");
+    let response = test::call_service(&app, patch_request("alice", &uri, &late, Some(&weak))).await;
+    assert_eq!(problem(response).await.0, StatusCode::PRECONDITION_FAILED);
+    let response = test::call_service(
+        &app,
+        patch_request("alice", &uri, &late, Some("\"not-a-version\"")),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::PRECONDITION_FAILED);
+
+    // Without If-Match (or with `*`) the edit applies to the current version; null clears.
+    let response = test::call_service(
+        &app,
+        patch_request("alice", &uri, &json!({"title": null, "tags": null}), None),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let third = etag_of(&response);
+    let cleared: Value = test::read_body_json(response).await;
+    assert_eq!(cleared["title"], Value::Null);
+    assert_eq!(cleared["tags"], json!([]));
+    assert_eq!(cleared["description"], "On the sofa");
+    let response = test::call_service(
+        &app,
+        patch_request("alice", &uri, &json!({"title": "Cat again"}), Some("*")),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_ne!(etag_of(&response), third);
+    // HEAD answers the same ETag as GET.
+    let (_, current) = get_with_etag(&app, "alice", &uri).await;
+    let response = test::call_service(
+        &app,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(etag_of(&response), current);
+}
+
+#[actix_web::test]
+async fn invalid_edits_answer_422_or_400_and_change_nothing() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "cat.png").await;
+    let uri = format!(
+        "/api/v1/events/{event}/media/{}",
+        media["id"].as_str().unwrap()
+    );
+    let before = get_with_etag(&app, "alice", &uri).await;
+
+    let too_many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+    let refusals = [
+        (json!({"tags": ["fine", "a,b"]}), "a comma inside one tag"),
+        (json!({"tags": ["x".repeat(51)]}), "a tag of 51 characters"),
+        (json!({"tags": too_many}), "21 tags"),
+        (json!({"tags": ["bad\u{0}tag"]}), "a control character"),
+        (
+            json!({"tags": "pets, cats"}),
+            "tags as a string, not a list",
+        ),
+        (
+            json!({"title": "x".repeat(201)}),
+            "a title of 201 characters",
+        ),
+        (json!({"description": 7}), "a description that is no string"),
+        (json!({"colour": "red"}), "an unknown field"),
+        (json!(["title"]), "not an object"),
+    ];
+    for (body, why) in refusals {
+        let response =
+            test::call_service(&app, patch_request("alice", &uri, &body, Some(&before.1))).await;
+        assert_eq!(
+            problem(response).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{why}"
+        );
+    }
+    let response = test::call_service(
+        &app,
+        test::TestRequest::patch()
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload("{\"title\": ")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::BAD_REQUEST);
+    let response = test::call_service(
+        &app,
+        test::TestRequest::patch()
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .insert_header((header::CONTENT_TYPE, "text/plain"))
+            .set_payload("title=Dog")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        problem(response).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(get_with_etag(&app, "alice", &uri).await, before);
+}
+
+#[actix_web::test]
+async fn someone_elses_media_or_event_cannot_be_edited_and_looks_missing() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let other_event = create_event(&app, "alice").await;
+    let media = upload_png(&app, "alice", &event, "cat.png").await;
+    let media_id = media["id"].as_str().unwrap();
+    let uri = format!("/api/v1/events/{event}/media/{media_id}");
+    let event_uri = format!("/api/v1/events/{event}");
+    let before = get_with_etag(&app, "alice", &uri).await;
+    let event_before = get_with_etag(&app, "alice", &event_uri).await;
+
+    let edit = json!({"title": "Mine now"});
+    let attempts = [
+        ("bob", uri.clone(), None),
+        ("bob", uri.clone(), Some(before.1.clone())),
+        ("bob", uri.clone(), Some("\"0\"".to_owned())),
+        (
+            "alice",
+            format!("/api/v1/events/{other_event}/media/{media_id}"),
+            None,
+        ),
+        (
+            "alice",
+            format!("/api/v1/events/{event}/media/{}", uuid::Uuid::new_v4()),
+            None,
+        ),
+        (
+            "alice",
+            format!("/api/v1/events/{event}/media/not-a-uuid"),
+            None,
+        ),
+        ("bob", event_uri.clone(), None),
+        ("bob", event_uri.clone(), Some(event_before.1.clone())),
+        (
+            "alice",
+            format!("/api/v1/events/{}", uuid::Uuid::new_v4()),
+            None,
+        ),
+    ];
+    for (user, target, if_match) in attempts {
+        let response = test::call_service(
+            &app,
+            patch_request(user, &target, &edit, if_match.as_deref()),
+        )
+        .await;
+        assert_eq!(
+            problem(response).await.0,
+            StatusCode::NOT_FOUND,
+            "{user} {target}"
+        );
+    }
+    assert_eq!(get_with_etag(&app, "alice", &uri).await, before);
+    assert_eq!(get_with_etag(&app, "alice", &event_uri).await, event_before);
+}
+
+#[actix_web::test]
+async fn an_event_is_renamed_with_if_match() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let uri = format!("/api/v1/events/{event}");
+    let (_, first) = get_with_etag(&app, "alice", &uri).await;
+
+    let response = test::call_service(
+        &app,
+        patch_request(
+            "alice",
+            &uri,
+            &json!({"title": "  Party, day two "}),
+            Some(&first),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let second = etag_of(&response);
+    assert_ne!(second, first);
+    let renamed: Value = test::read_body_json(response).await;
+    assert_eq!(renamed["title"], "Party, day two");
+    assert_eq!(
+        get_with_etag(&app, "alice", &uri).await,
+        (renamed.clone(), second.clone())
+    );
+
+    let response = test::call_service(
+        &app,
+        patch_request(
+            "alice",
+            &uri,
+            &json!({"title": "Lost update"}),
+            Some(&first),
+        ),
+    )
+    .await;
+    assert_eq!(problem(response).await.0, StatusCode::PRECONDITION_FAILED);
+    for bad in [
+        json!({"title": ""}),
+        json!({"title": "x".repeat(201)}),
+        json!({"owner": "bob"}),
+    ] {
+        let response =
+            test::call_service(&app, patch_request("alice", &uri, &bad, Some(&second))).await;
+        assert_eq!(
+            problem(response).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+    assert_eq!(get_with_etag(&app, "alice", &uri).await, (renamed, second));
+}
+
+async fn upload_file(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    event: &str,
+    (filename, content_type, bytes): (&str, &str, &[u8]),
+    tags: &str,
+) -> String {
+    let body = multipart(&[
+        Part::Text("tags", tags),
+        Part::File("file", filename, Some(content_type), bytes),
+    ]);
+    let response = test::call_service(app, upload_request("alice", event, body)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let media: Value = test::read_body_json(response).await;
+    media["id"].as_str().unwrap().to_owned()
+}
+
+/// Every page of a listing, `limit` at a time, following `next_cursor` with the same filters.
+async fn list_all(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    event: &str,
+    filters: &str,
+    limit: u32,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let uri = format!("/api/v1/events/{event}/media?limit={limit}{filters}{cursor}");
+        let req = test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(bearer("alice"))
+            .to_request();
+        let response = test::call_service(app, req).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let page: Value = test::read_body_json(response).await;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= limit as usize);
+        ids.extend(items.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return ids,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_media_list_filters_by_tag_and_kind_on_every_page() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let png = ("a.png", "image/png", PNG);
+    let jpeg = ("b.jpg", "image/jpeg", common::JPEG);
+    let pdf = ("c.pdf", "application/pdf", PDF);
+    let uploads = [
+        (png, "Beach, pets"),
+        (pdf, "menu"),
+        (jpeg, "beach"),
+        (png, ""),
+        (pdf, "BEACH , menu"),
+        (jpeg, "pets"),
+    ];
+    let mut tags_of = std::collections::HashMap::new();
+    for (file, tags) in uploads {
+        let id = upload_file(&app, &event, file, tags).await;
+        tags_of.insert(id, (file.1, tags.to_lowercase()));
+    }
+    // The order to expect is the unfiltered listing's, newest first.
+    let all = list_all(&app, &event, "", 100).await;
+    assert_eq!(all.len(), 6);
+    let expect = |keep: &dyn Fn(&str, &str) -> bool| -> Vec<String> {
+        all.iter()
+            .filter(|id| {
+                let (content_type, tags) = &tags_of[*id];
+                keep(content_type, tags)
+            })
+            .cloned()
+            .collect()
+    };
+    let cases: [(&str, Vec<String>); 6] = [
+        ("&tag=Beach", expect(&|_, tags| tags.contains("beach"))),
+        ("&kind=document", expect(&|ct, _| ct == "application/pdf")),
+        ("&kind=Image", expect(&|ct, _| ct.starts_with("image/"))),
+        (
+            "&kind=image&tag=beach",
+            expect(&|ct, tags| ct.starts_with("image/") && tags.contains("beach")),
+        ),
+        ("&tag=menu&kind=video", Vec::new()),
+        ("&tag=&kind=", all.clone()),
+    ];
+    for (filters, expected) in cases {
+        assert!(!expected.is_empty() || filters.contains("video"));
+        for limit in [1, 2, 100] {
+            assert_eq!(
+                list_all(&app, &event, filters, limit).await,
+                expected,
+                "{filters} limit {limit}"
+            );
+        }
+    }
+    assert_eq!(list_all(&app, &event, "&tag=beach", 1).await.len(), 3);
+
+    for bad in [
+        "&kind=photo",
+        "&kind=images",
+        "&tag=a%2Cb",
+        &format!("&tag={}", "x".repeat(51)),
+    ] {
+        let req = test::TestRequest::get()
+            .uri(&format!("/api/v1/events/{event}/media?{bad}"))
+            .insert_header(bearer("alice"))
+            .to_request();
+        let response = test::call_service(&app, req).await;
+        assert_eq!(
+            problem(response).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+    // A stranger's filtered listing looks like a missing event.
+    let req = test::TestRequest::get()
+        .uri(&format!("/api/v1/events/{event}/media?tag=beach"))
+        .insert_header(bearer("bob"))
+        .to_request();
+    assert_eq!(
+        problem(test::call_service(&app, req).await).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

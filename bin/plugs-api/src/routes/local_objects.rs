@@ -1,17 +1,25 @@
 //! `/api/v1/objects/{key}`: serves presigned URLs of stores without a server of their own (the
-//! local directory store). No bearer token: the URL's signature is the credential.
+//! local directory store): GET downloads, PUT uploads. No bearer token: the URL's signature,
+//! which binds the method, the key and the expiry, is the credential.
 
 use std::sync::Arc;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header;
+use actix_web::http::Method;
+use actix_web::http::header::{self, ContentDisposition, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
-use plugs_storage::{GetOptions, ObjectKey, ObjectStore, PresignMethod, StoreError};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use plugs_domain::may_run_code;
+use plugs_storage::{
+    ByteStream, GetOptions, ObjectKey, ObjectStore, PresignMethod, PutOptions, StoreError,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, Problem};
-use crate::routes::media::parse_range;
+use crate::routes::get_or_head;
+use crate::routes::media::{SANDBOX_POLICY, parse_range};
 
 /// Checks a presigned URL's signature: `(method, key, expires, signature)`.
 pub type VerifyPresigned =
@@ -24,12 +32,15 @@ pub struct LocalObjects {
     pub store: Arc<dyn ObjectStore>,
     /// Its signature check.
     pub verify: Arc<VerifyPresigned>,
+    /// The largest body a presigned PUT may carry (`MAX_FILE_SIZE`), in bytes.
+    pub max_size: u64,
 }
 
 impl std::fmt::Debug for LocalObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalObjects")
             .field("store", &self.store)
+            .field("max_size", &self.max_size)
             .finish_non_exhaustive()
     }
 }
@@ -38,7 +49,7 @@ impl std::fmt::Debug for LocalObjects {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PresignedQuery {
-    /// `GET`.
+    /// The method the URL was signed for: `GET` or `PUT`.
     pub method: String,
     /// Expiry, seconds since the epoch.
     pub expires: i64,
@@ -46,12 +57,46 @@ pub struct PresignedQuery {
     pub signature: String,
 }
 
-/// Registers the route (only when the store needs it; otherwise it answers 404).
+/// Chunks a presigned PUT's body may have in flight between the request and the store.
+const CHANNEL_CAPACITY: usize = 4;
+
+/// Registers the routes (always; without a local store they answer 404).
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/objects/{key:.*}", web::get().to(get_object));
+    cfg.route("/objects/{key:.*}", get_or_head().to(get_object))
+        .route("/objects/{key:.*}", web::put().to(put_object));
+}
+
+/// The key a presigned request names, once its URL is shown to allow `method` on it.
+fn presigned_key(
+    req: &HttpRequest,
+    local: &LocalObjects,
+    query: &PresignedQuery,
+    method: PresignMethod,
+) -> Result<ObjectKey, ApiError> {
+    // `match_info` holds the percent-decoded path segment the URL was signed over.
+    let key = req.match_info().get("key").unwrap_or_default();
+    let key = ObjectKey::parse(key).map_err(|_| ApiError::NotFound("object"))?;
+    if !query.method.eq_ignore_ascii_case(method.as_str()) {
+        return Err(ApiError::Forbidden(match method {
+            PresignMethod::Get => "this presigned URL does not allow GET",
+            PresignMethod::Put => "this presigned URL does not allow PUT",
+        }));
+    }
+    // The signature covers the method too: changing `method=` in the URL breaks it.
+    if (local.verify)(method, &key, query.expires, &query.signature).is_err() {
+        return Err(ApiError::Forbidden(
+            "the presigned URL is invalid or has expired",
+        ));
+    }
+    Ok(key)
 }
 
 /// Downloads an object through a presigned URL of the local store.
+///
+/// Like the media routes, every answer carries `Content-Security-Policy: sandbox`, and a type a
+/// browser may run code from (PDF, anything not a picture, video or sound) comes with
+/// `Content-Disposition: attachment`, as S3 answers the URLs the service presigns for such
+/// types. A GET URL also answers `HEAD` (headers only, `Range` ignored).
 #[utoipa::path(
     get, path = "/api/v1/objects/{key}", tag = "media",
     params(("key" = String, Path, description = "Object key (may contain `/`)"), PresignedQuery),
@@ -70,21 +115,13 @@ pub async fn get_object(
     let Some(local) = local else {
         return Err(ApiError::NotFound("object"));
     };
-    // `match_info` holds the percent-decoded path segment the URL was signed over.
-    let key = req.match_info().get("key").unwrap_or_default();
-    let key = ObjectKey::parse(key).map_err(|_| ApiError::NotFound("object"))?;
-    if !query.method.eq_ignore_ascii_case("GET") {
-        return Err(ApiError::Forbidden("this presigned URL does not allow GET"));
-    }
-    if (local.verify)(PresignMethod::Get, &key, query.expires, &query.signature).is_err() {
-        return Err(ApiError::Forbidden(
-            "the presigned URL is invalid or has expired",
-        ));
-    }
+    let key = presigned_key(&req, &local, &query, PresignMethod::Get)?;
     let mut options = GetOptions::default();
+    // RFC 9110 defines `Range` for GET only; a HEAD answers for the whole object.
     options.range = req
         .headers()
         .get(header::RANGE)
+        .filter(|_| req.method() != Method::HEAD)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
     let requested_range = options.range.is_some();
@@ -111,13 +148,133 @@ pub async fn get_object(
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".to_owned());
+    if may_run_code(&content_type) {
+        response.insert_header(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: Vec::new(),
+        });
+    }
     response
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::ETAG, object.meta.etag.clone()))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, SANDBOX_POLICY));
     Ok(response.body(SizedStream::new(
         range.end.saturating_sub(range.start),
         object.body,
     )))
+}
+
+/// Uploads an object through a presigned PUT URL of the local store. The body streams into the
+/// store's own put (a temporary file renamed into place), so a body that fails or runs past
+/// `MAX_FILE_SIZE` leaves nothing, and an object already under the key stays as it was.
+#[utoipa::path(
+    put, path = "/api/v1/objects/{key}", tag = "media",
+    params(("key" = String, Path, description = "Object key (may contain `/`)"), PresignedQuery),
+    request_body(
+        content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The object's bytes, at most MAX_FILE_SIZE. The request's `Content-Type` is stored with the object."
+    ),
+    responses(
+        (status = 200, description = "Stored, replacing any object under the key; `ETag` is the new object's",
+            headers(("ETag" = String, description = "The stored object's entity tag"))),
+        (status = 400, description = "Malformed query string, or a body cut short", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signature wrong or expired, or the URL was signed for another method", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not a valid key, or this server's store has no presigned URLs", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than MAX_FILE_SIZE; nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable (a full disk, say); nothing stored", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn put_object(
+    req: HttpRequest,
+    local: Option<web::Data<LocalObjects>>,
+    query: web::Query<PresignedQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Some(local) = local else {
+        return Err(ApiError::NotFound("object"));
+    };
+    let key = presigned_key(&req, &local, &query, PresignMethod::Put)?;
+    let limit = local.max_size;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut options = PutOptions::default();
+    options.size = declared;
+    options.content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    // The payload is not `Send` and the store wants a `Send` stream: pump it through a small
+    // bounded channel that the put reads from, both in this task (backpressure, nothing spawned).
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_CAPACITY);
+    let body: ByteStream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed();
+    let pump = async move {
+        let mut received = 0u64;
+        while let Some(chunk) = payload.next().await {
+            let (item, too_large) = match chunk {
+                Ok(bytes) => {
+                    received = received.saturating_add(bytes.len() as u64);
+                    if received > limit {
+                        let error = std::io::Error::other("the body is larger than MAX_FILE_SIZE");
+                        (
+                            Err(StoreError::Body {
+                                source: Box::new(error),
+                            }),
+                            true,
+                        )
+                    } else {
+                        (Ok(bytes), false)
+                    }
+                }
+                // The payload error is not `Send`; its message is all the store needs.
+                Err(err) => {
+                    let error = std::io::Error::other(err.to_string());
+                    (
+                        Err(StoreError::Body {
+                            source: Box::new(error),
+                        }),
+                        false,
+                    )
+                }
+            };
+            let failed = item.is_err();
+            // A closed channel means the put stopped reading (it failed).
+            if sender.send(item).await.is_err() || failed {
+                return too_large;
+            }
+        }
+        false
+    };
+    let (too_large, stored) = futures::join!(pump, local.store.put(&key, body, options));
+    if too_large {
+        // The put saw its body fail and kept nothing.
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(StoreError::Body { .. }) => {
+            return Err(ApiError::BadRequest(
+                "the request body was cut short or malformed; nothing stored".to_owned(),
+            ));
+        }
+        Err(StoreError::SizeMismatch { .. }) => {
+            return Err(ApiError::BadRequest(
+                "the body's length is not its Content-Length; nothing stored".to_owned(),
+            ));
+        }
+        Err(err) => return Err(ApiError::Media(err.into())),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, stored.etag))
+        .finish())
 }
