@@ -13,6 +13,7 @@ use serde::Deserialize;
 /// Only these are taken from the environment, so an unrelated variable never trips validation.
 pub const ENV_NAMES: &[&str] = &[
     "BIND_ADDR",
+    "METRICS_BIND_ADDR",
     "DATA_DIR",
     "DATABASE_URL",
     "S3_BUCKET_NAME",
@@ -25,6 +26,10 @@ pub const ENV_NAMES: &[&str] = &[
     "MAX_FILE_SIZE",
     "JWT_SECRET",
     "JWT_PUBLIC_KEY_PEM",
+    "JWT_JWKS_URL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_MAX_LIFETIME",
     "PRESIGN_TTL",
     "CDN_BASE_URL",
     "PUBLIC_BASE_URL",
@@ -98,6 +103,7 @@ pub struct FlagOverrides {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     bind_addr: String,
+    metrics_bind_addr: Option<String>,
     data_dir: PathBuf,
     database_url: Option<String>,
     s3_bucket_name: Option<String>,
@@ -110,6 +116,10 @@ struct RawSettings {
     max_file_size: u64,
     jwt_secret: Option<String>,
     jwt_public_key_pem: Option<PathBuf>,
+    jwt_jwks_url: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_max_lifetime: u64,
     presign_ttl: u64,
     cdn_base_url: Option<String>,
     public_base_url: Option<String>,
@@ -174,15 +184,47 @@ pub enum JwtSettings {
     Secret(Secret),
     /// RS256 with a public key read from this PEM file (`JWT_PUBLIC_KEY_PEM`).
     PublicKeyFile(PathBuf),
+    /// RS256 or ES256 with the keys of a JWKS document (`JWT_JWKS_URL`), fetched at start,
+    /// cached, and fetched again when a token names a key the cache does not hold.
+    Jwks(String),
     /// Neither configured: a development secret kept in `DATA_DIR/jwt-secret`.
     Development,
 }
+
+/// What a token's claims must say besides a valid signature, `exp` and `sub`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtPolicy {
+    /// `JWT_ISSUER`: when set, `iss` must be present and equal it.
+    pub issuer: Option<String>,
+    /// `JWT_AUDIENCE`: when set, `aud` must be present and hold it; when unset, any `aud` (as
+    /// identity providers always put one) is accepted.
+    pub audience: Option<String>,
+    /// `JWT_MAX_LIFETIME`: the longest a token may live, `exp - iat` (or `exp - now` when it has
+    /// no `iat`), so that a leaked token, or one minted with a huge `exp`, stops working.
+    pub max_lifetime: Duration,
+}
+
+impl Default for JwtPolicy {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            max_lifetime: Duration::from_secs(DEFAULT_JWT_MAX_LIFETIME_SECS),
+        }
+    }
+}
+
+/// `JWT_MAX_LIFETIME` when unset: one day.
+pub const DEFAULT_JWT_MAX_LIFETIME_SECS: u64 = 86_400;
 
 /// Validated settings of the binary.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Address the HTTP server listens on.
     pub bind_addr: SocketAddr,
+    /// Where `/metrics` is served instead of the main listener (`METRICS_BIND_ADDR`); `None`:
+    /// on the main listener.
+    pub metrics_bind_addr: Option<SocketAddr>,
     /// Directory for the embedded defaults (SQLite file, local objects, development secret).
     pub data_dir: PathBuf,
     /// Database URL (may hold a password).
@@ -193,6 +235,8 @@ pub struct Settings {
     pub max_file_size: u64,
     /// Token verification.
     pub jwt: JwtSettings,
+    /// What tokens' claims must say (issuer, audience, lifetime).
+    pub jwt_policy: JwtPolicy,
     /// Lifetime of presigned URLs when the client does not ask for one.
     pub presign_ttl: Duration,
     /// Base URL of a CDN in front of the bucket.
@@ -245,6 +289,7 @@ impl Settings {
             .set_default("s3_use_iam_role", false)?
             .set_default("max_file_size", plugs_domain::DEFAULT_MAX_SIZE_BYTES)?
             .set_default("presign_ttl", 900)?
+            .set_default("jwt_max_lifetime", DEFAULT_JWT_MAX_LIFETIME_SECS)?
             .set_default("gc_interval", 0)?
             .set_default("gc_grace", 3600)?
             .set_default("log_format", "text")?
@@ -277,6 +322,24 @@ impl RawSettings {
                 "expected an IP address and port, like 127.0.0.1:8000",
             )
         })?;
+        let metrics_bind_addr = match &self.metrics_bind_addr {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "METRICS_BIND_ADDR",
+                        "expected an IP address and port, like 127.0.0.1:9100",
+                    )
+                })?;
+                if addr == bind_addr {
+                    return Err(invalid(
+                        "METRICS_BIND_ADDR",
+                        "must differ from BIND_ADDR (leave it unset to serve /metrics there)",
+                    ));
+                }
+                Some(addr)
+            }
+        };
 
         let database_url = match self.database_url {
             Some(url)
@@ -345,13 +408,35 @@ impl RawSettings {
             return Err(invalid("MAX_FILE_SIZE", "must be at least 1 byte"));
         }
 
-        let jwt = match (self.jwt_public_key_pem, self.jwt_secret) {
-            (Some(path), _) => JwtSettings::PublicKeyFile(path),
-            (None, Some(secret)) if secret.len() < 32 => {
+        let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
+            (Some(url), None, None) => {
+                check_url("JWT_JWKS_URL", &url)?;
+                JwtSettings::Jwks(url)
+            }
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    "JWT_JWKS_URL",
+                    "set only one of JWT_JWKS_URL, JWT_PUBLIC_KEY_PEM and JWT_SECRET",
+                ));
+            }
+            (None, Some(path), _) => JwtSettings::PublicKeyFile(path),
+            (None, None, Some(secret)) if secret.len() < 32 => {
                 return Err(invalid("JWT_SECRET", "must be at least 32 bytes long"));
             }
-            (None, Some(secret)) => JwtSettings::Secret(Secret::new(secret)),
-            (None, None) => JwtSettings::Development,
+            (None, None, Some(secret)) => JwtSettings::Secret(Secret::new(secret)),
+            (None, None, None) => JwtSettings::Development,
+        };
+        if self.jwt_max_lifetime == 0 {
+            return Err(invalid("JWT_MAX_LIFETIME", "must be at least 1 second"));
+        }
+        let nonempty = |setting: &'static str, value: Option<String>| match value {
+            Some(text) if text.trim().is_empty() => Err(invalid(setting, "must not be blank")),
+            other => Ok(other),
+        };
+        let jwt_policy = JwtPolicy {
+            issuer: nonempty("JWT_ISSUER", self.jwt_issuer)?,
+            audience: nonempty("JWT_AUDIENCE", self.jwt_audience)?,
+            max_lifetime: Duration::from_secs(self.jwt_max_lifetime),
         };
 
         if self.presign_ttl == 0 || self.presign_ttl > 7 * 24 * 3600 {
@@ -403,11 +488,13 @@ impl RawSettings {
 
         Ok(Settings {
             bind_addr,
+            metrics_bind_addr,
             data_dir: self.data_dir,
             database_url,
             storage,
             max_file_size: self.max_file_size,
             jwt,
+            jwt_policy,
             presign_ttl: Duration::from_secs(self.presign_ttl),
             cdn_base_url,
             public_base_url,
@@ -454,6 +541,12 @@ mod tests {
             }
         );
         assert_eq!(settings.jwt, JwtSettings::Development);
+        assert_eq!(settings.jwt_policy, JwtPolicy::default());
+        assert_eq!(
+            settings.jwt_policy.max_lifetime,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(settings.metrics_bind_addr, None);
         assert_eq!(settings.max_file_size, 10_485_760);
         assert_eq!(settings.presign_ttl, Duration::from_secs(900));
         assert_eq!(settings.public_base_url, "http://127.0.0.1:8000");
@@ -576,6 +669,61 @@ mod tests {
         let settings =
             load(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret")]).unwrap();
         assert!(!format!("{settings:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn token_and_metrics_settings_are_validated() {
+        let settings = load(&[
+            (
+                "JWT_JWKS_URL",
+                "https://id.example.com/.well-known/jwks.json",
+            ),
+            ("JWT_ISSUER", "https://id.example.com/"),
+            ("JWT_AUDIENCE", "plugs-media"),
+            ("JWT_MAX_LIFETIME", "3600"),
+            ("METRICS_BIND_ADDR", "127.0.0.1:9100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.jwt,
+            JwtSettings::Jwks("https://id.example.com/.well-known/jwks.json".to_owned())
+        );
+        assert_eq!(
+            settings.jwt_policy,
+            JwtPolicy {
+                issuer: Some("https://id.example.com/".to_owned()),
+                audience: Some("plugs-media".to_owned()),
+                max_lifetime: Duration::from_secs(3600),
+            }
+        );
+        assert_eq!(
+            settings.metrics_bind_addr.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9100")
+        );
+
+        for (pairs, setting) in [
+            (&[("JWT_JWKS_URL", "ftp://keys")][..], "JWT_JWKS_URL"),
+            (
+                &[
+                    ("JWT_JWKS_URL", "https://id.example.com/jwks"),
+                    ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ][..],
+                "JWT_JWKS_URL",
+            ),
+            (&[("JWT_MAX_LIFETIME", "0")][..], "JWT_MAX_LIFETIME"),
+            (&[("JWT_AUDIENCE", "  ")][..], "JWT_AUDIENCE"),
+            (&[("METRICS_BIND_ADDR", "metrics")][..], "METRICS_BIND_ADDR"),
+            (
+                &[
+                    ("BIND_ADDR", "127.0.0.1:8000"),
+                    ("METRICS_BIND_ADDR", "127.0.0.1:8000"),
+                ][..],
+                "METRICS_BIND_ADDR",
+            ),
+        ] {
+            let err = load(pairs).unwrap_err().to_string();
+            assert!(err.contains(setting), "{pairs:?}: {err}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod jwks;
 pub mod metrics;
 pub mod openapi;
+pub mod request_log;
 pub mod routes;
 pub mod state;
 
@@ -40,6 +42,8 @@ pub fn build_app(
         .app_data(web::Data::new(state.keys))
         .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(state.limits))
+        // One per worker: readiness probes share one check a second.
+        .app_data(web::Data::new(routes::health::ReadyCache::default()))
         .app_data(
             web::JsonConfig::default()
                 .limit(JSON_LIMIT)
@@ -52,7 +56,7 @@ pub fn build_app(
     }
     app.wrap(from_fn(metrics::record))
         .wrap(from_fn(request_id_header))
-        .wrap(TracingLogger::default())
+        .wrap(TracingLogger::<request_log::RequestSpan>::new())
         .configure(routes::health::config)
         .service(
             web::scope("/api/v1")

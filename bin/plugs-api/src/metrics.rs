@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use prometheus::{
@@ -22,6 +22,9 @@ pub struct Metrics {
     pub upload_bytes: IntCounter,
     /// Objects no record claims, as of the last reconciler run.
     pub orphans_found: IntGauge,
+    /// Whether the main listener answers `/metrics` (false when `METRICS_BIND_ADDR` gives
+    /// them a listener of their own, so that they stay off the public address).
+    on_main_listener: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,7 +67,16 @@ impl Metrics {
             durations,
             upload_bytes,
             orphans_found,
+            on_main_listener: true,
         })
+    }
+
+    /// The same metrics, served only on a listener of their own ([`metrics_app`]): the main
+    /// application's `/metrics` then answers 404 like any unknown route.
+    #[must_use]
+    pub fn served_separately(mut self) -> Self {
+        self.on_main_listener = false;
+        self
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -84,23 +96,53 @@ impl Metrics {
     }
 }
 
-/// Middleware recording every request. Routes are labelled by their pattern
-/// (`/api/v1/events/{event_id}`), never by the concrete path, so ids don't explode the label set.
+/// The label of a request's method: one of the standard methods, else `other`. HTTP lets a
+/// client send any token as a method (`XQZV… /healthz`, 20 000 letters long), and each distinct
+/// label value is a new series kept for the life of the process: an attacker could grow
+/// `/metrics` without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The label of a request's route: the pattern of the resource that matched, one of the
+/// finite set this application registers (`/api/v1/events/{event_id}`, never the concrete
+/// path), or `unmatched` for every path no resource claims (actix gives no pattern for a path
+/// only a scope's prefix or the default service matched), whatever the path was.
+fn route_label(request: &actix_web::HttpRequest) -> String {
+    request
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED.to_owned())
+}
+
+/// The route label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Middleware recording every request. Every label comes from a closed set (see
+/// [`method_label`] and [`route_label`]; the status is a 3-digit code), so no request, however
+/// made up, adds a series beyond those the application's routes allow.
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let route = route_label(response.request());
         metrics.observe(
-            &method,
+            method,
             &route,
             response.status().as_u16(),
             started.elapsed().as_secs_f64(),
@@ -109,8 +151,37 @@ pub async fn record(
     Ok(response)
 }
 
-/// `GET /metrics`.
+/// `GET /metrics` on the main listener: the metrics, unless they are served separately.
 pub async fn metrics_handler(metrics: web::Data<Metrics>) -> HttpResponse {
+    if !metrics.on_main_listener {
+        return crate::error::not_found().await;
+    }
+    render_response(&metrics)
+}
+
+/// The application of the separate metrics listener (`METRICS_BIND_ADDR`): `GET /metrics` and
+/// nothing else. Its own requests are not counted.
+pub fn metrics_app(
+    metrics: Metrics,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(web::Data::new(metrics))
+        .route(
+            "/metrics",
+            web::get().to(|metrics: web::Data<Metrics>| async move { render_response(&metrics) }),
+        )
+        .default_service(web::to(crate::error::not_found))
+}
+
+fn render_response(metrics: &Metrics) -> HttpResponse {
     match metrics.render() {
         Ok(text) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, prometheus::TEXT_FORMAT))

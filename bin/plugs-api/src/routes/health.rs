@@ -1,5 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics`: for orchestrators and scrapers, no auth.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use plugs_media::MediaService;
@@ -28,7 +31,49 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
-/// Readiness: the database and the object store answer.
+/// How long a readiness answer is reused: probes arriving faster than this (a load balancer's
+/// health checks from many nodes, an attacker) share one check of the database and the store.
+pub const READY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The last readiness answer of one worker, reused for [`READY_CACHE_TTL`]. Concurrent probes
+/// wait for the one check in progress rather than start their own.
+#[derive(Debug)]
+pub struct ReadyCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl Default for ReadyCache {
+    fn default() -> Self {
+        Self::new(READY_CACHE_TTL)
+    }
+}
+
+impl ReadyCache {
+    /// A cache that keeps each answer for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cached answer if it is fresh, else the answer of `check` (then cached).
+    pub async fn answer<F: Future<Output = bool>>(&self, check: impl FnOnce() -> F) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < self.ttl
+        {
+            return ready;
+        }
+        let ready = check().await;
+        *last = Some((Instant::now(), ready));
+        ready
+    }
+}
+
+/// Readiness: the database and the object store answer. Costs the same whatever the store
+/// holds (one query, one look at the store), at most once a second per worker.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
@@ -36,17 +81,31 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "Database or store unreachable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn readyz(service: web::Data<MediaService>) -> HttpResponse {
-    match service.check_ready().await {
-        Ok(()) => HttpResponse::Ok().json(Status { status: "ready" }),
-        Err(err) => {
-            tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "not ready");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the database or the object store does not answer",
-            )
-            .response()
+pub async fn readyz(
+    service: web::Data<MediaService>,
+    cache: Option<web::Data<ReadyCache>>,
+) -> HttpResponse {
+    let check = || async {
+        match service.check_ready().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, source = ?std::error::Error::source(&err), "not ready");
+                false
+            }
         }
+    };
+    let ready = match &cache {
+        Some(cache) => cache.answer(check).await,
+        None => check().await,
+    };
+    if ready {
+        HttpResponse::Ok().json(Status { status: "ready" })
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database or the object store does not answer",
+        )
+        .response()
     }
 }
 
@@ -54,3 +113,32 @@ pub async fn readyz(service: web::Data<MediaService>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 #[allow(dead_code, reason = "exists for the OpenAPI document only")]
 fn metrics_doc() {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn probes_share_one_check_until_the_answer_is_stale() {
+        let cache = ReadyCache::new(Duration::from_millis(200));
+        let checks = AtomicUsize::new(0);
+        let check = || async {
+            checks.fetch_add(1, Ordering::SeqCst);
+            true
+        };
+        for _ in 0..100 {
+            assert!(cache.answer(check).await);
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cache.answer(check).await);
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+
+        // A failure is cached too, and then replaced by the next check's answer.
+        let cache = ReadyCache::new(Duration::ZERO);
+        assert!(!cache.answer(|| async { false }).await);
+        assert!(cache.answer(|| async { true }).await);
+    }
+}

@@ -38,8 +38,21 @@ impl Server {
         server
     }
 
+    /// Like [`Server::start`], with the server's log (stderr) written to `log` for the test to
+    /// read.
+    pub(crate) fn start_logging_to(env: &[(String, String)], cwd: &Path, log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        let server = Self::spawn_with_stderr(env, cwd, Stdio::from(file));
+        server.wait_until_up();
+        server
+    }
+
     /// Starts the binary without waiting for it.
     pub(crate) fn spawn(env: &[(String, String)], cwd: &Path) -> Self {
+        Self::spawn_with_stderr(env, cwd, Stdio::inherit())
+    }
+
+    fn spawn_with_stderr(env: &[(String, String)], cwd: &Path, stderr: Stdio) -> Self {
         let port = free_port();
         let mut env = env.to_vec();
         env.retain(|(k, _)| k != "BIND_ADDR");
@@ -50,7 +63,7 @@ impl Server {
         let child = command(&env, cwd)
             .arg("serve")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Self {
