@@ -35,12 +35,14 @@ pub async fn healthz() -> HttpResponse {
 /// health checks from many nodes, an attacker) share one check of the database and the store.
 pub const READY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// The last readiness answer of one worker, reused for [`READY_CACHE_TTL`]. Concurrent probes
-/// wait for the one check in progress rather than start their own.
+/// When one worker last found the service ready; that answer is reused for
+/// [`READY_CACHE_TTL`]. A failure is not reused: once the database or the store is back, the
+/// next probe says so. Concurrent probes wait for the one check in progress rather than start
+/// their own.
 #[derive(Debug)]
 pub struct ReadyCache {
     ttl: Duration,
-    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    last_ready: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Default for ReadyCache {
@@ -54,20 +56,18 @@ impl ReadyCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            last: tokio::sync::Mutex::new(None),
+            last_ready: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The cached answer if it is fresh, else the answer of `check` (then cached).
+    /// Ready if a check found it so less than the TTL ago, else the answer of `check`.
     pub async fn answer<F: Future<Output = bool>>(&self, check: impl FnOnce() -> F) -> bool {
-        let mut last = self.last.lock().await;
-        if let Some((at, ready)) = *last
-            && at.elapsed() < self.ttl
-        {
-            return ready;
+        let mut last_ready = self.last_ready.lock().await;
+        if last_ready.is_some_and(|at| at.elapsed() < self.ttl) {
+            return true;
         }
         let ready = check().await;
-        *last = Some((Instant::now(), ready));
+        *last_ready = ready.then(Instant::now);
         ready
     }
 }
@@ -136,9 +136,10 @@ mod tests {
         assert!(cache.answer(check).await);
         assert_eq!(checks.load(Ordering::SeqCst), 2);
 
-        // A failure is cached too, and then replaced by the next check's answer.
-        let cache = ReadyCache::new(Duration::ZERO);
+        // A failure is not reused: the next probe checks again.
+        let cache = ReadyCache::new(Duration::from_secs(60));
         assert!(!cache.answer(|| async { false }).await);
         assert!(cache.answer(|| async { true }).await);
+        assert!(cache.answer(|| async { false }).await, "ready, and fresh");
     }
 }
