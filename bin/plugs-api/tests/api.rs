@@ -583,7 +583,10 @@ async fn refused_uploads_keep_nothing_and_say_why() {
             multipart(&[
                 Part::File("file", "a.png", png, PNG),
                 Part::Text("title", "fine"),
-                Part::Text("tags", "ok, , bad tag with spaces and far too long to be any tag at all really truly"),
+                Part::Text(
+                    "tags",
+                    "ok, , bad tag with spaces and far too long to be any tag at all really truly",
+                ),
             ]),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
@@ -781,7 +784,11 @@ async fn form_parts_in_any_order_make_the_same_media() {
     let event_id: plugs_domain::EventId = event.parse().unwrap();
     let records = f.repo.list_all_for_event(event_id).await.unwrap();
     assert_eq!(records.len(), orders.len());
-    assert!(records.iter().all(|m| m.status == plugs_domain::MediaStatus::Ready));
+    assert!(
+        records
+            .iter()
+            .all(|m| m.status == plugs_domain::MediaStatus::Ready)
+    );
     assert_eq!(f.store.len(), orders.len());
 }
 

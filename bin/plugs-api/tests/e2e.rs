@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{PNG, png_of_len, sha256_hex};
+use common::{JPEG, PNG, png_of_len, sha256_hex};
 use plugs_storage::{
     LocalFsConfig, LocalFsStore, ObjectStore, ObjectStoreExt as _, S3Config, S3Store,
 };
@@ -415,6 +415,41 @@ async fn journey(mut server: Server, store: Arc<dyn ObjectStore>) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // The call that the clients of the system we replace make, `file` first, run with curl
+    // exactly as its documentation shows it.
+    let photo_dir = tempfile::tempdir().unwrap();
+    std::fs::write(photo_dir.path().join("photo.jpg"), JPEG).unwrap();
+    let output = Command::new("curl")
+        .current_dir(photo_dir.path())
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST"])
+        .arg(server.url(&format!("/api/v1/events/{event_id}/media")))
+        .args(["-H", &format!("Authorization: Bearer {alice}")])
+        .args([
+            "-F",
+            "file=@photo.jpg",
+            "-F",
+            "title=Event Photo",
+            "-F",
+            "tags=photo,event",
+        ])
+        .output()
+        .expect("curl is installed (see README requirements)");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (body, status) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(status, "201", "the seed's curl call: {body}");
+    let seeded: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seeded["title"], "Event Photo");
+    assert_eq!(seeded["tags"], json!(["photo", "event"]));
+    assert_eq!(seeded["content_type"], "image/jpeg");
+    assert_eq!(seeded["original_filename"], "photo.jpg");
+    assert_eq!(seeded["sha256"], sha256_hex(JPEG));
+    let seeded_key = plugs_storage::ObjectKey::parse(seeded["s3_key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        store.get_bytes(&seeded_key).await.unwrap().as_ref(),
+        JPEG,
+        "the seed's upload is in the store"
+    );
 
     let response = client
         .delete(server.url(&format!("/api/v1/events/{event_id}")))

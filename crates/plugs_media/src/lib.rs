@@ -1,13 +1,20 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod edit;
 mod error;
+mod listing;
 mod reconcile;
 mod service;
 mod types;
 mod upload;
 
 pub use config::ServiceConfig;
+pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
+pub use listing::MediaQuery;
 pub use service::MediaService;
-pub use types::{Page, PageRequest, ReconcileOptions, ReconcileReport, UploadRequest};
+pub use types::{
+    Page, PageRequest, ReconcileOptions, ReconcileReport, UploadFields, UploadRequest,
+};
+pub use upload::StagedUpload;

@@ -9,56 +9,65 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use chrono::TimeDelta;
 use futures::{Stream, StreamExt};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use plugs_domain::{
-    Access, EventId, EventMedia, MediaFields, MediaId, MediaStatus, SNIFF_LEN, UserId, keys,
-    sanitize_filename,
+    Access, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UserId, keys, sanitize_filename,
 };
-use plugs_persistence::RepoError;
+use plugs_persistence::{ReadyUpdate, RepoError};
 use plugs_storage::{ByteStream, ObjectKey, PutOptions, StoreError};
 use sha2::{Digest, Sha256};
 
-use crate::{MediaError, MediaService, UploadRequest};
+use crate::{MediaError, MediaService, UploadFields, UploadRequest};
 
 /// How many next-microsecond keys to try when another upload to the same event took the key.
 const KEY_ATTEMPTS: i64 = 5;
 
 impl MediaService {
-    /// Stores a new media of `event_id` from `body` and returns its `ready` record.
+    /// Stores a new media of `event_id` from `body` and returns its `ready` record: [`receive`]
+    /// then [`finalize`] with the request's own fields, for callers that know every field
+    /// before the bytes.
     ///
-    /// Nothing is stored for a refused upload: the fields, the file name and the first
-    /// [`SNIFF_LEN`] bytes are checked before any record or byte is written, and the size limit
-    /// stops the stream the moment it is crossed. The record is written (`pending`) before the
-    /// bytes move, so an object never exists without a record; if anything fails afterwards the
-    /// object and record are removed, or, if that fails too, left for the reconciler.
+    /// [`receive`]: MediaService::receive
+    /// [`finalize`]: MediaService::finalize
     pub async fn upload(
         &self,
         user: &UserId,
         event_id: EventId,
         request: UploadRequest,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<EventMedia, MediaError> {
+        let fields = request.fields();
+        let staged = self.receive(user, event_id, &request, body).await?;
+        self.finalize(staged, fields).await
+    }
+
+    /// The first half of a streamed upload: checks what is known before the bytes, writes a
+    /// `pending` record and streams `body` to the store, counting and hashing it. The media is
+    /// not visible until [`finalize`](MediaService::finalize) makes it `ready`; a caller that
+    /// cannot finish hands the [`StagedUpload`] to [`abandon`](MediaService::abandon).
+    ///
+    /// Nothing is stored for a refused upload: the fields given so far, the file name and the
+    /// first [`SNIFF_LEN`] bytes are checked before any record or byte is written, and the size
+    /// limit stops the stream the moment it is crossed. The object key needs only the event,
+    /// the clock and the sniffed type, so the bytes can move before a form's later fields
+    /// arrive. The record is written (`pending`) before the bytes move, so an object never
+    /// exists without a record; if anything fails afterwards the object and record are removed,
+    /// or, if that fails too, left for the reconciler.
+    pub async fn receive(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        request: &UploadRequest,
+        mut body: ByteStream,
+    ) -> Result<StagedUpload, MediaError> {
         self.authorized_event(user, event_id, Access::Write).await?;
-        let fields = MediaFields::parse(
-            request.title.as_deref(),
-            request.description.as_deref(),
-            request.tags.as_deref(),
-        )
-        .map_err(MediaError::Invalid)?;
+        // Fields sent before the file are refused before a byte is stored; the finalize step
+        // checks them again together with any that follow the file.
+        let fields = request.fields().parse()?;
         let original_filename = request.filename.as_deref().and_then(sanitize_filename);
         let limit = self.config.policy.max_size_bytes;
         let declared = request.declared_size;
-        match declared {
-            // Refused on the client's word, before a byte of the body is read.
-            Some(size) if size > limit => return Err(MediaError::TooLarge { limit }),
-            // No file may be empty, so a declaration of zero cannot be honoured.
-            Some(0) => {
-                return Err(MediaError::SizeMismatch {
-                    declared: 0,
-                    received: 0,
-                });
-            }
-            _ => {}
-        }
+        check_declared_size(declared, limit)?;
 
         let head = read_head(&mut body).await?;
         if head.len == 0 {
@@ -97,6 +106,7 @@ impl MediaService {
             uploaded_by: user.clone(),
             created_at: now,
             updated_at: now,
+            lease_until: Some(now + self.config.upload_lease),
         };
         if let Err(error) = self
             .insert_pending(&mut media, content_type.extension)
@@ -114,14 +124,84 @@ impl MediaService {
         }
 
         match self.store_bytes(&media, head.chunks, body, declared).await {
-            Ok(done) => {
-                tracing::info!(media_id = %done.id, %event_id, size = done.size_bytes, "media uploaded");
-                Ok(done)
-            }
+            Ok((size, sha256)) => Ok(StagedUpload {
+                media,
+                size,
+                sha256,
+            }),
             Err(error) => {
                 self.undo_upload(&media).await;
                 Err(error)
             }
+        }
+    }
+
+    /// The one step that turns received bytes into media, whichever way they came in: checks
+    /// the complete `fields` (including those sent after the file) and the size against its
+    /// declaration and the limit, then marks the record `ready` with its size, SHA-256 and
+    /// fields in one transaction. On any refusal or failure the object and record are removed
+    /// (or left for the reconciler), so nothing unchecked ever becomes media.
+    pub async fn finalize(
+        &self,
+        staged: StagedUpload,
+        fields: UploadFields,
+    ) -> Result<EventMedia, MediaError> {
+        match self.finish(&staged, fields).await {
+            Ok(done) => {
+                tracing::info!(media_id = %done.id, event_id = %done.event_id,
+                    size = done.size_bytes, "media uploaded");
+                Ok(done)
+            }
+            Err(error) => {
+                self.undo_upload(&staged.media).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Gives up a staged upload (the rest of its form was malformed, or the client went away):
+    /// its object and record are removed, or left for the reconciler if that fails.
+    pub async fn abandon(&self, staged: StagedUpload) {
+        self.undo_upload(&staged.media).await;
+    }
+
+    async fn finish(
+        &self,
+        staged: &StagedUpload,
+        fields: UploadFields,
+    ) -> Result<EventMedia, MediaError> {
+        let limit = self.config.policy.max_size_bytes;
+        let parsed = fields.parse()?;
+        check_declared_size(fields.declared_size, limit)?;
+        if staged.size > limit {
+            return Err(MediaError::TooLarge { limit });
+        }
+        if let Some(declared) = fields.declared_size
+            && declared != staged.size
+        {
+            return Err(MediaError::SizeMismatch {
+                declared,
+                received: staged.size,
+            });
+        }
+        let update = ReadyUpdate {
+            size_bytes: staged.size,
+            sha256: staged.sha256.clone(),
+            fields: parsed,
+            at: self.clock.now(),
+        };
+        match self.media.mark_ready(staged.media.id, update).await {
+            Ok(media) => Ok(media),
+            // The record went while the bytes arrived: the event was deleted meanwhile (its
+            // delete removes uploads in flight), or the reconciler rolled the upload back.
+            Err(error @ (RepoError::NotFound { .. } | RepoError::InvalidState { .. })) => {
+                let event_id = staged.media.event_id;
+                match self.events.find_event(event_id).await? {
+                    None => Err(MediaError::event_not_found(event_id)),
+                    Some(_) => Err(error.into()),
+                }
+            }
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -148,15 +228,15 @@ impl MediaService {
         Err(RepoError::Duplicate { what: "s3_key" }.into())
     }
 
-    /// Streams the bytes to the store and marks the record `ready`. With a `declared` size the
-    /// store is told the length, and a body of any other length fails.
+    /// Streams the bytes to the store; answers their count and hex SHA-256. With a `declared`
+    /// size the store is told the length, and a body of any other length fails.
     async fn store_bytes(
         &self,
         media: &EventMedia,
         head: Vec<Bytes>,
         rest: ByteStream,
         declared: Option<u64>,
-    ) -> Result<EventMedia, MediaError> {
+    ) -> Result<(u64, String), MediaError> {
         let key = ObjectKey::parse(media.s3_key.as_str())?;
         let limit = self.config.policy.max_size_bytes;
         let meter = Arc::new(Mutex::new(Meter::default()));
@@ -172,7 +252,15 @@ impl MediaService {
         let mut options = self.put_options(media);
         options.size = declared;
 
-        let put = self.store.put(&key, Box::pin(body), options).await;
+        let put = {
+            let put = self.store.put(&key, Box::pin(body), options);
+            let renew = self.renew_lease_while_receiving(media.id, &meter);
+            futures::pin_mut!(put, renew);
+            match futures::future::select(put, renew).await {
+                futures::future::Either::Left((put, _)) => put,
+                futures::future::Either::Right(((), put)) => put.await,
+            }
+        };
         let (size, sha256, exceeded, mismatched, complete) = {
             let meter = meter.lock().unwrap_or_else(PoisonError::into_inner);
             (
@@ -203,7 +291,34 @@ impl MediaService {
             }
             Ok(_) => {}
         }
-        Ok(self.media.mark_ready(media.id, size, &sha256).await?)
+        Ok((size, sha256))
+    }
+
+    /// Renews the upload's lease every third of its length while bytes keep arriving, so the
+    /// reconciler never rolls back an upload that is still receiving. A stalled upload stops
+    /// renewing, and its lease lapses. Never finishes by itself: the caller drops it when the
+    /// put is over.
+    async fn renew_lease_while_receiving(&self, id: MediaId, meter: &Mutex<Meter>) {
+        let lease = self.config.upload_lease;
+        let every = (lease / 3).max(std::time::Duration::from_millis(10));
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            let bytes = meter.lock().unwrap_or_else(PoisonError::into_inner).bytes;
+            if bytes == seen {
+                continue;
+            }
+            seen = bytes;
+            let until = self.clock.now() + lease;
+            match self.media.renew_lease(id, until).await {
+                Ok(true) => {}
+                // Rolled back or deleted meanwhile: the put will find out when it finishes.
+                Ok(false) => return std::future::pending().await,
+                Err(error) => {
+                    tracing::warn!(media_id = %id, error = %error, "could not renew an upload's lease");
+                }
+            }
+        }
     }
 
     fn put_options(&self, media: &EventMedia) -> PutOptions {
@@ -230,7 +345,7 @@ impl MediaService {
     /// `deleting`) and the reconciler finishes the job after the grace period; the object is
     /// never deleted while a `pending`/`ready` record might still claim it.
     async fn undo_upload(&self, media: &EventMedia) {
-        match self.media.mark_deleting(media.id).await {
+        match self.media.mark_deleting(media.id, self.clock.now()).await {
             // Gone already (the reconciler rolled back a slow upload): the object is ours alone.
             Ok(_) | Err(RepoError::NotFound { .. }) => {}
             Err(error) => {
@@ -248,6 +363,42 @@ impl MediaService {
             tracing::warn!(media_id = %media.id, error = %error,
                 "could not delete a failed upload's record; the reconciler will finish it");
         }
+    }
+}
+
+/// An upload whose bytes are in the store under a `pending` record, waiting for
+/// [`MediaService::finalize`] (or [`MediaService::abandon`]). Until then the media is invisible;
+/// if the process dies first, the reconciler rolls the record and object back.
+#[derive(Debug)]
+#[must_use = "a staged upload must be finalized or abandoned"]
+pub struct StagedUpload {
+    media: EventMedia,
+    size: u64,
+    sha256: String,
+}
+
+impl StagedUpload {
+    /// The pending record.
+    pub fn media(&self) -> &EventMedia {
+        &self.media
+    }
+
+    /// How many bytes were stored.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// A declared size is refused on the client's word when it is above the limit (before a byte
+/// of the body is read) or zero (no file may be empty).
+fn check_declared_size(declared: Option<u64>, limit: u64) -> Result<(), MediaError> {
+    match declared {
+        Some(size) if size > limit => Err(MediaError::TooLarge { limit }),
+        Some(0) => Err(MediaError::SizeMismatch {
+            declared: 0,
+            received: 0,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -292,18 +443,13 @@ fn interrupted(error: StoreError) -> MediaError {
     }
 }
 
-/// Percent-encodes what S3 user metadata cannot carry (non-ASCII, control characters) and `%`
-/// itself, so the value decodes back unambiguously.
+/// What S3 user metadata cannot carry (control characters; non-ASCII is always encoded), and
+/// `%` itself, so the value decodes back unambiguously.
+const NOT_METADATA_SAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Percent-encodes what S3 user metadata cannot carry, so the value decodes back unambiguously.
 fn ascii_safe(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte == b'%' || !(0x20..0x7f).contains(&byte) {
-            out.push_str(&format!("%{byte:02X}"));
-        } else {
-            out.push(char::from(byte));
-        }
-    }
-    out
+    utf8_percent_encode(value, NOT_METADATA_SAFE).to_string()
 }
 
 /// What passed through a [`MeteredBody`].

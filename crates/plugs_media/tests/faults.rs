@@ -14,7 +14,7 @@ use common::{
 use plugs_domain::{EventMedia, MediaId, MediaStatus, keys};
 use plugs_media::{MediaError, ReconcileOptions, ReconcileReport};
 use plugs_persistence::{FaultKind, MediaRepository, RepoOp};
-use plugs_storage::{ObjectKey, ObjectStore, StoreError};
+use plugs_storage::{ObjectKey, ObjectStore, StoreError, SweepReport};
 
 async fn reconcile(h: &Harness) -> ReconcileReport {
     h.service
@@ -173,6 +173,8 @@ async fn reconcile_pages_through_more_stale_records_than_one_batch() {
             uploaded_by: h.alice.clone(),
             created_at: at,
             updated_at: at,
+            // Records written before leases existed: the grace period decides.
+            lease_until: None,
         };
         h.repo.insert_media(&record).await.unwrap();
         // Every tenth one got its bytes stored before the crash.
@@ -606,7 +608,7 @@ async fn readiness_needs_both_the_database_and_the_store() {
 #[derive(Debug)]
 struct UploadFinishesWhileListed {
     inner: std::sync::Arc<plugs_persistence::InMemoryRepository>,
-    finish: (u64, String),
+    finish: plugs_persistence::ReadyUpdate,
 }
 
 #[async_trait::async_trait]
@@ -617,23 +619,34 @@ impl MediaRepository for UploadFinishesWhileListed {
     async fn mark_ready(
         &self,
         id: MediaId,
-        size_bytes: u64,
-        sha256: &str,
+        update: plugs_persistence::ReadyUpdate,
     ) -> Result<EventMedia, plugs_persistence::RepoError> {
-        self.inner.mark_ready(id, size_bytes, sha256).await
+        self.inner.mark_ready(id, update).await
     }
-    async fn mark_deleting(&self, id: MediaId) -> Result<EventMedia, plugs_persistence::RepoError> {
-        self.inner.mark_deleting(id).await
+    async fn mark_deleting(
+        &self,
+        id: MediaId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<EventMedia, plugs_persistence::RepoError> {
+        self.inner.mark_deleting(id, at).await
     }
     async fn mark_deleting_if_stale(
         &self,
         id: MediaId,
         expected: MediaStatus,
         updated_before: chrono::DateTime<chrono::Utc>,
+        at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
         self.inner
-            .mark_deleting_if_stale(id, expected, updated_before)
+            .mark_deleting_if_stale(id, expected, updated_before, at)
             .await
+    }
+    async fn renew_lease(
+        &self,
+        id: MediaId,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, plugs_persistence::RepoError> {
+        self.inner.renew_lease(id, until).await
     }
     async fn delete_media(&self, id: MediaId) -> Result<(), plugs_persistence::RepoError> {
         self.inner.delete_media(id).await
@@ -650,13 +663,21 @@ impl MediaRepository for UploadFinishesWhileListed {
     ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
         self.inner.find_by_key(s3_key).await
     }
+    async fn update_fields(
+        &self,
+        id: MediaId,
+        update: plugs_persistence::FieldsUpdate,
+    ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.update_fields(id, update).await
+    }
     async fn list_ready(
         &self,
         event_id: plugs_domain::EventId,
+        filter: &plugs_persistence::MediaFilter,
         after: Option<plugs_domain::PageCursor>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
-        self.inner.list_ready(event_id, after, limit).await
+        self.inner.list_ready(event_id, filter, after, limit).await
     }
     async fn list_all_for_event(
         &self,
@@ -668,14 +689,13 @@ impl MediaRepository for UploadFinishesWhileListed {
         &self,
         status: MediaStatus,
         before: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
-        let listed = self.inner.list_stale(status, before, limit).await?;
+        let listed = self.inner.list_stale(status, before, now, limit).await?;
         if status == MediaStatus::Pending {
             for media in &listed {
-                self.inner
-                    .mark_ready(media.id, self.finish.0, &self.finish.1)
-                    .await?;
+                self.inner.mark_ready(media.id, self.finish.clone()).await?;
             }
         }
         Ok(listed)
@@ -706,6 +726,7 @@ async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_st
         uploaded_by: h.alice.clone(),
         created_at: now,
         updated_at: now,
+        lease_until: None,
     };
     h.repo.insert_media(&media).await.unwrap();
     use plugs_storage::ObjectStoreExt as _;
@@ -721,7 +742,12 @@ async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_st
 
     let racing = std::sync::Arc::new(UploadFinishesWhileListed {
         inner: h.repo.clone(),
-        finish: (bytes.len() as u64, common::sha256_hex(&bytes)),
+        finish: plugs_persistence::ReadyUpdate {
+            size_bytes: bytes.len() as u64,
+            sha256: common::sha256_hex(&bytes),
+            fields: plugs_domain::MediaFields::default(),
+            at: h.clock_now(),
+        },
     });
     let service = plugs_media::MediaService::new(
         h.store.clone(),
@@ -742,4 +768,75 @@ async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_st
     assert_eq!(kept.status, MediaStatus::Ready);
     assert_eq!(object_keys(h.store.as_ref()).await, vec![key]);
     assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
+/// What a store's sweep found: `found` stale temporary files, `failed` of which stayed.
+fn temp_file_sweep(found: u64, failed: u64) -> SweepReport {
+    let mut report = SweepReport::default();
+    report.temp_files.found = found;
+    report.temp_files.removed = found - failed;
+    report.temp_files.failed = failed;
+    report
+}
+
+#[tokio::test]
+async fn reconcile_sweeps_the_store_with_its_own_cutoff_and_reports_what_it_did() {
+    let h = Harness::new();
+    let grace = TimeDelta::hours(1);
+    h.store.faults().next_sweep = Some(temp_file_sweep(3, 0));
+    let report = reconcile(&h).await;
+    assert_eq!(
+        report,
+        ReconcileReport {
+            sweep: temp_file_sweep(3, 0),
+            ..ReconcileReport::default()
+        }
+    );
+
+    // A dry run asks the store for a dry sweep; a custom grace moves the cutoff.
+    let report = h
+        .service
+        .reconcile(ReconcileOptions {
+            dry_run: true,
+            grace: Some(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report, ReconcileReport::default());
+    let now = h.clock_now();
+    assert_eq!(
+        h.store.sweeps(),
+        [(now - grace, false), (now - TimeDelta::seconds(60), true)]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_sweep_is_counted_and_the_rest_of_the_pass_still_runs() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let orphan = keys::media_key(event, h.clock_now(), "png");
+    put_orphan(&h.store, &orphan).await;
+    h.after_grace();
+    h.store.faults().fail_next_sweep = true;
+    assert_eq!(
+        reconcile(&h).await,
+        ReconcileReport {
+            orphans_found: 1,
+            orphans_deleted: 1,
+            failed: 1,
+            ..ReconcileReport::default()
+        }
+    );
+    assert!(object_keys(h.store.as_ref()).await.is_empty());
+
+    // Leftovers the store could not remove count as failed repairs too.
+    h.store.faults().next_sweep = Some(temp_file_sweep(2, 1));
+    assert_eq!(
+        reconcile(&h).await,
+        ReconcileReport {
+            sweep: temp_file_sweep(2, 1),
+            failed: 1,
+            ..ReconcileReport::default()
+        }
+    );
 }

@@ -16,7 +16,8 @@ use plugs_media::{MediaService, ServiceConfig, UploadRequest};
 use plugs_persistence::{InMemoryRepository, MediaRepository};
 use plugs_storage::{
     ByteStream, GetOptions, GetResult, ListOptions, ListPage, MemoryStore, ObjectKey, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PresignMethod, PresignedUrl, PutOptions, PutResult, StoreError,
+    ObjectStore, ObjectStoreExt, PresignMethod, PresignOptions, PresignedUrl, PutOptions,
+    PutResult, StoreError, SweepReport,
 };
 use sha2::{Digest, Sha256};
 
@@ -193,9 +194,14 @@ pub async fn assert_consistent(
 }
 
 pub async fn all_records(repo: &InMemoryRepository, status: MediaStatus) -> Vec<EventMedia> {
-    repo.list_stale(status, DateTime::<Utc>::MAX_UTC, 100_000)
-        .await
-        .unwrap()
+    repo.list_stale(
+        status,
+        DateTime::<Utc>::MAX_UTC,
+        DateTime::<Utc>::MAX_UTC,
+        100_000,
+    )
+    .await
+    .unwrap()
 }
 
 pub async fn object_keys(store: &dyn ObjectStore) -> Vec<String> {
@@ -221,6 +227,11 @@ pub struct StoreFaults {
     pub fail_next_put_after_commit: bool,
     /// The next this-many deletes fail with `Unavailable`.
     pub fail_deletes: u32,
+    /// The next sweep answers this report instead of sweeping (the memory store has nothing
+    /// to sweep).
+    pub next_sweep: Option<SweepReport>,
+    /// The next sweep fails with `Unavailable`, alone of all the calls.
+    pub fail_next_sweep: bool,
 }
 
 /// The object store of these tests: a [`MemoryStore`] behind a wrapper that injects faults and
@@ -234,6 +245,8 @@ pub struct TestStore {
     puts: AtomicU64,
     /// The `PutOptions::size` of every put, in order.
     declared_sizes: Mutex<Vec<Option<u64>>>,
+    /// The arguments of every sweep, in order.
+    sweeps: Mutex<Vec<(DateTime<Utc>, bool)>>,
 }
 
 fn injected(what: &str) -> StoreError {
@@ -251,7 +264,13 @@ impl TestStore {
             faults: Mutex::default(),
             puts: AtomicU64::new(0),
             declared_sizes: Mutex::default(),
+            sweeps: Mutex::default(),
         }
+    }
+
+    /// The `(older_than, dry_run)` of every sweep asked of the store, in order.
+    pub fn sweeps(&self) -> Vec<(DateTime<Utc>, bool)> {
+        self.sweeps.lock().unwrap().clone()
     }
 
     pub fn faults(&self) -> std::sync::MutexGuard<'_, StoreFaults> {
@@ -383,9 +402,29 @@ impl ObjectStore for TestStore {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        options: &PresignOptions,
     ) -> Result<PresignedUrl, StoreError> {
         self.check_up("presign")?;
-        self.inner.presign(method, key, expires_in).await
+        self.inner.presign(method, key, expires_in, options).await
+    }
+
+    async fn sweep(
+        &self,
+        older_than: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<SweepReport, StoreError> {
+        self.sweeps.lock().unwrap().push((older_than, dry_run));
+        self.check_up("sweep")?;
+        {
+            let mut faults = self.faults();
+            if std::mem::take(&mut faults.fail_next_sweep) {
+                return Err(injected("sweep"));
+            }
+            if let Some(report) = faults.next_sweep.take() {
+                return Ok(report);
+            }
+        }
+        self.inner.sweep(older_than, dry_run).await
     }
 }
 
