@@ -35,6 +35,9 @@ pub const ENV_NAMES: &[&str] = &[
     "PUBLIC_BASE_URL",
     "GC_INTERVAL",
     "GC_GRACE",
+    "UPLOAD_IDLE_TIMEOUT",
+    "UPLOAD_MIN_RATE",
+    "UPLOAD_LEASE",
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
@@ -125,6 +128,9 @@ struct RawSettings {
     public_base_url: Option<String>,
     gc_interval: u64,
     gc_grace: u64,
+    upload_idle_timeout: u64,
+    upload_min_rate: u64,
+    upload_lease: Option<u64>,
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
@@ -247,6 +253,14 @@ pub struct Settings {
     pub gc_interval: Option<Duration>,
     /// How old an unclaimed object must be before the reconciler removes it.
     pub gc_grace: Duration,
+    /// An upload whose body sends nothing for this long is abandoned (`UPLOAD_IDLE_TIMEOUT`).
+    pub upload_idle_timeout: Duration,
+    /// Slowest accepted upload, bytes per second over windows of `UPLOAD_IDLE_TIMEOUT`
+    /// (`UPLOAD_MIN_RATE`); 0: no minimum.
+    pub upload_min_rate: u64,
+    /// How long an upload's `pending` record is held without news (`UPLOAD_LEASE`; default
+    /// twice the idle timeout, at least 60 s). gc rolls back only uploads whose lease lapsed.
+    pub upload_lease: Duration,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
@@ -292,6 +306,8 @@ impl Settings {
             .set_default("jwt_max_lifetime", DEFAULT_JWT_MAX_LIFETIME_SECS)?
             .set_default("gc_interval", 0)?
             .set_default("gc_grace", 3600)?
+            .set_default("upload_idle_timeout", 30)?
+            .set_default("upload_min_rate", 1024)?
             .set_default("log_format", "text")?
             .set_default("s3_sse", "AES256")?;
         if let Some(file) = file {
@@ -407,6 +423,12 @@ impl RawSettings {
         if self.max_file_size == 0 {
             return Err(invalid("MAX_FILE_SIZE", "must be at least 1 byte"));
         }
+        if self.upload_idle_timeout == 0 {
+            return Err(invalid("UPLOAD_IDLE_TIMEOUT", "must be at least 1 second"));
+        }
+        if self.upload_lease == Some(0) {
+            return Err(invalid("UPLOAD_LEASE", "must be at least 1 second"));
+        }
 
         let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
             (Some(url), None, None) => {
@@ -500,6 +522,14 @@ impl RawSettings {
             public_base_url,
             gc_interval: (self.gc_interval > 0).then(|| Duration::from_secs(self.gc_interval)),
             gc_grace: Duration::from_secs(self.gc_grace),
+            upload_idle_timeout: Duration::from_secs(self.upload_idle_timeout),
+            upload_min_rate: self.upload_min_rate,
+            // A silent upload is cut at its idle timeout, so by default it never outlives its
+            // lease first.
+            upload_lease: self.upload_lease.map_or(
+                Duration::from_secs((self.upload_idle_timeout.saturating_mul(2)).max(60)),
+                Duration::from_secs,
+            ),
             policy,
             encryption,
             log_format,

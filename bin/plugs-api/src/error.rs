@@ -74,6 +74,9 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// An upload's body was cut by its limits (too many bytes outside the file, too slow, silent).
+    #[error("{0}")]
+    BodyRefused(crate::body_guard::Refusal),
     /// The request's `Content-Type` is not one this route accepts.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -97,6 +100,12 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRefused(refusal) => match refusal {
+                crate::body_guard::Refusal::FormTooLarge { .. }
+                | crate::body_guard::Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::body_guard::Refusal::Idle(_)
+                | crate::body_guard::Refusal::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            },
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +139,7 @@ fn media_status(err: &plugs_media::MediaError) -> StatusCode {
         }
         MediaError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         MediaError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        MediaError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         MediaError::NotModified => StatusCode::NOT_MODIFIED,
         MediaError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         MediaError::UploadInterrupted { .. } => StatusCode::BAD_REQUEST,
@@ -180,6 +190,13 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = Problem::new(status, self.detail(status)).response();
+        // A body cut by its limits is not read any further: close the connection rather than
+        // drain whatever the client goes on sending.
+        if matches!(self, Self::BodyRefused(_) | Self::PayloadTooLarge { .. }) {
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         if let Self::Unauthorized { token_given } = self {
             let challenge = if *token_given {
                 "Bearer error=\"invalid_token\""

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod body_guard;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -63,7 +64,10 @@ pub fn build_app(
                 .configure(routes::events::config)
                 .configure(routes::media::config)
                 .configure(routes::local_objects::config)
-                .route("/openapi.json", web::get().to(openapi::openapi_json)),
+                .route(
+                    "/openapi.json",
+                    routes::get_or_head().to(openapi::openapi_json),
+                ),
         )
         .default_service(web::to(error::not_found))
 }

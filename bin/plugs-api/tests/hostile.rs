@@ -36,12 +36,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_env(&[])
+    }
+
+    /// A fixture whose server also has these settings.
+    fn with_env(extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let env = pairs(&[
+        let mut env = pairs(&[
             ("DATA_DIR", data.to_str().unwrap()),
             ("MAX_FILE_SIZE", &MAX_FILE.to_string()),
         ]);
+        env.extend(pairs(extra));
         let server = Server::start(&env, dir.path());
         let alice = server.token("alice");
         let response = send(
@@ -648,6 +654,211 @@ fn range_beyond_the_end_is_416() {
     );
 }
 
+/// `HEAD path`, like [`get`].
+fn head(server: &Server, path: &str, token: Option<&str>) -> RawResponse {
+    let mut request = get_request(path, token);
+    request.splice(..3, *b"HEAD");
+    exchange(server.addr, &request)
+}
+
+#[test]
+fn if_range_with_a_stale_or_weak_etag_serves_the_whole_file() {
+    let f = Fixture::new();
+    let media = f.upload_png("a.png", PNG);
+    let path = format!(
+        "{}/{}/stream",
+        f.media_path(),
+        media["id"].as_str().unwrap()
+    );
+    let range = ("Range", "bytes=0-7");
+    let current = get(&f.server, &path, Some(&f.alice), &[]);
+    let etag = current.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"'), "a strong ETag: {etag}");
+
+    // The client's copy is of another version: the whole file, never a piece of the new one.
+    let weak = format!("W/{etag}");
+    for stale in [
+        "\"stale\"",
+        weak.as_str(),
+        "Sat, 29 Oct 1994 19:43:31 GMT",
+        "not a tag",
+    ] {
+        let response = get(
+            &f.server,
+            &path,
+            Some(&f.alice),
+            &[range, ("If-Range", stale)],
+        );
+        assert_eq!(response.status, 200, "If-Range: {stale}");
+        assert_eq!(response.header("content-range"), None, "If-Range: {stale}");
+        assert_eq!(response.body, PNG, "If-Range: {stale}");
+    }
+    // Its own strong ETag: the range.
+    let response = get(
+        &f.server,
+        &path,
+        Some(&f.alice),
+        &[range, ("If-Range", &etag)],
+    );
+    assert_eq!(response.status, 206);
+    assert_eq!(
+        response.header("content-range"),
+        Some(format!("bytes 0-7/{}", PNG.len()).as_str())
+    );
+    assert_eq!(response.body, &PNG[..8]);
+}
+
+#[test]
+fn head_answers_every_get_route_with_its_headers_and_no_body() {
+    let f = Fixture::new();
+    let media = f.upload_png("a.png", PNG);
+    let location = format!("{}/{}", f.media_path(), media["id"].as_str().unwrap());
+    let (presigned, _) = presigned(&f);
+    let event = format!("/api/v1/events/{}", f.event);
+    let routes = [
+        (format!("{location}/download"), true),
+        (format!("{location}/stream"), true),
+        (location.clone(), true),
+        (format!("{location}/url"), true),
+        (f.media_path(), true),
+        (event, true),
+        ("/api/v1/events".to_owned(), true),
+        (presigned, false),
+        ("/healthz".to_owned(), false),
+        ("/readyz".to_owned(), false),
+        ("/api/v1/openapi.json".to_owned(), false),
+    ];
+    for (path, with_token) in routes {
+        let token = with_token.then_some(f.alice.as_str());
+        let got = get(&f.server, &path, token, &[]);
+        let headed = head(&f.server, &path, token);
+        assert_eq!((got.status, headed.status), (200, 200), "HEAD {path}");
+        assert!(headed.body.is_empty(), "HEAD {path} sent a body");
+        assert_eq!(
+            headed.header("content-type"),
+            got.header("content-type"),
+            "HEAD {path}"
+        );
+        if got.header("etag").is_some() {
+            assert_eq!(headed.header("etag"), got.header("etag"), "HEAD {path}");
+        }
+        // The length a GET sends (a fresh presigned URL has the same length as the last one).
+        let length = got.body.len().to_string();
+        assert_eq!(
+            headed.header("content-length"),
+            Some(length.as_str()),
+            "HEAD {path}"
+        );
+    }
+    // HEAD ignores `Range` and honours `If-None-Match` like GET.
+    let bytes = format!("{location}/download");
+    let mut request = get_request(&bytes, Some(&f.alice));
+    request.splice(..3, *b"HEAD");
+    request.truncate(request.len() - 2);
+    request.extend_from_slice(b"Range: bytes=0-3\r\n\r\n");
+    let ranged = exchange(f.server.addr, &request);
+    assert_eq!(ranged.status, 200);
+    assert_eq!(
+        ranged.header("content-length"),
+        Some(PNG.len().to_string().as_str())
+    );
+    let etag = ranged.header("etag").unwrap().to_owned();
+    let mut request = get_request(&bytes, Some(&f.alice));
+    request.splice(..3, *b"HEAD");
+    request.truncate(request.len() - 2);
+    request.extend_from_slice(format!("If-None-Match: {etag}\r\n\r\n").as_bytes());
+    assert_eq!(exchange(f.server.addr, &request).status, 304);
+}
+
+/// A PDF whose catalogue runs JavaScript as the document opens.
+const PDF_WITH_OPEN_ACTION: &[u8] = b"%PDF-1.7\n\
+1 0 obj << /Type /Catalog /Pages 2 0 R /OpenAction 3 0 R >> endobj\n\
+2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\n\
+3 0 obj << /Type /Action /S /JavaScript /JS (app.alert\\(document.cookie\\)) >> endobj\n\
+trailer << /Root 1 0 R >>\n%%EOF\n";
+
+#[test]
+fn a_pdf_with_an_open_action_script_is_sandboxed_and_an_attachment() {
+    let f = Fixture::new();
+    let response = f.upload(&multipart(&[Part::File(
+        "file",
+        "invoice.pdf",
+        Some("application/pdf"),
+        PDF_WITH_OPEN_ACTION,
+    )]));
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let media = response.json();
+    assert_eq!(media["content_type"], "application/pdf");
+    let location = format!("{}/{}", f.media_path(), media["id"].as_str().unwrap());
+    let disposition = |r: &RawResponse| {
+        r.header("content-disposition")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Downloaded or streamed, it comes as an attachment in a sandbox; `inline=true` shows it
+    // inline, still sandboxed.
+    for (route, expected) in [
+        ("download", "attachment"),
+        ("stream", "attachment"),
+        ("stream?inline=false", "attachment"),
+        ("stream?inline=true", "inline"),
+    ] {
+        for response in [
+            get(
+                &f.server,
+                &format!("{location}/{route}"),
+                Some(&f.alice),
+                &[],
+            ),
+            head(&f.server, &format!("{location}/{route}"), Some(&f.alice)),
+        ] {
+            assert_eq!(response.status, 200, "{route}");
+            assert_eq!(
+                response.header("content-security-policy"),
+                Some("sandbox"),
+                "{route}"
+            );
+            assert_eq!(response.header("content-type"), Some("application/pdf"));
+            assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+            assert_eq!(disposition(&response), expected, "{route}");
+        }
+    }
+    assert_problem(
+        &get(
+            &f.server,
+            &format!("{location}/stream?inline=maybe"),
+            Some(&f.alice),
+            &[],
+        ),
+        400,
+    );
+    // Its presigned URL answers the same way.
+    let url = get(&f.server, &format!("{location}/url"), Some(&f.alice), &[]).json()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = &url[url.find("/api/v1/objects/").unwrap()..];
+    let fetched = get(&f.server, path, None, &[]);
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.body, PDF_WITH_OPEN_ACTION);
+    assert_eq!(fetched.header("content-security-policy"), Some("sandbox"));
+    assert_eq!(disposition(&fetched), "attachment");
+    // A picture stays inline on /stream, in the same sandbox.
+    let png = f.upload_png("a.png", PNG);
+    let stream = format!("{}/{}/stream", f.media_path(), png["id"].as_str().unwrap());
+    let response = get(&f.server, &stream, Some(&f.alice), &[]);
+    assert_eq!(disposition(&response), "inline");
+    assert_eq!(response.header("content-security-policy"), Some("sandbox"));
+}
+
 #[test]
 fn header_injection_in_filename_cannot_break_content_disposition() {
     let f = Fixture::new();
@@ -723,5 +934,278 @@ fn refusals_leave_the_server_serving() {
             s3_key: media["s3_key"].as_str().unwrap().to_owned(),
             size_bytes: PNG.len() as u64,
         }]
+    );
+}
+
+/// The head of a chunked upload request of the fixture's media route.
+fn chunked_upload_head(f: &Fixture) -> Vec<u8> {
+    format!(
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        f.media_path(),
+        f.alice,
+        multipart_content_type()
+    )
+    .into_bytes()
+}
+
+fn chunk(bytes: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Writes `parts` with a pause before each after the first, stopping when the server has closed
+/// the connection, then reads the answer.
+fn send_slowly(f: &Fixture, parts: &[Vec<u8>], pause: Duration) -> RawResponse {
+    let mut stream = TcpStream::connect(f.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // A server that has answered and stopped reading fills the socket buffers: stop writing.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        if answered(&stream) || stream.write_all(part).is_err() {
+            break;
+        }
+    }
+    read_response(&mut stream).unwrap()
+}
+
+/// The server's resident memory, KiB (`VmRSS`).
+fn rss_kib(server: &Server) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The server's user and system CPU time so far, seconds.
+fn cpu_seconds(server: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Whether the server has sent something (its answer) or closed the connection.
+fn answered(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let peeked = stream.peek(&mut [0_u8; 1]);
+    stream.set_nonblocking(false).unwrap();
+    match peeked {
+        Ok(_) => true,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn an_endless_part_header_in_a_chunked_body_is_413_after_a_bounded_read() {
+    let f = Fixture::new();
+    let mut stream = TcpStream::connect(f.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // A server that has answered and stopped reading fills the socket buffers: stop writing.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&chunked_upload_head(&f)).unwrap();
+    let (rss_before, cpu_before) = (rss_kib(&f.server), cpu_seconds(&f.server));
+    let start = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nX-Pad: "
+    );
+    stream.write_all(&chunk(start.as_bytes())).unwrap();
+    // Up to 40 MiB of a header line that never ends; the server stops reading long before.
+    let filler = chunk(&[b'a'; 64 * 1024]);
+    let mut sent = 0_usize;
+    for _ in 0..640 {
+        if stream.write_all(&filler).is_err() {
+            break;
+        }
+        sent += filler.len();
+    }
+    let response = read_response(&mut stream).unwrap();
+    assert_problem(&response, 413);
+    // Before the guard the parser held every header byte and searched it again on each read:
+    // +38 MB and 11.7 s of CPU for 40 MiB. Now whatever the client goes on sending is at most
+    // discarded as it arrives.
+    let (rss, cpu) = (
+        rss_kib(&f.server) - rss_before,
+        cpu_seconds(&f.server) - cpu_before,
+    );
+    assert!(
+        rss < 16 * 1024,
+        "server RSS grew by {rss} KiB for {sent} bytes"
+    );
+    assert!(cpu < 3.0, "server spent {cpu:.2} s of CPU on {sent} bytes");
+    f.assert_nothing_stored();
+}
+
+#[test]
+fn too_many_text_bytes_before_the_file_are_413() {
+    let f = Fixture::new();
+    // Many small fields of unknown names would be refused one by one; a long preamble is not a
+    // field at all, so only the byte count of the form can stop it.
+    let mut body = vec![b'p'; 200 * 1024];
+    body.extend_from_slice(&multipart(&[Part::File(
+        "file",
+        "a.png",
+        Some("image/png"),
+        PNG,
+    )]));
+    let mut request = chunked_upload_head(&f);
+    for piece in body.chunks(8192) {
+        request.extend_from_slice(&chunk(piece));
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    assert_problem(&exchange(f.server.addr, &request), 413);
+    f.assert_nothing_stored();
+}
+
+/// The first part of a multipart upload: the file part's header and the file's first 4 KiB.
+fn upload_head_parts(file: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    head.extend_from_slice(&file[..4096]);
+    head
+}
+
+#[test]
+fn a_silent_upload_is_408_and_its_record_and_temp_file_are_gone() {
+    let f = Fixture::with_env(&[("UPLOAD_IDLE_TIMEOUT", "2"), ("UPLOAD_MIN_RATE", "0")]);
+    let file = png_of_len(32 * 1024);
+    let mut head = chunked_upload_head(&f);
+    head.extend_from_slice(&chunk(&upload_head_parts(&file)));
+    // The head, then one byte every 3 s: silent longer than the idle timeout each time.
+    let mut parts = vec![head];
+    parts.extend((0..5).map(|i| chunk(&file[4096 + i..4097 + i])));
+    let response = send_slowly(&f, &parts, Duration::from_secs(3));
+    let problem = assert_problem(&response, 408);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no bytes arrived"),
+        "{problem}"
+    );
+    f.assert_nothing_stored();
+}
+
+#[test]
+fn a_trickling_upload_below_the_minimum_rate_is_408_and_keeps_nothing() {
+    // One byte a second is never silent for 3 s, but far below 1 KiB/s.
+    let f = Fixture::with_env(&[("UPLOAD_IDLE_TIMEOUT", "3"), ("UPLOAD_MIN_RATE", "1024")]);
+    let file = png_of_len(32 * 1024);
+    let mut head = chunked_upload_head(&f);
+    head.extend_from_slice(&chunk(&upload_head_parts(&file)));
+    let mut parts = vec![head];
+    parts.extend((0..20).map(|i| chunk(&file[4096 + i..4097 + i])));
+    let started = std::time::Instant::now();
+    let response = send_slowly(&f, &parts, Duration::from_secs(1));
+    let problem = assert_problem(&response, 408);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("slower than"),
+        "{problem}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cut within a window or two, not after the whole trickle"
+    );
+    f.assert_nothing_stored();
+}
+
+#[test]
+fn an_upload_into_an_event_deleted_meanwhile_is_404_and_keeps_nothing() {
+    let f = Fixture::new();
+    let file = png_of_len(32 * 1024);
+    let mut stream = TcpStream::connect(f.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = chunked_upload_head(&f);
+    head.extend_from_slice(&chunk(&upload_head_parts(&file)));
+    stream.write_all(&head).unwrap();
+    // The upload is in flight (its pending record written); the owner deletes the event.
+    std::thread::sleep(Duration::from_millis(500));
+    let response = send(
+        &f.server,
+        "DELETE",
+        &format!("/api/v1/events/{}", f.event),
+        Some(&f.alice),
+        None,
+        b"",
+    );
+    assert_eq!(response.status, 204);
+    let mut rest = file[4096..].to_vec();
+    rest.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let mut tail = chunk(&rest);
+    tail.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&tail);
+    let response = read_response(&mut stream).unwrap();
+    assert_problem(&response, 404);
+    f.assert_nothing_stored();
+}
+
+#[test]
+fn gc_with_a_zero_grace_leaves_an_upload_that_is_still_receiving_alone() {
+    let f = Fixture::new();
+    let file = png_of_len(48 * 1024);
+    let mut stream = TcpStream::connect(f.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = chunked_upload_head(&f);
+    head.extend_from_slice(&chunk(&upload_head_parts(&file)));
+    stream.write_all(&head).unwrap();
+    // Half the file arrives, then gc runs with no grace at all while the rest is on its way.
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&chunk(&file[4096..24 * 1024])).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = f.server.gc_apply_now();
+    assert_eq!(
+        media_rows(&f.database()).len(),
+        1,
+        "the pending record survived gc: {summary}"
+    );
+    let mut rest = file[24 * 1024..].to_vec();
+    rest.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let mut tail = chunk(&rest);
+    tail.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&tail).unwrap();
+    let response = read_response(&mut stream).unwrap();
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let media = response.json();
+    assert_eq!(media["size_bytes"], file.len());
+    assert_eq!(
+        media_rows(&f.database()),
+        vec![binary::MediaRow {
+            status: "ready".into(),
+            s3_key: media["s3_key"].as_str().unwrap().to_owned(),
+            size_bytes: file.len() as u64,
+        }]
+    );
+    assert_eq!(
+        files_under(&f.objects()).len(),
+        2,
+        "the object and its metadata, no temp file"
     );
 }

@@ -17,12 +17,17 @@ pub struct ServiceConfig {
     /// Longest lifetime of a presigned URL; longer requests are cut to it (S3 refuses more than
     /// 7 days for SigV4).
     pub presign_max_ttl: Duration,
-    /// When set, a media's public `url` is `{cdn_base_url}/{s3_key}` instead of the API's
-    /// download route.
+    /// The base URL of a CDN in front of the bucket, when there is one. The service builds no
+    /// URL: it only carries this for the edge, which answers a media's `url` as
+    /// `{cdn_base_url}/{s3_key}` when set and with its own download route otherwise.
     pub cdn_base_url: Option<String>,
     /// How old an unfinished record or an unclaimed object must be before the reconciler
-    /// touches it; longer than any upload takes, so it never races a live one.
+    /// touches it. Uploads in flight are protected by their lease instead, whatever the grace.
     pub reconcile_grace: Duration,
+    /// How long a form upload's `pending` record is held without news: the lease is renewed
+    /// while bytes arrive (every third of this), and the reconciler rolls back only records
+    /// whose lease has lapsed.
+    pub upload_lease: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -34,6 +39,7 @@ impl Default for ServiceConfig {
             presign_max_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             cdn_base_url: None,
             reconcile_grace: Duration::from_secs(60 * 60),
+            upload_lease: Duration::from_secs(60),
         }
     }
 }

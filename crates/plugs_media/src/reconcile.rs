@@ -278,7 +278,9 @@ impl StaleScan {
             return Ok(None);
         }
         let limit = BATCH + self.unchanged;
-        let records = repo.list_stale(self.status, self.before, self.now, limit).await?;
+        let records = repo
+            .list_stale(self.status, self.before, self.now, limit)
+            .await?;
         self.exhausted = records.len() < limit;
         let fresh: Vec<EventMedia> = records
             .into_iter()

@@ -4,22 +4,29 @@ use std::time::Duration;
 
 use actix_multipart::{Field, Multipart};
 use actix_web::body::SizedStream;
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::http::header::{
+    self, ByteRangeSpec, Charset, ContentDisposition, ContentRange, ContentRangeSpec,
+    DispositionParam, DispositionType, ETag, EntityTag, ExtendedValue, Header as _, IfNoneMatch,
+    IfRange, Range,
+};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use plugs_domain::{EventId, EventMedia, MediaId};
-use plugs_media::{MediaService, UploadRequest};
-use plugs_storage::{ByteRange, ByteStream, GetOptions, StoreError};
+use plugs_domain::{EventId, EventMedia, MediaId, may_run_code};
+use plugs_media::{MediaEdit, MediaQuery, MediaService, PageRequest, StagedUpload, UploadRequest};
+use plugs_storage::{ByteRange, ByteStream, GetOptions, StoreError, etag_matches};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
+use crate::body_guard::{BodyGuard, BodyLimits};
 use crate::error::{ApiError, Problem};
 use crate::metrics::Metrics;
-use crate::routes::events::PageQuery;
+use crate::routes::get_or_head;
+use crate::routes::preconditions::{if_match, with_etag};
 
 /// Room for the multipart framing and text fields on top of the file-size limit, when judging a
 /// request's `Content-Length` before reading it.
@@ -34,6 +41,26 @@ const CHANNEL_CAPACITY: usize = 4;
 pub struct UploadLimits {
     /// Largest accepted file, in bytes.
     pub max_file_size: u64,
+    /// An upload whose body sends nothing for this long is abandoned (408, nothing kept).
+    pub idle_timeout: Duration,
+    /// An upload slower than this many bytes per second over [`UploadLimits::rate_window`] is
+    /// abandoned (408, nothing kept); 0 turns the check off.
+    pub min_bytes_per_sec: u64,
+    /// The window the minimum rate is measured over.
+    pub rate_window: Duration,
+}
+
+impl UploadLimits {
+    /// The defaults (`UPLOAD_IDLE_TIMEOUT` 30 s, `UPLOAD_MIN_RATE` 1024 bytes/s over 30 s) with
+    /// this file-size limit.
+    pub fn with_max_file_size(max_file_size: u64) -> Self {
+        Self {
+            max_file_size,
+            idle_timeout: Duration::from_secs(30),
+            min_bytes_per_sec: 1024,
+            rate_window: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A media record as the API shows it.
@@ -70,7 +97,7 @@ pub struct MediaBody {
 
 impl MediaBody {
     fn new(media: EventMedia, service: &MediaService) -> Self {
-        let url = service.media_url(&media);
+        let url = media_url(&media, service.config().cdn_base_url.as_deref());
         Self {
             id: media.id.as_uuid(),
             event_id: media.event_id.as_uuid(),
@@ -87,6 +114,23 @@ impl MediaBody {
             created_at: media.created_at,
         }
     }
+}
+
+/// Where clients fetch a media's bytes: `{cdn_base_url}/{s3_key}` when a CDN fronts the bucket,
+/// else this API's download route. URLs are the edge's business: the service builds none.
+pub fn media_url(media: &EventMedia, cdn_base_url: Option<&str>) -> String {
+    match cdn_base_url {
+        Some(cdn) => cdn_url(cdn, &media.s3_key),
+        None => download_path(media.event_id, media.id),
+    }
+}
+
+fn cdn_url(cdn_base_url: &str, s3_key: &str) -> String {
+    format!("{}/{s3_key}", cdn_base_url.trim_end_matches('/'))
+}
+
+fn download_path(event_id: EventId, media_id: MediaId) -> String {
+    format!("/api/v1/events/{event_id}/media/{media_id}/download")
 }
 
 /// A page of media, newest first.
@@ -107,26 +151,28 @@ pub struct PresignedUrlBody {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The multipart form of an upload. Text fields must come before `file`; `file` must be last.
+/// The multipart form of an upload. Parts may come in any order (`curl -F file=@photo.jpg -F
+/// title=... -F tags=...` sends `file` first); the file streams to the store as it arrives
+/// either way.
 #[derive(Debug, ToSchema)]
 #[allow(
     dead_code,
     reason = "describes the multipart form in the OpenAPI document"
 )]
 pub struct UploadForm {
-    /// Optional title (at most 200 characters). Must precede `file`.
+    /// Optional title (at most 200 characters).
     title: Option<String>,
-    /// Optional description (at most 2000 characters). Must precede `file`.
+    /// Optional description (at most 2000 characters).
     description: Option<String>,
-    /// Optional comma-separated tags. Must precede `file`.
+    /// Optional comma-separated tags.
     tags: Option<String>,
-    /// Optional: the file's length in bytes. Must precede `file`. When given, a file of any
-    /// other length is refused (422) and nothing is kept, a size above MAX_FILE_SIZE is refused
-    /// (413) before the file is read, and S3 receives a file above one part (8 MiB) as one
-    /// streamed PutObject instead of a multipart upload.
+    /// Optional: the file's length in bytes. When given, a file of any other length is refused
+    /// (422) and nothing is kept. Sent before `file`, it also refuses a size above MAX_FILE_SIZE
+    /// (413) before the file is read, and lets S3 receive a file above one part (8 MiB) as one
+    /// streamed PutObject instead of a multipart upload; sent after `file`, it is only checked.
     #[schema(minimum = 1)]
     size: Option<u64>,
-    /// The file; its part `Content-Type`, when given, must match the content. Must be the last part.
+    /// The file; its part `Content-Type`, when given, must match the content. Exactly one.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }
@@ -146,43 +192,45 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/events/{event_id}/media")
             .route(web::post().to(upload_media))
-            .route(web::get().to(list_media)),
+            .route(get_or_head().to(list_media)),
     )
     .service(
         web::resource("/events/{event_id}/media/{media_id}")
-            .route(web::get().to(get_media))
+            .route(get_or_head().to(get_media))
+            .route(web::patch().to(patch_media))
             .route(web::delete().to(delete_media)),
     )
     .route(
         "/events/{event_id}/media/{media_id}/download",
-        web::get().to(download_media),
+        get_or_head().to(download_media),
     )
     .route(
         "/events/{event_id}/media/{media_id}/stream",
-        web::get().to(stream_media),
+        get_or_head().to(stream_media),
     )
     .route(
         "/events/{event_id}/media/{media_id}/url",
-        web::get().to(presign_media),
+        get_or_head().to(presign_media),
     );
 }
 
 /// Uploads a file to one of the caller's events.
 ///
-/// `multipart/form-data` with the optional text fields `title`, `description`, `tags` (comma
-/// separated) and `size` (the file's length in bytes) first and the `file` part last; a part
-/// after `file` is refused with 400 and nothing is kept. The file streams to the store; its type
-/// is decided by its content.
+/// `multipart/form-data` with one `file` part and the optional text fields `title`,
+/// `description`, `tags` (comma separated) and `size` (the file's length in bytes), in any
+/// order. The file streams to the store as it arrives; fields after it are checked when the form
+/// ends, and if they are refused nothing is kept. Its type is decided by its content.
 #[utoipa::path(
     post, path = "/api/v1/events/{event_id}/media", tag = "media",
     params(("event_id" = Uuid, Path, description = "Event id")),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored", body = MediaBody, headers(("Location" = String))),
-        (status = 400, description = "Malformed multipart, interrupted upload, or a part after `file`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed multipart or interrupted upload", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "File larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stayed silent for UPLOAD_IDLE_TIMEOUT or arrived slower than UPLOAD_MIN_RATE; nothing is kept", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "File larger than MAX_FILE_SIZE, or part headers and text fields above 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart/form-data, or a file type refused or not matching its declared type or extension", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, no file, two files, unknown field, an empty file, or a file whose length is not its declared `size`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database or store unavailable", body = Problem, content_type = "application/problem+json"),
@@ -223,9 +271,68 @@ pub async fn upload_media(
         ));
     }
 
-    let mut multipart = Multipart::new(req.headers(), payload);
+    let (guard, body) = BodyGuard::wrap(
+        payload,
+        BodyLimits {
+            form_overhead: MULTIPART_OVERHEAD,
+            max_file_size: limit,
+            idle_timeout: limits.idle_timeout,
+            min_bytes_per_sec: limits.min_bytes_per_sec,
+            rate_window: limits.rate_window,
+        },
+    );
+    let mut multipart = Multipart::new(req.headers(), body);
+    let mut staged = None;
+    let metrics = metrics.as_ref().map(|m| m.get_ref());
+    let form = read_form(
+        &mut multipart,
+        &service,
+        &user,
+        event_id,
+        metrics,
+        &guard,
+        &mut staged,
+    )
+    .await;
+    // A body cut by its limits says so, whichever layer saw the cut first.
+    let form = form.map_err(|error| guard.refusal().map_or(error, ApiError::BodyRefused));
+    let (form, staged) = match (form, staged) {
+        (Ok(form), Some(staged)) => (form, staged),
+        (Ok(_), None) => {
+            return Err(ApiError::Unprocessable(
+                "the form has no `file` part".to_owned(),
+            ));
+        }
+        // The bytes are stored but the rest of the form is refused: nothing is kept.
+        (Err(error), staged) => {
+            if let Some(staged) = staged {
+                service.abandon(staged).await;
+            }
+            return Err(error);
+        }
+    };
+    let media = service.finalize(staged, form.fields()).await?;
+
+    let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(MediaBody::new(media, &service)))
+}
+
+/// Reads the form's parts in whatever order they come. The `file` part streams to the store as
+/// it arrives (into `staged`), so text fields after it cost no buffering of the file; the
+/// fields are checked with the rest in the service's finalize step.
+async fn read_form(
+    multipart: &mut Multipart,
+    service: &MediaService,
+    user: &AuthUser,
+    event_id: EventId,
+    metrics: Option<&Metrics>,
+    guard: &BodyGuard,
+    staged: &mut Option<StagedUpload>,
+) -> Result<UploadRequest, ApiError> {
     let mut request = UploadRequest::default();
-    let media = loop {
+    loop {
         let field = match multipart.next().await {
             Some(Ok(field)) => field,
             Some(Err(err)) => {
@@ -233,11 +340,7 @@ pub async fn upload_media(
                     "malformed multipart body: {err}"
                 )));
             }
-            None => {
-                return Err(ApiError::Unprocessable(
-                    "the form has no `file` part".to_owned(),
-                ));
-            }
+            None => return Ok(request),
         };
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -265,21 +368,20 @@ pub async fn upload_media(
                     ));
                 }
             }
+            "file" if staged.is_some() => {
+                return Err(ApiError::Unprocessable(
+                    "only one `file` part is accepted".to_owned(),
+                ));
+            }
             "file" => {
+                guard.file_started();
                 request.filename = field
                     .content_disposition()
                     .and_then(|cd| cd.get_filename())
                     .map(str::to_owned);
                 request.declared_content_type = field.content_type().map(ToString::to_string);
-                break upload_field(
-                    &service,
-                    &user,
-                    event_id,
-                    request,
-                    field,
-                    metrics.as_ref().map(|m| m.get_ref()),
-                )
-                .await?;
+                *staged =
+                    Some(upload_field(service, user, event_id, &request, field, metrics).await?);
             }
             other => {
                 return Err(ApiError::Unprocessable(format!(
@@ -288,31 +390,7 @@ pub async fn upload_media(
                 )));
             }
         }
-    };
-
-    // The file must be the last part: anything after it could not have been validated with the
-    // upload, so the upload is undone rather than half-honoured.
-    let trailing = match multipart.next().await {
-        None => None,
-        Some(Ok(field)) if field.name() == Some("file") => Some(ApiError::Unprocessable(
-            "only one `file` part is accepted".to_owned(),
-        )),
-        Some(Ok(_)) => Some(ApiError::BadRequest(
-            "the `file` part must be the last part of the form".to_owned(),
-        )),
-        Some(Err(err)) => Some(ApiError::BadRequest(format!(
-            "malformed multipart body: {err}"
-        ))),
-    };
-    if let Some(error) = trailing {
-        service.delete_media(&user.0, event_id, media.id).await?;
-        return Err(error);
     }
-
-    let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
-        .json(MediaBody::new(media, &service)))
 }
 
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
@@ -350,10 +428,10 @@ async fn upload_field(
     service: &MediaService,
     user: &AuthUser,
     event_id: EventId,
-    request: UploadRequest,
+    request: &UploadRequest,
     mut field: Field,
     metrics: Option<&Metrics>,
-) -> Result<EventMedia, ApiError> {
+) -> Result<StagedUpload, ApiError> {
     let (sender, mut receiver) =
         tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_CAPACITY);
     // `poll_recv` keeps answering `None` once closed, so the stream is safe to poll again.
@@ -379,19 +457,56 @@ async fn upload_field(
             }
         }
     };
-    let (_, result) = futures::join!(pump, service.upload(&user.0, event_id, request, body));
+    let (_, result) = futures::join!(pump, service.receive(&user.0, event_id, request, body));
     Ok(result?)
 }
 
-/// Lists an event's media, newest first.
+/// The kinds a media listing can be narrowed to (from the content type).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(
+    dead_code,
+    reason = "describes the `kind` query parameter in the OpenAPI document"
+)]
+pub enum KindName {
+    /// Photos and pictures (JPEG, PNG, GIF, WebP, HEIC, AVIF).
+    Image,
+    /// Video (MP4, QuickTime, WebM).
+    Video,
+    /// Sound (MP3, WAV, Ogg, AAC, M4A).
+    Audio,
+    /// Documents (PDF).
+    Document,
+}
+
+/// Paging and filters of the media list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MediaListQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (of the same filtered listing).
+    pub cursor: Option<String>,
+    /// Only media carrying this tag; compared as tags are stored (trimmed, lower case), so
+    /// `Beach` finds `beach`. Empty: no tag filter.
+    pub tag: Option<String>,
+    /// Only media of this kind (any case). Empty: no kind filter; anything else: 422.
+    #[param(value_type = Option<KindName>, inline)]
+    pub kind: Option<String>,
+}
+
+/// Lists an event's media, newest first, optionally only those with one tag or of one kind
+/// (both: those with both). Pages as the whole list does: pass `next_cursor` back with the same
+/// filters.
 #[utoipa::path(
     get, path = "/api/v1/events/{event_id}/media", tag = "media",
-    params(("event_id" = Uuid, Path, description = "Event id"), PageQuery),
+    params(("event_id" = Uuid, Path, description = "Event id"), MediaListQuery),
     responses(
         (status = 200, description = "A page of media", body = MediaPage),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit, cursor, tag or kind", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -399,10 +514,21 @@ pub async fn list_media(
     user: AuthUser,
     path: web::Path<EventId>,
     service: web::Data<MediaService>,
-    query: web::Query<PageQuery>,
+    query: web::Query<MediaListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let MediaListQuery {
+        limit,
+        cursor,
+        tag,
+        kind,
+    } = query.into_inner();
     let page = service
-        .list_media(&user.0, path.into_inner(), query.into_inner().into())
+        .list_media_matching(
+            &user.0,
+            path.into_inner(),
+            &MediaQuery { tag, kind },
+            PageRequest { cursor, limit },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(MediaPage {
         items: page
@@ -414,12 +540,13 @@ pub async fn list_media(
     }))
 }
 
-/// One media record.
+/// One media record. The `ETag` names this version of the record, for `If-Match` on `PATCH`
+/// (it is not the ETag of the bytes, which `stream` and `download` answer).
 #[utoipa::path(
     get, path = "/api/v1/events/{event_id}/media/{media_id}", tag = "media",
     params(("event_id" = Uuid, Path, description = "Event id"), ("media_id" = Uuid, Path, description = "Media id")),
     responses(
-        (status = 200, description = "The record", body = MediaBody),
+        (status = 200, description = "The record", body = MediaBody, headers(("ETag" = String, description = "This version of the record"))),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such media of the caller", body = Problem, content_type = "application/problem+json"),
     ),
@@ -432,7 +559,88 @@ pub async fn get_media(
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, media_id) = path.into_inner();
     let media = service.get_media(&user.0, event_id, media_id).await?;
-    Ok(HttpResponse::Ok().json(MediaBody::new(media, &service)))
+    Ok(with_etag(HttpResponse::Ok(), media.updated_at).json(MediaBody::new(media, &service)))
+}
+
+/// Deserialises a field that is present, `null` included, as `Some`: with `#[serde(default)]`
+/// an absent field stays `None`, so "absent" (keep) and `null` (clear) are told apart.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The body of `PATCH .../media/{media_id}`: the fields to change, by the upload form's rules.
+/// A field absent keeps its value; `null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaPatch {
+    /// New title, at most 200 characters; `null` or blank clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "The cat, asleep")]
+    pub title: Option<Option<String>>,
+    /// New description, at most 2000 characters; `null` or blank clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// New tags, one per item, replacing them all: each trimmed and lower-cased, blanks and
+    /// repeats dropped, at most 20 of at most 50 characters, none holding a comma (the list a
+    /// record shows is accepted back as is). `null` or `[]` clears them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["pets", "summer"]))]
+    pub tags: Option<Option<Vec<String>>>,
+}
+
+impl From<MediaPatch> for MediaEdit {
+    fn from(patch: MediaPatch) -> Self {
+        Self {
+            title: patch.title,
+            description: patch.description,
+            tags: patch.tags.map(Option::unwrap_or_default),
+        }
+    }
+}
+
+/// Changes a media's title, description or tags.
+///
+/// With `If-Match` (the `ETag` of a `GET` or an earlier `PATCH`), the edit applies only to that
+/// version: if the record changed since, the answer is 412 and nothing changes, so two editors
+/// never silently overwrite each other. Without `If-Match` the edit applies to the current
+/// version (and is never lost to a concurrent edit of another field). The answer is the record
+/// as stored, with its new `ETag`. Only the event's owner may edit; anyone else gets 404.
+#[utoipa::path(
+    patch, path = "/api/v1/events/{event_id}/media/{media_id}", tag = "media", request_body = MediaPatch,
+    params(
+        ("event_id" = Uuid, Path, description = "Event id"), ("media_id" = Uuid, Path, description = "Media id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the version the edit applies to; `*` or absent: any version"),
+    ),
+    responses(
+        (status = 200, description = "The record as stored", body = MediaBody, headers(("ETag" = String, description = "The new version of the record"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such media of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The record changed since the version in `If-Match`; nothing was changed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid title, description or tags, or an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_media(
+    req: HttpRequest,
+    user: AuthUser,
+    path: MediaPath,
+    service: web::Data<MediaService>,
+    body: web::Json<MediaPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let (event_id, media_id) = path.into_inner();
+    let edit = MediaEdit::from(body.into_inner());
+    let media = service
+        .edit_media(&user.0, event_id, media_id, &edit, &if_match(&req))
+        .await?;
+    Ok(with_etag(HttpResponse::Ok(), media.updated_at).json(MediaBody::new(media, &service)))
 }
 
 /// Deletes a media: its object and its record.
@@ -458,16 +666,28 @@ pub async fn delete_media(
 }
 
 /// The bytes as an attachment (`Content-Disposition: attachment`), with ranges and ETags.
+///
+/// Every answer carries `Content-Security-Policy: sandbox`, so that even a document opened
+/// in the browser runs no script in this origin. `HEAD` answers the same headers without the
+/// bytes (and ignores `Range`).
 #[utoipa::path(
     get, path = "/api/v1/events/{event_id}/media/{media_id}/download", tag = "media",
     params(
         ("event_id" = Uuid, Path, description = "Event id"), ("media_id" = Uuid, Path, description = "Media id"),
-        ("Range" = Option<String>, Header, description = "One range, `bytes=start-end`; several ranges are ignored (200)"),
+        ("Range" = Option<String>, Header, description = RANGE_DOC),
+        ("If-Range" = Option<String>, Header, description = IF_RANGE_DOC),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),
     responses(
-        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>, headers(
+            ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
+            ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+            ("ETag" = String, description = "The object's strong entity tag"),
+        )),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
+            ("Content-Range" = String, description = "`bytes first-last/size`"),
+            ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+        )),
         (status = 304, description = "Not modified"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such media of the caller", body = Problem, content_type = "application/problem+json"),
@@ -482,21 +702,38 @@ pub async fn download_media(
     service: web::Data<MediaService>,
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, media_id) = path.into_inner();
-    serve_bytes(&req, &service, &user, event_id, media_id, "attachment").await
+    let presentation = Presentation::Download;
+    serve_bytes(&req, &service, &user, (event_id, media_id), presentation).await
 }
 
 /// The bytes inline, for players and `<img>`, with ranges and ETags.
+///
+/// Pictures, video and sound come inline. A type a browser may run code from (PDF, or anything
+/// that is not a picture, video or sound) comes as an attachment unless `inline=true` asks
+/// otherwise. Every answer carries `Content-Security-Policy: sandbox`, so that even a document
+/// shown inline runs no script in this origin. `HEAD` answers the same headers without the bytes
+/// (and ignores `Range`).
 #[utoipa::path(
     get, path = "/api/v1/events/{event_id}/media/{media_id}/stream", tag = "media",
     params(
         ("event_id" = Uuid, Path, description = "Event id"), ("media_id" = Uuid, Path, description = "Media id"),
-        ("Range" = Option<String>, Header, description = "One range, `bytes=start-end`; several ranges are ignored (200)"),
+        StreamQuery,
+        ("Range" = Option<String>, Header, description = RANGE_DOC),
+        ("If-Range" = Option<String>, Header, description = IF_RANGE_DOC),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),
     responses(
-        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>, headers(
+            ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
+            ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+            ("ETag" = String, description = "The object's strong entity tag"),
+        )),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
+            ("Content-Range" = String, description = "`bytes first-last/size`"),
+            ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+        )),
         (status = 304, description = "Not modified"),
+        (status = 400, description = "Malformed query (`inline` is `true` or `false`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such media of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "Range not satisfiable (`Content-Range: bytes */size`)", body = Problem, content_type = "application/problem+json"),
@@ -508,44 +745,99 @@ pub async fn stream_media(
     user: AuthUser,
     path: MediaPath,
     service: web::Data<MediaService>,
+    query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, media_id) = path.into_inner();
-    serve_bytes(&req, &service, &user, event_id, media_id, "inline").await
+    let presentation = Presentation::Stream {
+        inline_asked: query.inline.unwrap_or(false),
+    };
+    serve_bytes(&req, &service, &user, (event_id, media_id), presentation).await
 }
+
+const RANGE_DOC: &str = "One range: `bytes=first-last`, `bytes=first-` or `bytes=-suffix`. \
+    Several ranges, other units and malformed values are ignored (200). Ignored by HEAD.";
+const IF_RANGE_DOC: &str = "The strong ETag of an earlier answer: `Range` is honoured only if \
+    it is still the current one, otherwise the whole file comes (200). A weak ETag or a date \
+    never matches (no `Last-Modified` is sent).";
+
+/// Query of the stream route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// `true` shows a document a browser may run code from (PDF) inline too, still under
+    /// `Content-Security-Policy: sandbox`; by default such a file comes as an attachment.
+    /// Pictures, video and sound come inline either way.
+    pub inline: Option<bool>,
+}
+
+/// Which route serves the bytes, which decides their `Content-Disposition`.
+#[derive(Debug, Clone, Copy)]
+enum Presentation {
+    /// `/download`: always an attachment.
+    Download,
+    /// `/stream`: inline, except what may run code, unless the client asked for inline anyway.
+    Stream { inline_asked: bool },
+}
+
+impl Presentation {
+    fn disposition(self, content_type: &str) -> DispositionType {
+        match self {
+            Self::Download => DispositionType::Attachment,
+            Self::Stream {
+                inline_asked: false,
+            } if may_run_code(content_type) => DispositionType::Attachment,
+            Self::Stream { .. } => DispositionType::Inline,
+        }
+    }
+}
+
+/// The policy every byte answer carries: a document rendered from it is sandboxed (no script,
+/// a unique origin), so a hostile file cannot act in this API's origin even when displayed.
+pub const SANDBOX_POLICY: &str = "sandbox";
 
 async fn serve_bytes(
     req: &HttpRequest,
     service: &MediaService,
     user: &AuthUser,
-    event_id: EventId,
-    media_id: MediaId,
-    disposition: &str,
+    (event_id, media_id): (EventId, MediaId),
+    presentation: Presentation,
 ) -> Result<HttpResponse, ApiError> {
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+
+    if req.method() == Method::HEAD {
+        let (media, meta) = service.head_media(&user.0, event_id, media_id).await?;
+        if if_none_match.is_some_and(|tags| etag_matches(tags, &meta.etag)) {
+            return Ok(not_modified(req));
+        }
+        let mut response = HttpResponse::Ok();
+        byte_headers(&mut response, &media, &meta.etag, presentation);
+        // The length of what a GET would send; actix-http sends no body to a HEAD.
+        let nothing = futures::stream::empty::<Result<Bytes, StoreError>>();
+        return Ok(response.body(SizedStream::new(meta.size, nothing)));
+    }
+
     let mut options = GetOptions::default();
     options.range = req
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
-    let if_none_match = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    if options.range.is_some() && !if_range_holds(req, service, user, (event_id, media_id)).await? {
+        options.range = None;
+    }
     // The whole list goes to the store, which compares weakly as HTTP does for GET.
-    options.if_none_match = if_none_match.filter(|v| !v.is_empty()).map(str::to_owned);
+    options.if_none_match = if_none_match.map(str::to_owned);
     let requested_range = options.range.is_some();
     let (media, object) = match service
         .open_media(&user.0, event_id, media_id, options)
         .await
     {
-        Err(plugs_media::MediaError::NotModified) => {
-            let mut response = HttpResponse::NotModified();
-            if let Some(etag) = if_none_match.and_then(single_etag) {
-                response.insert_header((header::ETAG, etag));
-            }
-            return Ok(response.finish());
-        }
+        Err(plugs_media::MediaError::NotModified) => return Ok(not_modified(req)),
         other => other?,
     };
     let range = object.range.clone();
@@ -556,29 +848,76 @@ async fn serve_bytes(
         HttpResponse::Ok()
     };
     if requested_range {
-        response.insert_header((
-            header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{}",
-                range.start,
-                range.end.saturating_sub(1),
-                object.meta.size
-            ),
-        ));
+        response.insert_header(ContentRange(ContentRangeSpec::Bytes {
+            range: Some((range.start, range.end.saturating_sub(1))),
+            instance_length: Some(object.meta.size),
+        }));
     }
-    let fallback_name = format!("{}", media.id);
+    byte_headers(&mut response, &media, &object.meta.etag, presentation);
+    Ok(response.body(SizedStream::new(length, object.body)))
+}
+
+/// Whether a `Range` may be honoured under the request's `If-Range` (RFC 9110 §13.1.5): without
+/// one, yes; with one, only if it is a strong entity tag that is the object's current one.
+/// A weak tag never matches, a date never does either (no `Last-Modified` is sent, so it cannot
+/// be an exact match of one), and neither does a value that is no validator at all: the client
+/// then gets the whole file, which is always correct.
+async fn if_range_holds(
+    req: &HttpRequest,
+    service: &MediaService,
+    user: &AuthUser,
+    (event_id, media_id): (EventId, MediaId),
+) -> Result<bool, ApiError> {
+    if !req.headers().contains_key(header::IF_RANGE) {
+        return Ok(true);
+    }
+    let Ok(IfRange::EntityTag(asked)) = IfRange::parse(req) else {
+        return Ok(false);
+    };
+    if asked.weak {
+        return Ok(false);
+    }
+    // Objects never change under a key (puts are create-only), so the tag read now is the one
+    // the ranged read will serve.
+    let (_, meta) = service.head_media(&user.0, event_id, media_id).await?;
+    Ok(meta
+        .etag
+        .parse::<EntityTag>()
+        .is_ok_and(|current| asked.strong_eq(&current)))
+}
+
+/// The headers every byte answer has, to a GET and to a HEAD alike.
+fn byte_headers(
+    response: &mut HttpResponseBuilder,
+    media: &EventMedia,
+    etag: &str,
+    presentation: Presentation,
+) {
+    let fallback_name = media.id.to_string();
     let filename = media.original_filename.as_deref().unwrap_or(&fallback_name);
     response
         .insert_header((header::CONTENT_TYPE, media.content_type.clone()))
-        .insert_header((header::ETAG, object.meta.etag.clone()))
+        .insert_header((header::ETAG, etag.to_owned()))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CACHE_CONTROL, "private"))
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            content_disposition(disposition, filename),
+        .insert_header((header::CONTENT_SECURITY_POLICY, SANDBOX_POLICY))
+        .insert_header(content_disposition(
+            presentation.disposition(&media.content_type),
+            filename,
         ));
-    Ok(response.body(SizedStream::new(length, object.body)))
+}
+
+/// A 304, repeating the `If-None-Match` tag when there was exactly one (with a list or `*` the
+/// matching tag is unknown here, and a 304 may omit it).
+fn not_modified(req: &HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::NotModified();
+    if let Ok(IfNoneMatch::Items(tags)) = IfNoneMatch::parse(req)
+        && let [tag] = tags.as_slice()
+    {
+        response.insert_header(ETag(tag.clone()));
+    }
+    response.finish()
 }
 
 /// A presigned, expiring GET URL for the media's bytes (no other credentials needed).
@@ -616,48 +955,28 @@ pub async fn presign_media(
     }))
 }
 
-/// Parses a `Range` header with one range. Several ranges, other units and malformed values
-/// yield `None`: RFC 9110 lets a server ignore `Range` and answer the whole representation.
+/// Parses a `Range` header with one range (actix-web's typed `Range`). Several ranges, other
+/// units and malformed values yield `None`: RFC 9110 lets a server ignore `Range` and answer the
+/// whole representation.
 pub fn parse_range(value: &str) -> Option<ByteRange> {
-    let spec = value.trim().strip_prefix("bytes=")?.trim();
-    if spec.contains(',') {
+    let Ok(Range::Bytes(specs)) = value.trim().parse::<Range>() else {
         return None;
-    }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = (start.trim(), end.trim());
-    let number = |text: &str| {
-        if text.bytes().all(|b| b.is_ascii_digit()) {
-            text.parse::<u64>().ok()
-        } else {
-            None
-        }
     };
-    match (start.is_empty(), end.is_empty()) {
-        (false, true) => Some(ByteRange::From {
-            start: number(start)?,
+    match specs.as_slice() {
+        [ByteRangeSpec::FromTo(first, last)] => Some(ByteRange::Bounded {
+            start: *first,
+            end: last.saturating_add(1),
         }),
-        (true, false) => Some(ByteRange::Suffix { len: number(end)? }),
-        (false, false) => {
-            let (start, last) = (number(start)?, number(end)?);
-            (last >= start).then(|| ByteRange::Bounded {
-                start,
-                end: last.saturating_add(1),
-            })
-        }
-        (true, true) => None,
+        [ByteRangeSpec::From(first)] => Some(ByteRange::From { start: *first }),
+        [ByteRangeSpec::Last(len)] => Some(ByteRange::Suffix { len: *len }),
+        _ => None,
     }
 }
 
-/// The entity tag of an `If-None-Match` holding exactly one, to repeat it on a 304 (with a list
-/// or `*` the matching tag is unknown here, and a 304 may omit it).
-fn single_etag(value: &str) -> Option<String> {
-    let tag = value.trim();
-    (!tag.is_empty() && tag != "*" && !tag.contains(',')).then(|| tag.to_owned())
-}
-
-/// `Content-Disposition` per RFC 6266: a quoted ASCII fallback without quotes, backslashes or
-/// control characters, plus the exact name percent-encoded in `filename*`.
-pub fn content_disposition(disposition: &str, filename: &str) -> String {
+/// `Content-Disposition` per RFC 6266, written by actix-web: a quoted ASCII fallback name,
+/// without quotes, backslashes or control characters, plus the exact name percent-encoded in
+/// `filename*`.
+pub fn content_disposition(disposition: DispositionType, filename: &str) -> ContentDisposition {
     let fallback: String = filename
         .chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
@@ -668,15 +987,17 @@ pub fn content_disposition(disposition: &str, filename: &str) -> String {
     } else {
         fallback
     };
-    let mut encoded = String::new();
-    for byte in filename.bytes() {
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
+    ContentDisposition {
+        disposition,
+        parameters: vec![
+            DispositionParam::Filename(fallback),
+            DispositionParam::FilenameExt(ExtendedValue {
+                charset: Charset::Ext("UTF-8".to_owned()),
+                language_tag: None,
+                value: filename.as_bytes().to_vec(),
+            }),
+        ],
     }
-    format!("{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -705,25 +1026,66 @@ mod tests {
         assert_eq!(parse_range("bytes=5-1"), None);
         assert_eq!(parse_range("items=0-1"), None);
         assert_eq!(parse_range("bytes=-"), None);
-        assert_eq!(parse_range("bytes=+1-2"), None);
+        assert_eq!(parse_range("bytes=a-b"), None);
+        assert_eq!(parse_range(""), None);
     }
 
     #[test]
     fn content_disposition_is_safe_for_hostile_names() {
-        let header = content_disposition("attachment", "evil\"\r\nSet-Cookie: x=1\\ résumé.png");
-        assert_eq!(
-            header,
-            "attachment; filename=\"evilSet-Cookie: x=1 r_sum_.png\"; \
-             filename*=UTF-8''evil%22%0D%0ASet-Cookie%3A%20x%3D1%5C%20r%C3%A9sum%C3%A9.png"
+        let name = "evil\"\r\nSet-Cookie: x=1\\ résumé.png";
+        let header = content_disposition(DispositionType::Attachment, name).to_string();
+        let (fallback, encoded) = header
+            .strip_prefix("attachment; filename=\"")
+            .and_then(|rest| rest.split_once("\"; filename*=UTF-8''"))
+            .unwrap_or_else(|| panic!("unexpected shape: {header}"));
+        assert_eq!(fallback, "evilSet-Cookie: x=1 r_sum_.png");
+        assert!(
+            !encoded.contains(['"', ';', ' ', '\r', '\n', '\\']),
+            "{encoded}"
         );
+        assert!(encoded.contains("r%C3%A9sum%C3%A9.png"), "{encoded}");
         assert!(actix_web::http::header::HeaderValue::from_str(&header).is_ok());
+        let inline = content_disposition(DispositionType::Inline, "").to_string();
+        assert_eq!(inline, "inline; filename=\"download\"; filename*=UTF-8''");
     }
 
     #[test]
-    fn a_304_repeats_a_single_etag_only() {
-        assert_eq!(single_etag(" \"abc\" "), Some("\"abc\"".to_owned()));
-        assert_eq!(single_etag("W/\"abc\""), Some("W/\"abc\"".to_owned()));
-        assert_eq!(single_etag("\"abc\", \"def\""), None);
-        assert_eq!(single_etag("*"), None);
+    fn documents_come_as_attachments_unless_asked_inline() {
+        let stream = Presentation::Stream {
+            inline_asked: false,
+        };
+        let asked = Presentation::Stream { inline_asked: true };
+        for (presentation, content_type, expected) in [
+            (
+                Presentation::Download,
+                "image/png",
+                DispositionType::Attachment,
+            ),
+            (stream, "image/png", DispositionType::Inline),
+            (stream, "video/mp4", DispositionType::Inline),
+            (stream, "application/pdf", DispositionType::Attachment),
+            (stream, "text/html", DispositionType::Attachment),
+            (asked, "application/pdf", DispositionType::Inline),
+        ] {
+            assert_eq!(
+                presentation.disposition(content_type),
+                expected,
+                "{presentation:?} {content_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn media_urls_point_at_the_cdn_when_one_is_configured() {
+        let (event_id, media_id) = (EventId::new(), MediaId::new());
+        assert_eq!(
+            download_path(event_id, media_id),
+            format!("/api/v1/events/{event_id}/media/{media_id}/download")
+        );
+        let key = "events/e/media/2025/01/02/030405_000007.png";
+        assert_eq!(
+            cdn_url("https://cdn.example.com/", key),
+            format!("https://cdn.example.com/{key}")
+        );
     }
 }
