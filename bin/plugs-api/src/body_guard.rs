@@ -23,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     /// Bytes allowed outside the file: the preamble, every part header and the text fields,
-    /// before the file and after it.
+    /// before the file and after it (give or take the one chunk that crosses the line).
     pub form_overhead: u64,
     /// The largest file.
     pub max_file_size: u64,
@@ -241,9 +241,13 @@ where
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let now = Instant::now();
-                let consumed = self.state.consumed.get() + chunk.len() as u64;
-                self.state.consumed.set(consumed);
-                if consumed > self.state.allowance.get() {
+                let before = self.state.consumed.get();
+                self.state.consumed.set(before + chunk.len() as u64);
+                // A chunk is judged by where it starts: the connection delivers chunks of its own
+                // size, and the one that carries the file's part header may hold the file's
+                // first bytes too, before the handler can say the file has started. So the
+                // parser holds at most the allowance plus one chunk.
+                if before >= self.state.allowance.get() {
                     let limits = self.state.limits;
                     // Past the file's start the allowance includes the file: crossing it means
                     // the body as a whole is too large.
@@ -327,11 +331,13 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_outside_the_file_are_bounded() {
-        let (guard, body) = BodyGuard::wrap(chunks(&[6, 6]), limits());
+        // The second chunk starts within the allowance and may end past it; the third starts
+        // past it.
+        let (guard, body) = BodyGuard::wrap(chunks(&[6, 6, 6, 6]), limits());
         let items: Vec<_> = body.collect().await;
-        assert!(items[0].is_ok());
-        assert!(matches!(items[1], Err(PayloadError::Overflow)));
-        assert_eq!(items.len(), 2, "nothing is read past the refusal");
+        assert!(items[0].is_ok() && items[1].is_ok());
+        assert!(matches!(items[2], Err(PayloadError::Overflow)));
+        assert_eq!(items.len(), 3, "nothing is read past the refusal");
         assert_eq!(guard.refusal(), Some(Refusal::FormTooLarge { limit: 10 }));
     }
 
@@ -340,7 +346,7 @@ mod tests {
         let (guard, mut body) = BodyGuard::wrap(chunks(&[8, 50, 50, 10, 1]), limits());
         assert!(body.next().await.unwrap().is_ok());
         guard.file_started();
-        // 8 + 100 (file) + 10 (form) = 118 bytes may be read; the fifth chunk is the 119th.
+        // 8 + 100 (file) + 10 (form) = 118 bytes may be read; the fifth chunk starts past them.
         for _ in 0..3 {
             assert!(body.next().await.unwrap().is_ok());
         }
