@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `migrate`, `token`, `gc`.
+//! The command line: `serve` (the default), `migrate`, `token`, `gc`, `check`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +66,11 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration)]
         grace: Option<Duration>,
     },
+    /// Check the deployment against the configured store and database: credentials and where
+    /// they come from, the bucket, a probe object written with the configured encryption,
+    /// fetched through a presigned URL and deleted, migrations, the clock. Exits non-zero when
+    /// any check fails.
+    Check,
 }
 
 #[cfg(test)]

@@ -237,6 +237,24 @@ impl Database {
         .await
     }
 
+    /// The embedded migrations not applied yet, by name (`plugs-api check`: "migrations are
+    /// current"). Changes nothing.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, RepoError> {
+        self.with_connection(|conn| {
+            let pending = match conn {
+                AnyConnection::Postgresql(pg) => pg
+                    .pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|list| list.iter().map(|m| m.name().to_string()).collect()),
+                AnyConnection::Sqlite(sqlite) => sqlite
+                    .pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|list| list.iter().map(|m| m.name().to_string()).collect()),
+            }
+            .map_err(|source| RepoError::Migration { source })?;
+            Ok(pending)
+        })
+        .await
+    }
+
     /// Reverts every applied migration (tests of the `down.sql` files; operators rolling back).
     pub async fn revert_all_migrations(&self) -> Result<(), RepoError> {
         self.with_connection(|conn| {

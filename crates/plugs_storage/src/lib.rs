@@ -18,7 +18,9 @@ pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
-pub use s3::{MIN_PART_SIZE, PendingUpload, S3Config, S3Store};
+pub use s3::{
+    CredentialSource, MIN_PART_SIZE, PendingUpload, ProbeEncryption, S3Config, S3Store,
+};
 pub use store::{
     ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectMeta, ObjectStore,
     ObjectStoreExt, PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult,

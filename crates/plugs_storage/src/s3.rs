@@ -21,6 +21,9 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http_body::{Frame, SizeHint};
 
+mod admin;
+pub use admin::{CredentialSource, ProbeEncryption};
+
 use crate::body::BodyCheck;
 use crate::signing::encode_key;
 use crate::store::etag_matches;
