@@ -16,6 +16,8 @@ use crate::process;
 /// crate must be added here, which is the moment to decide where it sits.
 const LIBRARIES: &[(&str, &[&str])] = &[
     ("plugs_domain", &[]),
+    // Pure like the domain: image rules over bytes, beside it at the bottom.
+    ("plugs_imaging", &[]),
     ("plugs_storage", &[]),
     ("plugs_persistence", &["plugs_domain"]),
     (
@@ -23,6 +25,9 @@ const LIBRARIES: &[(&str, &[&str])] = &[
         &["plugs_domain", "plugs_storage", "plugs_persistence"],
     ),
 ];
+
+/// Library crates that do no I/O and no async: rules over plain data and bytes.
+const PURE: &[&str] = &["plugs_domain", "plugs_imaging"];
 
 /// Test harness crate: a dev-dependency of others, free to use anything a test needs.
 const TEST_SUPPORT: &str = "plugs_test_support";
@@ -236,8 +241,8 @@ fn outside_dep_violation(krate: &Crate, dep: &str) -> Option<String> {
         return Some("only plugs_storage talks to S3; others go through ObjectStore".to_string());
     }
     let io_or_async = ["tokio", "futures", "async-trait", "reqwest", "hyper"];
-    if name == "plugs_domain" && io_or_async.iter().any(|prefix| dep.starts_with(prefix)) {
-        return Some("plugs_domain is pure: no I/O, no async".to_string());
+    if PURE.contains(&name) && io_or_async.iter().any(|prefix| dep.starts_with(prefix)) {
+        return Some(format!("{name} is pure: no I/O, no async"));
     }
     None
 }
@@ -268,6 +273,7 @@ mod tests {
     fn the_workspace() -> Vec<Crate> {
         vec![
             krate("plugs_domain", Role::Library, &["serde", "uuid"], &[]),
+            krate("plugs_imaging", Role::Library, &["image", "thiserror"], &[]),
             krate(
                 "plugs_storage",
                 Role::Library,
@@ -349,6 +355,23 @@ mod tests {
         assert_eq!(
             found,
             vec!["plugs_domain -> tokio: plugs_domain is pure: no I/O, no async"]
+        );
+    }
+
+    #[test]
+    fn the_imaging_crate_stays_pure_and_apart() {
+        let found = violations_with(krate(
+            "plugs_imaging",
+            Role::Library,
+            &["tokio"],
+            &["plugs_storage"],
+        ));
+        assert_eq!(
+            found,
+            vec![
+                "plugs_imaging -> tokio: plugs_imaging is pure: no I/O, no async",
+                "plugs_imaging -> plugs_storage: plugs_imaging depends on no workspace crate",
+            ]
         );
     }
 
