@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::parse_duration;
 use crate::config::FlagOverrides;
 
 /// plugs-api: the media API of the events backend, and its operator commands.
@@ -73,9 +72,37 @@ pub enum Command {
     Check,
 }
 
+/// Parses a duration flag: `90s`, `15m`, `1h 30m`, `7d` (humantime's units), or a bare number
+/// of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {text:?} is too long"));
+    }
+    humantime::parse_duration(text).map_err(|error| {
+        format!("invalid duration {text:?} ({error}): expected like 90s, 15m, 1h, 7d")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+    }
 
     #[test]
     fn serve_is_the_default_and_subcommands_parse() {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use plugs_domain::{
     Access, Clock, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, PageLimit,
-    SystemClock, UserId, validate_event_title,
+    SystemClock, UserId, may_run_code, validate_event_title,
 };
 use plugs_persistence::{EventRepository, HealthCheck, MediaRepository, RepoError};
 use plugs_storage::{
-    GetOptions, GetResult, ObjectKey, ObjectStore, PresignMethod, PresignedUrl, StoreError,
+    GetOptions, GetResult, ObjectKey, ObjectMeta, ObjectStore, PresignMethod, PresignOptions,
+    PresignedUrl, StoreError,
 };
 
 use crate::{MediaError, Page, PageRequest, ServiceConfig};
@@ -60,18 +61,6 @@ impl MediaService {
     /// The settings in use.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
-    }
-
-    /// Where clients fetch a media's bytes: `{cdn_base_url}/{s3_key}` when a CDN fronts the
-    /// bucket, else the API's download route.
-    pub fn media_url(&self, media: &EventMedia) -> String {
-        match &self.config.cdn_base_url {
-            Some(cdn) => format!("{}/{}", cdn.trim_end_matches('/'), media.s3_key),
-            None => format!(
-                "/api/v1/events/{}/media/{}/download",
-                media.event_id, media.id
-            ),
-        }
     }
 
     /// Creates an event owned by `user`.
@@ -173,11 +162,23 @@ impl MediaService {
         let key = object_key(&media)?;
         match self.store.get(&key, options).await {
             Ok(result) => Ok((media, result)),
-            Err(StoreError::NotFound { .. }) => {
-                tracing::error!(media_id = %media.id, key = %key, "ready record without its object (dangling record)");
-                Err(MediaError::media_not_found(media_id))
-            }
-            Err(other) => Err(other.into()),
+            Err(error) => Err(object_error(&media, &key, error)),
+        }
+    }
+
+    /// The record and its object's metadata (size, ETag), without opening the bytes: what an
+    /// HTTP `HEAD` answers.
+    pub async fn head_media(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        media_id: MediaId,
+    ) -> Result<(EventMedia, ObjectMeta), MediaError> {
+        let media = self.get_media(user, event_id, media_id).await?;
+        let key = object_key(&media)?;
+        match self.store.head(&key).await {
+            Ok(meta) => Ok((media, meta)),
+            Err(error) => Err(object_error(&media, &key, error)),
         }
     }
 
@@ -185,6 +186,10 @@ impl MediaService {
     /// [`ServiceConfig::presign_default_ttl`]); longer requests are cut to
     /// [`ServiceConfig::presign_max_ttl`] rather than refused, and the answer's `expires_at`
     /// says what was granted.
+    ///
+    /// A type a browser may run code from ([`may_run_code`]: PDF, anything unknown) is presigned
+    /// with `Content-Disposition: attachment`, so that opening the URL saves the file rather
+    /// than rendering it; stores that do not serve their own URLs leave that to whatever does.
     pub async fn presign_download(
         &self,
         user: &UserId,
@@ -198,7 +203,15 @@ impl MediaService {
             Duration::from_secs(1),
             self.config.presign_max_ttl.max(Duration::from_secs(1)),
         );
-        Ok(self.store.presign(PresignMethod::Get, &key, ttl).await?)
+        let options = if may_run_code(&media.content_type) {
+            PresignOptions::with_content_disposition("attachment")
+        } else {
+            PresignOptions::default()
+        };
+        Ok(self
+            .store
+            .presign(PresignMethod::Get, &key, ttl, &options)
+            .await?)
     }
 
     /// Deletes one media: record marked `deleting`, object deleted, record deleted. A failure
@@ -289,6 +302,18 @@ impl MediaService {
 
 pub(crate) fn object_key(media: &EventMedia) -> Result<ObjectKey, MediaError> {
     Ok(ObjectKey::parse(media.s3_key.as_str())?)
+}
+
+/// A store error on a `ready` media's object; a missing object is a dangling record, logged and
+/// answered as a missing media.
+fn object_error(media: &EventMedia, key: &ObjectKey, error: StoreError) -> MediaError {
+    match error {
+        StoreError::NotFound { .. } => {
+            tracing::error!(media_id = %media.id, key = %key, "ready record without its object (dangling record)");
+            MediaError::media_not_found(media.id)
+        }
+        other => other.into(),
+    }
 }
 
 fn parse_page(page: &PageRequest) -> Result<(Option<PageCursor>, usize), MediaError> {

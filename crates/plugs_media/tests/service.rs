@@ -12,7 +12,7 @@ use common::{
     Harness, assert_consistent, body, counted_body, object_keys, png, png_request, sha256_hex,
 };
 use plugs_domain::{DomainError, EventId, MediaId, MediaStatus, keys};
-use plugs_media::{MediaError, PageRequest, ServiceConfig, UploadRequest};
+use plugs_media::{MediaError, PageRequest, UploadRequest};
 use plugs_persistence::RepoOp;
 use plugs_storage::{ByteRange, GetOptions, ObjectKey, ObjectStore};
 
@@ -150,26 +150,6 @@ async fn upload_list_get_stream_presign_and_delete() {
         Err(MediaError::NotFound { what: "event", .. })
     ));
     assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
-}
-
-#[tokio::test]
-async fn media_url_points_at_the_cdn_when_one_is_configured() {
-    let h = Harness::new();
-    let event = h.event().await;
-    let media = h.upload_png(event, 100).await;
-    assert_eq!(
-        h.service.media_url(&media),
-        format!("/api/v1/events/{event}/media/{}/download", media.id)
-    );
-
-    let cdn = Harness::with_config(ServiceConfig {
-        cdn_base_url: Some("https://cdn.example.com/".into()),
-        ..ServiceConfig::default()
-    });
-    assert_eq!(
-        cdn.service.media_url(&media),
-        format!("https://cdn.example.com/{}", media.s3_key)
-    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::signing::UrlSigner;
 use crate::store::etag_matches;
 use crate::{
     ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    PresignMethod, PresignedUrl, PutOptions, PutResult, Result, StoreError,
+    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result, StoreError,
 };
 
 /// Chunk size of the streams a get answers: small enough that consumers see several chunks,
@@ -230,6 +230,8 @@ impl ObjectStore for MemoryStore {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
+        // Whoever serves these URLs sets the answer's headers (see `PresignOptions`).
+        _options: &PresignOptions,
     ) -> Result<PresignedUrl> {
         self.signer.presign(method, key, expires_in)
     }
@@ -251,7 +253,12 @@ mod tests {
         assert_eq!(put.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
         assert_eq!(store.len(), 1);
         let url = store
-            .presign(PresignMethod::Get, &key, Duration::from_secs(60))
+            .presign(
+                PresignMethod::Get,
+                &key,
+                Duration::from_secs(60),
+                &PresignOptions::default(),
+            )
             .await
             .unwrap();
         let query = url.url.split_once('?').unwrap().1;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
+use crate::routes::get_or_head;
 
 /// An event as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -78,11 +79,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/events")
             .route(web::post().to(create_event))
-            .route(web::get().to(list_events)),
+            .route(get_or_head().to(list_events)),
     )
     .service(
         web::resource("/events/{event_id}")
-            .route(web::get().to(get_event))
+            .route(get_or_head().to(get_event))
             .route(web::delete().to(delete_event)),
     );
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::Problem;
+use crate::routes::get_or_head;
 
 /// The body of the probes.
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,9 +21,12 @@ pub struct Status {
 
 /// Registers the routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(crate::metrics::metrics_handler));
+    cfg.route("/healthz", get_or_head().to(healthz))
+        .route("/readyz", get_or_head().to(readyz))
+        .route(
+            "/metrics",
+            get_or_head().to(crate::metrics::metrics_handler),
+        );
 }
 
 /// Liveness: the process answers. Always 200.
