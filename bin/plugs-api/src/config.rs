@@ -38,6 +38,7 @@ pub const ENV_NAMES: &[&str] = &[
     "UPLOAD_IDLE_TIMEOUT",
     "UPLOAD_MIN_RATE",
     "UPLOAD_LEASE",
+    "CORS_ALLOWED_ORIGINS",
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
@@ -131,6 +132,7 @@ struct RawSettings {
     upload_idle_timeout: u64,
     upload_min_rate: u64,
     upload_lease: Option<u64>,
+    cors_allowed_origins: Option<String>,
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
@@ -261,6 +263,9 @@ pub struct Settings {
     /// How long an upload's `pending` record is held without news (`UPLOAD_LEASE`; default
     /// twice the idle timeout, at least 60 s). gc rolls back only uploads whose lease lapsed.
     pub upload_lease: Duration,
+    /// Browser origins allowed to call the API (`CORS_ALLOWED_ORIGINS`, comma separated, each
+    /// `scheme://host[:port]`); empty: no cross-origin access.
+    pub cors_allowed_origins: Vec<String>,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
@@ -429,6 +434,7 @@ impl RawSettings {
         if self.upload_lease == Some(0) {
             return Err(invalid("UPLOAD_LEASE", "must be at least 1 second"));
         }
+        let cors_allowed_origins = parse_origins(self.cors_allowed_origins.as_deref())?;
 
         let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
             (Some(url), None, None) => {
@@ -526,6 +532,7 @@ impl RawSettings {
             upload_min_rate: self.upload_min_rate,
             // A silent upload is cut at its idle timeout, so by default it never outlives its
             // lease first.
+            cors_allowed_origins,
             upload_lease: self.upload_lease.map_or(
                 Duration::from_secs((self.upload_idle_timeout.saturating_mul(2)).max(60)),
                 Duration::from_secs,
@@ -535,6 +542,32 @@ impl RawSettings {
             log_format,
         })
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: comma-separated origins, each a scheme and host (and port) with no
+/// path, as browsers send them in `Origin`.
+fn parse_origins(value: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let url = url::Url::parse(origin).map_err(|_| {
+                invalid("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not an origin"))
+            })?;
+            let bare = url.origin().ascii_serialization();
+            if !matches!(url.scheme(), "http" | "https") || bare != origin.trim_end_matches('/') {
+                return Err(invalid(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("{origin:?} must be scheme://host[:port], without a path"),
+                ));
+            }
+            Ok(bare)
+        })
+        .collect()
 }
 
 fn check_url(setting: &'static str, value: &str) -> Result<(), ConfigError> {

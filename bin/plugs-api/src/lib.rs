@@ -16,7 +16,7 @@ pub mod state;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::{App, HttpMessage as _, web};
 use tracing_actix_web::{RequestId, TracingLogger};
 
@@ -55,7 +55,12 @@ pub fn build_app(
     if let Some(local) = state.local_objects {
         app = app.app_data(web::Data::new(local));
     }
-    app.wrap(from_fn(metrics::record))
+    let cors_enabled = !state.cors_allowed_origins.is_empty();
+    app.wrap(Condition::new(
+        cors_enabled,
+        cors(&state.cors_allowed_origins),
+    ))
+    .wrap(from_fn(metrics::record))
         .wrap(from_fn(request_id_header))
         .wrap(TracingLogger::<request_log::RequestSpan>::new())
         .configure(routes::health::config)
@@ -63,6 +68,7 @@ pub fn build_app(
             web::scope("/api/v1")
                 .configure(routes::events::config)
                 .configure(routes::media::config)
+                .configure(routes::zip::config)
                 .configure(routes::local_objects::config)
                 .route(
                     "/openapi.json",
@@ -70,6 +76,55 @@ pub fn build_app(
                 ),
         )
         .default_service(web::to(error::not_found))
+}
+
+/// CORS for browser apps on the configured origins (actix-cors): the methods and request headers
+/// the API takes, and the response headers a browser app needs to read (`ETag` for `If-Match`
+/// and multipart completion, `Location` of a new record, the problem type, range and tus
+/// headers).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "if-match",
+            "if-none-match",
+            "if-range",
+            "range",
+            "idempotency-key",
+            "tus-resumable",
+            "upload-length",
+            "upload-offset",
+            "upload-metadata",
+            "upload-checksum",
+            "upload-defer-length",
+            "upload-concat",
+        ])
+        .expose_headers([
+            "etag",
+            "location",
+            "content-type",
+            "content-range",
+            "content-disposition",
+            "x-request-id",
+            "retry-after",
+            "tus-resumable",
+            "tus-version",
+            "tus-extension",
+            "tus-max-size",
+            "tus-checksum-algorithm",
+            "upload-offset",
+            "upload-length",
+            "upload-expires",
+            "upload-metadata",
+            "upload-media-id",
+        ])
+        .max_age(3600)
 }
 
 /// Puts the request id that tracing-actix-web gave the request (and its log lines) on the

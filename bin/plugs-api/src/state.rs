@@ -29,6 +29,8 @@ pub struct AppState {
     pub limits: UploadLimits,
     /// Set when the store's presigned URLs point at this server.
     pub local_objects: Option<LocalObjects>,
+    /// Browser origins allowed to call the API; empty: no CORS.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Whether to apply pending migrations while connecting.
@@ -82,8 +84,8 @@ pub async fn build_store(
             let verifier = store.clone();
             let local = LocalObjects {
                 store: Arc::new(store.clone()),
-                verify: Arc::new(move |method, key, expires, signature| {
-                    verifier.verify_presigned(method, key, expires, signature)
+                verify: Arc::new(move |key, params, signature| {
+                    verifier.verify_presigned(key, params, signature)
                 }),
                 max_size: settings.max_file_size,
             };
@@ -245,5 +247,6 @@ pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
             ..UploadLimits::with_max_file_size(settings.max_file_size)
         },
         local_objects,
+        cors_allowed_origins: settings.cors_allowed_origins.clone(),
     })
 }

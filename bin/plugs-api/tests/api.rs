@@ -57,11 +57,12 @@ fn fixture() -> Fixture {
         limits: UploadLimits::with_max_file_size(MAX_FILE),
         local_objects: Some(LocalObjects {
             store: Arc::new(store.clone()),
-            verify: Arc::new(move |method, key, expires, signature| {
-                verifier.verify_presigned(method, key, expires, signature)
+            verify: Arc::new(move |key, params, signature| {
+                verifier.verify_presigned(key, params, signature)
             }),
             max_size: MAX_FILE,
         }),
+        cors_allowed_origins: vec!["https://app.example.com".to_owned()],
     };
     Fixture { state, store, repo }
 }
@@ -1074,6 +1075,8 @@ async fn an_unavailable_database_is_a_503_not_a_client_error() {
     assert_eq!(response.status(), StatusCode::OK);
 
     f.repo.set_unavailable(true);
+    // A worker reuses a `ready` answer for a second; a new worker asks the database.
+    let app = app!(f);
     let response =
         test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
     assert_eq!(problem(response).await.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -1700,5 +1703,62 @@ async fn the_media_list_filters_by_tag_and_kind_on_every_page() {
     assert_eq!(
         problem(test::call_service(&app, req).await).await.0,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[actix_web::test]
+async fn browsers_on_a_configured_origin_may_call_the_api_and_read_its_headers() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let preflight = test::TestRequest::default()
+        .method(actix_web::http::Method::OPTIONS)
+        .uri(&format!("/api/v1/events/{event}/media"))
+        .insert_header((header::ORIGIN, "https://app.example.com"))
+        .insert_header((header::ACCESS_CONTROL_REQUEST_METHOD, "POST"))
+        .insert_header((
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization, idempotency-key",
+        ))
+        .to_request();
+    let response = test::call_service(&app, preflight).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(
+        response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .unwrap(),
+        "https://app.example.com"
+    );
+
+    let get = test::TestRequest::get()
+        .uri(&format!("/api/v1/events/{event}"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::ORIGIN, "https://app.example.com"))
+        .to_request();
+    let response = test::call_service(&app, get).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let exposed = response
+        .headers()
+        .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["etag", "location", "content-type"] {
+        assert!(exposed.contains(name), "{name} in {exposed}");
+    }
+
+    // Another origin gets no permission to read anything.
+    let get = test::TestRequest::get()
+        .uri(&format!("/api/v1/events/{event}"))
+        .insert_header(bearer("alice"))
+        .insert_header((header::ORIGIN, "https://evil.example.net"))
+        .to_request();
+    let response = test::call_service(&app, get).await;
+    assert!(
+        !response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
     );
 }
