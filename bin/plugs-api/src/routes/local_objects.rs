@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
-use actix_web::http::header::{self, ContentDisposition, DispositionType};
+use actix_web::http::header::{
+    self, ContentDisposition, ContentRange, ContentRangeSpec, DispositionType,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -137,11 +139,10 @@ pub async fn get_object(
         HttpResponse::Ok()
     };
     if requested_range {
-        let last = range.end.saturating_sub(1);
-        response.insert_header((
-            header::CONTENT_RANGE,
-            format!("bytes {}-{last}/{}", range.start, object.meta.size),
-        ));
+        response.insert_header(ContentRange(ContentRangeSpec::Bytes {
+            range: Some((range.start, range.end.saturating_sub(1))),
+            instance_length: Some(object.meta.size),
+        }));
     }
     let content_type = object
         .meta
