@@ -47,6 +47,14 @@ pub enum MediaError {
         /// shorter, the first bytes past the declared size when it was longer.
         received: u64,
     },
+    /// The record changed since the version the caller's `If-Match` names; nothing was changed.
+    #[error("{what} {id} has changed since the version given in If-Match")]
+    PreconditionFailed {
+        /// `event` or `media`.
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
     /// The object's ETag matched the caller's `If-None-Match`.
     #[error("not modified")]
     NotModified,

@@ -14,7 +14,7 @@ use plugs_storage::{
     PresignedUrl, StoreError,
 };
 
-use crate::{MediaError, Page, PageRequest, ServiceConfig};
+use crate::{MediaError, MediaQuery, Page, PageRequest, ServiceConfig};
 
 /// The media layer's application service: every use case, over the store and repository traits.
 ///
@@ -66,11 +66,13 @@ impl MediaService {
     /// Creates an event owned by `user`.
     pub async fn create_event(&self, user: &UserId, title: &str) -> Result<Event, MediaError> {
         let title = validate_event_title(title).map_err(MediaError::Invalid)?;
+        let now = self.clock.now();
         let event = Event {
             id: EventId::new(),
             title,
             owner: user.clone(),
-            created_at: self.clock.now(),
+            created_at: now,
+            updated_at: now,
         };
         self.events.insert_event(&event).await?;
         tracing::info!(event_id = %event.id, "event created");
@@ -123,20 +125,16 @@ impl MediaService {
         Err(MediaError::event_not_found(event_id))
     }
 
-    /// An event's `ready` media, newest first.
+    /// An event's `ready` media, newest first ([`MediaService::list_media_matching`] with no
+    /// filter).
     pub async fn list_media(
         &self,
         user: &UserId,
         event_id: EventId,
         page: PageRequest,
     ) -> Result<Page<EventMedia>, MediaError> {
-        self.authorized_event(user, event_id, Access::Read).await?;
-        let (after, limit) = parse_page(&page)?;
-        let media = self.media.list_ready(event_id, after, limit + 1).await?;
-        Ok(into_page(media, limit, |media| PageCursor {
-            created_at: media.created_at,
-            id: media.id.as_uuid(),
-        }))
+        self.list_media_matching(user, event_id, &MediaQuery::default(), page)
+            .await
     }
 
     /// One `ready` media of one of `user`'s events.
@@ -262,7 +260,7 @@ impl MediaService {
         }
     }
 
-    async fn ready_media(
+    pub(crate) async fn ready_media(
         &self,
         event_id: EventId,
         media_id: MediaId,
@@ -279,7 +277,7 @@ impl MediaService {
     /// the object, then the record. Each step is idempotent, so running it again finishes it.
     pub(crate) async fn remove_media(&self, media: &EventMedia) -> Result<(), MediaError> {
         if media.status != MediaStatus::Deleting {
-            match self.media.mark_deleting(media.id).await {
+            match self.media.mark_deleting(media.id, self.clock.now()).await {
                 Ok(_) => {}
                 Err(RepoError::NotFound { .. }) => return Ok(()),
                 Err(other) => return Err(other.into()),
@@ -316,7 +314,7 @@ fn object_error(media: &EventMedia, key: &ObjectKey, error: StoreError) -> Media
     }
 }
 
-fn parse_page(page: &PageRequest) -> Result<(Option<PageCursor>, usize), MediaError> {
+pub(crate) fn parse_page(page: &PageRequest) -> Result<(Option<PageCursor>, usize), MediaError> {
     let limit = PageLimit::parse(page.limit).map_err(MediaError::Invalid)?;
     let after = page
         .cursor
@@ -329,7 +327,11 @@ fn parse_page(page: &PageRequest) -> Result<(Option<PageCursor>, usize), MediaEr
 }
 
 /// Cuts a `limit + 1` fetch to `limit` items; the extra item only says that a next page exists.
-fn into_page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> PageCursor) -> Page<T> {
+pub(crate) fn into_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    cursor_of: impl Fn(&T) -> PageCursor,
+) -> Page<T> {
     let has_more = items.len() > limit;
     items.truncate(limit);
     let next_cursor = if has_more {

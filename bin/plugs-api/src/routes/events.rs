@@ -1,10 +1,10 @@
-//! `/api/v1/events`: create, list, get, delete.
+//! `/api/v1/events`: create, list, get, edit, delete.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use plugs_domain::{Event, EventId};
-use plugs_media::{MediaService, PageRequest};
+use plugs_media::{EventEdit, MediaService, PageRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::routes::get_or_head;
+use crate::routes::preconditions::{if_match, with_etag};
 
 /// An event as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -43,6 +44,16 @@ pub struct CreateEvent {
     /// Display title, 1 to 200 characters.
     #[schema(example = "Summer party")]
     pub title: String,
+}
+
+/// The body of `PATCH /events/{event_id}`: the fields to change. A field absent (or `null`)
+/// keeps its value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventPatch {
+    /// New display title, 1 to 200 characters.
+    #[schema(example = "Summer party, day two")]
+    pub title: Option<String>,
 }
 
 /// A page of events, newest first.
@@ -84,6 +95,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/events/{event_id}")
             .route(get_or_head().to(get_event))
+            .route(web::patch().to(patch_event))
             .route(web::delete().to(delete_event)),
     );
 }
@@ -136,12 +148,12 @@ pub async fn list_events(
 }
 
 /// One of the caller's events. Someone else's event answers 404, like a missing one; so does an
-/// id that is not a UUID.
+/// id that is not a UUID. The `ETag` names this version of the event, for `If-Match` on `PATCH`.
 #[utoipa::path(
     get, path = "/api/v1/events/{event_id}", tag = "events",
     params(("event_id" = Uuid, Path, description = "Event id (a UUID; anything else answers 404)")),
     responses(
-        (status = 200, description = "The event", body = EventBody),
+        (status = 200, description = "The event", body = EventBody, headers(("ETag" = String, description = "This version of the event"))),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
     ),
@@ -153,7 +165,47 @@ pub async fn get_event(
     path: web::Path<EventId>,
 ) -> Result<HttpResponse, ApiError> {
     let event = service.get_event(&user.0, path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(EventBody::from(event)))
+    Ok(with_etag(HttpResponse::Ok(), event.updated_at).json(EventBody::from(event)))
+}
+
+/// Renames one of the caller's events.
+///
+/// With `If-Match` (the `ETag` of a `GET` or an earlier `PATCH`), the edit applies only to that
+/// version: if the event changed since, the answer is 412 and nothing changes, so two editors
+/// never silently overwrite each other. Without `If-Match` the edit applies to the current
+/// version. The answer carries the new `ETag`.
+#[utoipa::path(
+    patch, path = "/api/v1/events/{event_id}", tag = "events", request_body = EventPatch,
+    params(
+        ("event_id" = Uuid, Path, description = "Event id"),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` of the version the edit applies to; `*` or absent: any version"),
+    ),
+    responses(
+        (status = 200, description = "The event as stored", body = EventBody, headers(("ETag" = String, description = "The new version of the event"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The event changed since the version in `If-Match`; nothing was changed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not a JSON body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid title or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_event(
+    req: HttpRequest,
+    user: AuthUser,
+    service: web::Data<MediaService>,
+    path: web::Path<EventId>,
+    body: web::Json<EventPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let edit = EventEdit {
+        title: body.into_inner().title,
+    };
+    let event = service
+        .edit_event(&user.0, path.into_inner(), &edit, &if_match(&req))
+        .await?;
+    Ok(with_etag(HttpResponse::Ok(), event.updated_at).json(EventBody::from(event)))
 }
 
 /// Deletes one of the caller's events with all its media, objects included.

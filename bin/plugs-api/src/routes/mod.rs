@@ -4,6 +4,7 @@ pub mod events;
 pub mod health;
 pub mod local_objects;
 pub mod media;
+pub mod preconditions;
 
 use actix_web::{Route, guard, web};
 
