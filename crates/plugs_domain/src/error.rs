@@ -116,6 +116,12 @@ pub enum DomainError {
         len: usize,
     },
 
+    /// A listing filter named a kind that does not exist.
+    #[error("unknown kind {kind:?}: expected image, video, audio or document")]
+    UnknownKind {
+        /// The offending value (truncated).
+        kind: String,
+    },
     /// One item of a tag list holds a comma; a tag never does (the form splits on commas).
     #[error("tag {tag:?} contains a comma; give each tag as its own list item")]
     TagHasComma {
