@@ -118,6 +118,7 @@ async fn setup() -> Option<Fixture> {
     let mut capabilities = Capabilities::new("local through plugs-api");
     capabilities.serves_presigned_urls = true;
     capabilities.verifies_presign = true;
+    capabilities.verifies_checksums = true;
     capabilities.leftovers = Some(Leftovers::local_temp_files(app.root.clone()));
     Some(Fixture {
         store: app.store.clone().unwrap(),

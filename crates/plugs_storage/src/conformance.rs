@@ -21,8 +21,9 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    ByteRange, ByteStream, GetOptions, ListOptions, ObjectKey, ObjectStore, ObjectStoreExt,
-    PresignMethod, PresignOptions, PutOptions, ServerSideEncryption, StoreError,
+    ByteRange, ByteStream, CompletedPart, GetOptions, ListOptions, MIN_PART_SIZE, ObjectKey,
+    ObjectStore, ObjectStoreExt, PresignMethod, PresignOptions, PresignedUrl, PutOptions,
+    ServerSideEncryption, StoreError,
 };
 
 /// Lists the keys of unfinished multipart uploads under a prefix (see
@@ -97,6 +98,22 @@ pub struct Capabilities {
     /// How to make and count the leftovers [`ObjectStore::sweep`] removes, for stores that can
     /// have them and servers that can list them.
     pub leftovers: Option<Leftovers>,
+    /// A presigned PUT whose body differs from the `x-amz-checksum-sha256` it carries is
+    /// refused (moto stores it anyway).
+    pub verifies_checksums: bool,
+    /// `head` reports the SHA-256 an upload was checked against.
+    pub reports_sha256: bool,
+    /// A multipart completion with a part other than the last under 5 MiB is refused.
+    pub enforces_min_part_size: bool,
+    /// `ListParts` answers each part's number, size and ETag, and calls naming an unknown or
+    /// ended upload answer "no such upload", and a completion checks its list of parts (s3s-fs 0.14 lists no ETag and answers 400 or 403
+    /// to unknown uploads; moto 5 answers ListParts with a document the SDK cannot read, and
+    /// 500 to a part of an unknown upload).
+    pub lists_parts: bool,
+    /// A presigned PUT refused (a length, `Content-Type` or SHA-256 other than the signed one)
+    /// stores nothing (s3s-fs 0.14 streams the body to disk, then answers 403 or 400 and
+    /// keeps it).
+    pub refusals_store_nothing: bool,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -110,6 +127,11 @@ impl std::fmt::Debug for Capabilities {
             .field("pending_uploads", &self.pending_uploads.is_some())
             .field("serves_long_suffix_ranges", &self.serves_long_suffix_ranges)
             .field("leftovers", &self.leftovers.is_some())
+            .field("verifies_checksums", &self.verifies_checksums)
+            .field("reports_sha256", &self.reports_sha256)
+            .field("enforces_min_part_size", &self.enforces_min_part_size)
+            .field("lists_parts", &self.lists_parts)
+            .field("refusals_store_nothing", &self.refusals_store_nothing)
             .finish()
     }
 }
@@ -127,6 +149,11 @@ impl Capabilities {
             pending_uploads: None,
             serves_long_suffix_ranges: true,
             leftovers: None,
+            verifies_checksums: false,
+            reports_sha256: true,
+            enforces_min_part_size: true,
+            lists_parts: true,
+            refusals_store_nothing: true,
         }
     }
 }
@@ -154,7 +181,9 @@ macro_rules! conformance_tests {
             empty_object, awkward_keys_roundtrip, sha256_checked, size_checked, encryption_accepted,
             large_streamed_upload, declared_size_large_upload, exactly_one_part_upload, failing_body_stores_nothing, dropped_put_stores_nothing,
             presigned_get, presigned_put, presigned_tampered_refused, presigned_expired_refused,
-            sweep_removes_only_stale_leftovers, ping_answers);
+            sweep_removes_only_stale_leftovers, ping_answers,
+            presigned_put_bound, multipart_presigned_parts, multipart_server_parts,
+            multipart_abort_removes_parts, copy_with_replaces_metadata);
     };
     (@cases $setup:path; $($case:ident),* $(,)?) => {
         $(
@@ -717,13 +746,14 @@ pub async fn awkward_keys_roundtrip(store: &dyn ObjectStore, _caps: &Capabilitie
 }
 
 /// A declared SHA-256 is checked: the right one stores, a wrong one stores nothing.
-pub async fn sha256_checked(store: &dyn ObjectStore, _caps: &Capabilities) {
+pub async fn sha256_checked(store: &dyn ObjectStore, caps: &Capabilities) {
     let k = key("checksum/a.bin");
     let body = pattern_chunk(4, 0, 5000);
     let mut options = PutOptions::default();
     options.sha256 = Some(Sha256::digest(&body).into());
     store.put_bytes(&k, body.clone(), options).await.unwrap();
     assert_eq!(store.get_bytes(&k).await.unwrap(), body);
+    assert_head_sha256(store, caps, &k, Sha256::digest(&body).into()).await;
 
     let wrong = key("checksum/wrong.bin");
     let mut options = PutOptions::default();
@@ -980,7 +1010,11 @@ pub async fn sweep_removes_only_stale_leftovers(store: &dyn ObjectStore, caps: &
 pub async fn ping_answers(store: &dyn ObjectStore, _caps: &Capabilities) {
     store.ping().await.unwrap();
     store
-        .put_bytes(&key("ping/a.bin"), Bytes::from_static(b"a"), PutOptions::default())
+        .put_bytes(
+            &key("ping/a.bin"),
+            Bytes::from_static(b"a"),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     store.ping().await.unwrap();
@@ -1151,4 +1185,489 @@ pub async fn presigned_expired_refused(store: &dyn ObjectStore, caps: &Capabilit
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, _) = fetch(&url.url).await;
     assert_eq!(status, 403, "expired URL answered {status}");
+}
+
+/// `head` reports the SHA-256 an upload was checked against (where the store keeps it).
+async fn assert_head_sha256(
+    store: &dyn ObjectStore,
+    caps: &Capabilities,
+    k: &ObjectKey,
+    sha256: [u8; 32],
+) {
+    let reported = store.head(k).await.unwrap().sha256;
+    if caps.reports_sha256 {
+        assert_eq!(
+            reported,
+            Some(sha256),
+            "head of {k} reports no or another SHA-256"
+        );
+    } else if let Some(reported) = reported {
+        assert_eq!(reported, sha256);
+    } else {
+        skip(caps, "checksums on HEAD: SHA-256 not reported");
+    }
+}
+
+/// A staging key as plugs-media lays them out: `uploads/{event_id}/{upload_id}`.
+fn staging_key() -> ObjectKey {
+    key(&format!(
+        "uploads/{}/{}",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    ))
+}
+
+/// Sends `body` with a plain HTTP PUT as a phone would: the URL's headers, except the length,
+/// which the client sets from the body. Answers the status, the `ETag` and the answer's text.
+async fn send_put(
+    url: &PresignedUrl,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = reqwest::Client::new().put(&url.url);
+    for (name, value) in &url.headers {
+        if name != "content-length" && !extra.iter().any(|(n, _)| n == name) {
+            request = request.header(name, value);
+        }
+    }
+    if !url.headers.iter().any(|(name, _)| name == "content-type")
+        && !extra.iter().any(|(n, _)| *n == "content-type")
+    {
+        // moto hangs on a PUT without a content type.
+        request = request.header("content-type", "application/octet-stream");
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = match request.body(body).send().await {
+        Ok(response) => response,
+        // The server refused and closed the connection before the body was sent.
+        Err(error) => return (0, String::new(), error.to_string()),
+    };
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, etag, response.text().await.unwrap_or_default())
+}
+
+/// A call naming an unknown or ended upload failed, with NotFound where the server says so.
+fn assert_no_such_upload<T: std::fmt::Debug>(caps: &Capabilities, result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::NotFound { .. }) => {}
+        Err(other) if !caps.lists_parts => {
+            skip(caps, "NoSuchUpload answers: another error accepted");
+            eprintln!("(answered {other})");
+        }
+        other => panic!("expected NotFound for an unknown or ended upload, got {other:?}"),
+    }
+}
+
+/// A refusal: a client error, or a connection the server closed on the body (status 0).
+fn refused(status: u16) -> bool {
+    status == 0 || (400..500).contains(&status)
+}
+
+fn bare(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// A presigned PUT bound to a length, a content type and a SHA-256 takes exactly that upload:
+/// the object keeps the type and the checksum; another length, type or body is refused and
+/// stores nothing.
+pub async fn presigned_put_bound(store: &dyn ObjectStore, caps: &Capabilities) {
+    let body = pattern_chunk(21, 0, 3001);
+    let sha256: [u8; 32] = Sha256::digest(&body).into();
+    let options = PresignOptions::for_put(body.len() as u64, "image/jpeg").with_sha256(sha256);
+    let ttl = Duration::from_secs(300);
+    let k = staging_key();
+    let url = store
+        .presign(PresignMethod::Put, &k, ttl, &options)
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        url.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("image/jpeg"),
+        "{:?}",
+        url.headers
+    );
+    assert!(
+        header("x-amz-checksum-sha256").is_some(),
+        "{:?}",
+        url.headers
+    );
+    assert_eq!(
+        header("content-length"),
+        Some("3001".to_owned()),
+        "{:?}",
+        url.headers
+    );
+    if !caps.serves_presigned_urls {
+        skip(caps, "an HTTP endpoint: bound presigned PUT not sent");
+        return;
+    }
+    let (status, _, text) = send_put(&url, body.clone(), &[]).await;
+    assert!((200..300).contains(&status), "{status}: {text}");
+    assert_eq!(store.get_bytes(&k).await.unwrap(), body);
+    let meta = store.head(&k).await.unwrap();
+    assert_eq!(meta.size, 3001);
+    assert_eq!(meta.content_type.as_deref(), Some("image/jpeg"));
+    assert_head_sha256(store, caps, &k, sha256).await;
+
+    // Another length, or another content type, than the URL was signed for.
+    if caps.verifies_presign {
+        let options = PresignOptions::for_put(3001, "image/jpeg");
+        let longer = pattern_chunk(21, 0, 3002);
+        for (what, body, extra) in [
+            ("a longer body", longer, &[][..]),
+            (
+                "another type",
+                body.clone(),
+                &[("content-type", "text/html")][..],
+            ),
+        ] {
+            let k = staging_key();
+            let url = store
+                .presign(PresignMethod::Put, &k, ttl, &options)
+                .await
+                .unwrap();
+            let (status, _, text) = send_put(&url, body, extra).await;
+            assert!(refused(status), "{what} answered {status}: {text}");
+            if !caps.refusals_store_nothing {
+                skip(
+                    caps,
+                    "atomic refusals: a presigned PUT refused with 403 may keep bytes",
+                );
+                continue;
+            }
+            assert_absent(store, &k).await;
+        }
+    } else {
+        skip(
+            caps,
+            "presigned URL verification: a signed Content-Length not enforced",
+        );
+    }
+
+    // Bytes of the declared length whose SHA-256 is not the one bound.
+    if caps.verifies_checksums {
+        let k = staging_key();
+        let url = store
+            .presign(PresignMethod::Put, &k, ttl, &options)
+            .await
+            .unwrap();
+        let other = pattern_chunk(22, 0, 3001);
+        let (status, _, text) = send_put(&url, other, &[]).await;
+        assert!(refused(status), "other bytes answered {status}: {text}");
+        if caps.refusals_store_nothing {
+            assert_absent(store, &k).await;
+        } else {
+            skip(
+                caps,
+                "atomic refusals: a presigned PUT refused for its checksum may keep bytes",
+            );
+        }
+    } else {
+        skip(caps, "x-amz-checksum-sha256 verification on PUT");
+    }
+}
+
+/// Sizes of the parts of the multipart cases: two of S3's smallest, then a short last one.
+fn part_sizes() -> [u64; 3] {
+    [MIN_PART_SIZE as u64, MIN_PART_SIZE as u64, 12_345]
+}
+
+fn multipart_options() -> PutOptions {
+    let mut options = PutOptions::with_content_type("video/mp4");
+    options.metadata = BTreeMap::from([("origin".to_owned(), "multipart".to_owned())]);
+    options
+}
+
+/// Three parts PUT by a plain HTTP client through presigned part URLs (each bound to its
+/// length), listed, then completed into one object with the upload's content type and metadata.
+pub async fn multipart_presigned_parts(store: &dyn ObjectStore, caps: &Capabilities) {
+    let k = staging_key();
+    let upload_id = store
+        .create_multipart(&k, &multipart_options())
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(300);
+    let sizes = part_sizes();
+    let mut completed = Vec::new();
+    for (index, size) in sizes.iter().enumerate() {
+        let number = index as u32 + 1;
+        let bytes = pattern_chunk(30, index as u64, *size as usize);
+        let url = store
+            .presign_part(&k, &upload_id, number, *size, ttl)
+            .await
+            .unwrap();
+        if !caps.serves_presigned_urls {
+            let stream = futures::stream::iter([Ok(bytes)]).boxed();
+            let part = store
+                .upload_part(&k, &upload_id, number, stream, *size)
+                .await
+                .unwrap();
+            completed.push(CompletedPart::from(&part));
+            continue;
+        }
+        if index == 0 && caps.verifies_presign {
+            let (status, _, text) = send_put(&url, bytes.slice(1..), &[]).await;
+            assert!(refused(status), "a short part answered {status}: {text}");
+        }
+        let (status, etag, text) = send_put(&url, bytes, &[]).await;
+        assert!(
+            (200..300).contains(&status),
+            "part {number}: {status}: {text}"
+        );
+        assert!(!etag.is_empty(), "part {number} answered no ETag");
+        completed.push(CompletedPart::new(number, etag));
+    }
+    if !caps.serves_presigned_urls {
+        skip(
+            caps,
+            "an HTTP endpoint: parts uploaded by the server instead",
+        );
+    }
+    if caps.lists_parts {
+        let listed = store.list_parts(&k, &upload_id).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|p| (p.part_number, p.size))
+                .collect::<Vec<_>>(),
+            vec![(1, sizes[0]), (2, sizes[1]), (3, sizes[2])]
+        );
+        for (part, done) in listed.iter().zip(&completed) {
+            assert_eq!(bare(&part.etag), bare(&done.etag));
+        }
+    } else {
+        skip(caps, "a usable ListParts: parts not listed");
+    }
+    assert!(
+        !store.exists(&k).await.unwrap(),
+        "no object before the completion"
+    );
+    let put = store
+        .complete_multipart(&k, &upload_id, &completed)
+        .await
+        .unwrap();
+    let total: u64 = sizes.iter().sum();
+    assert_eq!(put.size, total);
+    let got = store.get(&k, GetOptions::default()).await.unwrap();
+    assert_eq!(got.meta.size, total);
+    let mut expected = Vec::new();
+    for (index, size) in sizes.iter().enumerate() {
+        expected.extend_from_slice(&pattern_chunk(30, index as u64, *size as usize));
+    }
+    let bytes: Vec<Bytes> = futures::TryStreamExt::try_collect(got.body).await.unwrap();
+    assert!(
+        bytes.concat() == expected,
+        "the object is not its parts in order"
+    );
+    let meta = store.head(&k).await.unwrap();
+    assert_eq!(meta.etag, put.etag);
+    assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
+    assert_eq!(meta.metadata, multipart_options().metadata);
+    if caps.lists_parts {
+        assert!(matches!(
+            store.list_parts(&k, &upload_id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    assert_no_pending_upload(caps, k.as_str()).await;
+}
+
+/// Parts uploaded by the server from streams (a resumable upload's chunks): the declared size
+/// is held to, a part uploaded again replaces the first, a wrong list is refused and leaves the
+/// upload open, and the completion joins the parts.
+pub async fn multipart_server_parts(store: &dyn ObjectStore, caps: &Capabilities) {
+    let k = staging_key();
+    let upload_id = store
+        .create_multipart(&k, &PutOptions::default())
+        .await
+        .unwrap();
+    let first_size = MIN_PART_SIZE as u64 + 7;
+    let first = store
+        .upload_part(
+            &k,
+            &upload_id,
+            1,
+            pattern_stream(first_size, 40),
+            first_size,
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.part_number, first.size), (1, first_size));
+    match store
+        .upload_part(&k, &upload_id, 2, pattern_stream(100, 41), 99)
+        .await
+    {
+        Err(StoreError::SizeMismatch { expected: 99, .. }) => {}
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    let _replaced = store
+        .upload_part(&k, &upload_id, 2, pattern_stream(500, 42), 500)
+        .await
+        .unwrap();
+    let second = store
+        .upload_part(&k, &upload_id, 2, pattern_stream(1000, 41), 1000)
+        .await
+        .unwrap();
+    if caps.lists_parts {
+        let listed = store.list_parts(&k, &upload_id).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|p| (p.part_number, p.size))
+                .collect::<Vec<_>>(),
+            vec![(1, first_size), (2, 1000)]
+        );
+        assert_eq!(bare(&listed[1].etag), bare(&second.etag));
+    } else {
+        skip(caps, "a usable ListParts: parts not listed");
+    }
+    let unknown = store
+        .upload_part(&k, "no-such-upload", 1, pattern_stream(10, 1), 10)
+        .await;
+    assert_no_such_upload(caps, unknown);
+
+    // A part with another ETag, or parts out of order: refused, the upload stays open.
+    if !caps.lists_parts {
+        skip(caps, "checks of the completed part list");
+        let parts = [CompletedPart::from(&first), CompletedPart::from(&second)];
+        store
+            .complete_multipart(&k, &upload_id, &parts)
+            .await
+            .unwrap();
+        return;
+    }
+    let wrong_etag = [
+        CompletedPart::from(&first),
+        CompletedPart::new(2, "\"0123456789abcdef0123456789abcdef\""),
+    ];
+    let out_of_order = [CompletedPart::from(&second), CompletedPart::from(&first)];
+    for parts in [&wrong_etag[..], &out_of_order[..]] {
+        match store.complete_multipart(&k, &upload_id, parts).await {
+            Err(StoreError::InvalidPart { .. }) => {}
+            other => panic!("expected InvalidPart, got {other:?}"),
+        }
+    }
+    assert_absent(store, &k).await;
+    let parts = [CompletedPart::from(&first), CompletedPart::from(&second)];
+    let put = store
+        .complete_multipart(&k, &upload_id, &parts)
+        .await
+        .unwrap();
+    assert_eq!(put.size, first_size + 1000);
+    let mut expected = pattern_chunks(first_size, 40).collect::<Vec<_>>().concat();
+    expected.extend(pattern_chunks(1000, 41).collect::<Vec<_>>().concat());
+    assert!(
+        store.get_bytes(&k).await.unwrap() == expected,
+        "the object is not its parts"
+    );
+
+    // Every part but the last must be at least 5 MiB.
+    let small = staging_key();
+    let upload_id = store
+        .create_multipart(&small, &PutOptions::default())
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for number in 1..=2 {
+        let part = store
+            .upload_part(&small, &upload_id, number, pattern_stream(1000, 43), 1000)
+            .await
+            .unwrap();
+        parts.push(CompletedPart::from(&part));
+    }
+    match store.complete_multipart(&small, &upload_id, &parts).await {
+        Err(StoreError::InvalidPart { .. }) => {}
+        Ok(_) if !caps.enforces_min_part_size => {
+            skip(caps, "the 5 MiB minimum part size");
+            return;
+        }
+        other => panic!("expected InvalidPart for a small first part, got {other:?}"),
+    }
+    store.abort_multipart(&small, &upload_id).await.unwrap();
+}
+
+/// An aborted upload is gone with its parts; aborting again succeeds.
+pub async fn multipart_abort_removes_parts(store: &dyn ObjectStore, caps: &Capabilities) {
+    let k = staging_key();
+    let upload_id = store
+        .create_multipart(&k, &PutOptions::default())
+        .await
+        .unwrap();
+    let part = store
+        .upload_part(&k, &upload_id, 1, pattern_stream(2000, 50), 2000)
+        .await
+        .unwrap();
+    store.abort_multipart(&k, &upload_id).await.unwrap();
+    if caps.lists_parts {
+        assert!(matches!(
+            store.list_parts(&k, &upload_id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    let completed = store
+        .complete_multipart(&k, &upload_id, &[CompletedPart::from(&part)])
+        .await;
+    assert_no_such_upload(caps, completed);
+    let again = store.abort_multipart(&k, &upload_id).await;
+    if caps.lists_parts {
+        again.unwrap();
+    }
+    assert_absent(store, &k).await;
+    assert_no_pending_upload(caps, k.as_str()).await;
+}
+
+/// A copy with new options has the source's bytes and the new content type and metadata; a
+/// declared size that differs copies nothing.
+pub async fn copy_with_replaces_metadata(store: &dyn ObjectStore, _caps: &Capabilities) {
+    let from = staging_key();
+    let body = pattern_chunk(60, 0, 40_000);
+    store
+        .put_bytes(&from, body.clone(), sample_options())
+        .await
+        .unwrap();
+    let to = key("events/final/media/2026/01/02/120000_000001.mp4");
+    let mut options = PutOptions::with_content_type("video/mp4");
+    options.metadata = BTreeMap::from([("state".to_owned(), "final".to_owned())]);
+    options.size = Some(40_000);
+    let put = store.copy_with(&from, &to, options.clone()).await.unwrap();
+    assert_eq!(put.size, 40_000);
+    assert_eq!(store.get_bytes(&to).await.unwrap(), body);
+    let meta = store.head(&to).await.unwrap();
+    assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
+    assert_eq!(meta.metadata, options.metadata);
+    assert_eq!(bare(&meta.etag), bare(&put.etag));
+    assert_eq!(
+        store.get_bytes(&from).await.unwrap(),
+        body,
+        "the source stays"
+    );
+
+    let elsewhere = key("events/final/media/2026/01/02/120000_000002.mp4");
+    options.size = Some(39_999);
+    match store.copy_with(&from, &elsewhere, options.clone()).await {
+        Err(StoreError::SizeMismatch { .. }) => {}
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert_absent(store, &elsewhere).await;
+    match store
+        .copy_with(&key("copy/missing"), &elsewhere, PutOptions::default())
+        .await
+    {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }

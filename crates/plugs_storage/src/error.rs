@@ -100,6 +100,16 @@ pub enum StoreError {
         /// The bytes the stream carried (at least this many when it was cut short).
         actual: u64,
     },
+    /// A multipart upload's parts cannot be joined: a part named that the upload does not hold
+    /// or with another ETag, part numbers out of order or out of range, or a part other than
+    /// the last smaller than 5 MiB. The upload stays open.
+    #[error("invalid multipart upload part for {key}: {reason}")]
+    InvalidPart {
+        /// The key being uploaded.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Anything else, with the backend's error.
     #[error("object store error: {message}")]
     Other {

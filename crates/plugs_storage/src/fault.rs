@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::{
-    ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result, StoreError,
-    SweepReport,
+    ByteStream, CompletedPart, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
+    ObjectStore, PartInfo, PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult,
+    Result, StoreError, SweepReport,
 };
 
 /// The calls of [`ObjectStore`], to choose which one fails.
@@ -33,6 +33,21 @@ pub enum Operation {
     List,
     /// [`ObjectStore::presign`].
     Presign,
+    /// [`ObjectStore::copy_with`].
+    CopyWith,
+    /// [`ObjectStore::create_multipart`].
+    CreateMultipart,
+    /// [`ObjectStore::upload_part`] (its body is cut like a put's, by
+    /// [`FaultyStore::fail_put_body_after`]).
+    UploadPart,
+    /// [`ObjectStore::presign_part`].
+    PresignPart,
+    /// [`ObjectStore::list_parts`].
+    ListParts,
+    /// [`ObjectStore::complete_multipart`].
+    CompleteMultipart,
+    /// [`ObjectStore::abort_multipart`].
+    AbortMultipart,
     /// [`ObjectStore::sweep`].
     Sweep,
     /// [`ObjectStore::ping`].
@@ -160,7 +175,8 @@ impl FaultyStore {
         self
     }
 
-    /// Makes the body of the next put fail after `bytes` bytes have passed to the wrapped store.
+    /// Makes the body of the next put or part upload fail after `bytes` bytes have passed to the
+    /// wrapped store.
     pub fn fail_put_body_after(&self, bytes: u64, kind: FaultKind) -> &Self {
         self.lock().put_body_cut = Some((bytes, kind));
         self
@@ -313,6 +329,75 @@ impl ObjectStore for FaultyStore {
     ) -> Result<PresignedUrl> {
         self.enter(Operation::Presign, key.as_str()).await?;
         self.inner.presign(method, key, expires_in, options).await
+    }
+
+    async fn copy_with(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        options: PutOptions,
+    ) -> Result<PutResult> {
+        self.enter(Operation::CopyWith, to.as_str()).await?;
+        self.inner.copy_with(from, to, options).await
+    }
+
+    async fn create_multipart(&self, key: &ObjectKey, options: &PutOptions) -> Result<String> {
+        self.enter(Operation::CreateMultipart, key.as_str()).await?;
+        self.inner.create_multipart(key, options).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        body: ByteStream,
+        size: u64,
+    ) -> Result<PartInfo> {
+        self.enter(Operation::UploadPart, key.as_str()).await?;
+        let cut = self.lock().put_body_cut.take();
+        let body = match cut {
+            Some((limit, kind)) => cut_after(body, limit, kind, key.to_string()),
+            None => body,
+        };
+        self.inner
+            .upload_part(key, upload_id, part_number, body, size)
+            .await
+    }
+
+    async fn presign_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        size: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl> {
+        self.enter(Operation::PresignPart, key.as_str()).await?;
+        self.inner
+            .presign_part(key, upload_id, part_number, size, expires_in)
+            .await
+    }
+
+    async fn list_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<PartInfo>> {
+        self.enter(Operation::ListParts, key.as_str()).await?;
+        self.inner.list_parts(key, upload_id).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult> {
+        self.enter(Operation::CompleteMultipart, key.as_str())
+            .await?;
+        self.inner.complete_multipart(key, upload_id, parts).await
+    }
+
+    async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
+        self.enter(Operation::AbortMultipart, key.as_str()).await?;
+        self.inner.abort_multipart(key, upload_id).await
     }
 
     async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {

@@ -18,11 +18,11 @@ pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
-pub use s3::{
-    CredentialSource, MIN_PART_SIZE, PendingUpload, ProbeEncryption, S3Config, S3Store,
-};
+pub use s3::{CredentialSource, MIN_PART_SIZE, PendingUpload, ProbeEncryption, S3Config, S3Store};
+pub use signing::PresignedParams;
 pub use store::{
-    ByteRange, ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult,
-    READY_PROBE_KEY, ServerSideEncryption, SweepCount, SweepReport, etag_matches,
+    ByteRange, ByteStream, CompletedPart, GetOptions, GetResult, ListOptions, ListPage,
+    MAX_PART_NUMBER, ObjectMeta, ObjectStore, ObjectStoreExt, PartInfo, PresignMethod,
+    PresignOptions, PresignedUrl, PutOptions, PutResult, READY_PROBE_KEY, ServerSideEncryption,
+    SweepCount, SweepReport, etag_matches,
 };

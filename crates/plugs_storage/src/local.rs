@@ -2,7 +2,9 @@
 //!
 //! Layout: `root/objects/<key>` holds the bytes, `root/meta/<key>` a JSON sidecar (content type,
 //! user metadata, ETag, size, encryption asked for, and the inode of the bytes it describes),
-//! `root/tmp/` the uploads in progress. A put writes a temp file and renames it into place, so a
+//! `root/tmp/` the uploads in progress, `root/parts/<upload id>/` the multipart uploads in progress
+//! (an `upload.json` naming the key, content type, metadata and encryption; one file per part,
+//! named `<part number>.<hex MD5>`, written to `tmp/` and renamed in). A put writes a temp file and renames it into place, so a
 //! reader sees the old object or the new one, never a part. Because keys map to paths, a key
 //! cannot also be a "directory" of another key (`a` and `a/b`); the object-key layout of
 //! plugs-media never does that.
@@ -22,13 +24,17 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::body::BodyCheck;
+use crate::memory::multipart_etag;
 use crate::signing::UrlSigner;
-use crate::store::etag_matches;
+use crate::store::{check_part_number, etag_matches};
 use crate::{
-    ByteStream, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta, ObjectStore,
-    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, Result,
-    ServerSideEncryption, StoreError, SweepCount, SweepReport,
+    ByteStream, CompletedPart, GetOptions, GetResult, ListOptions, ListPage, ObjectKey, ObjectMeta,
+    ObjectStore, PartInfo, PresignMethod, PresignOptions, PresignedParams, PresignedUrl,
+    PutOptions, PutResult, Result, ServerSideEncryption, StoreError, SweepCount, SweepReport,
 };
+
+/// The store's directories under its root.
+const DIRS: [&str; 4] = ["objects", "meta", "tmp", "parts"];
 
 /// Read buffer of a get's stream.
 const READ_CHUNK: usize = 64 * 1024;
@@ -76,12 +82,25 @@ struct Sidecar {
     /// The inode of the bytes this describes: a reader that finds another inode under the key
     /// raced a writer (or a crash came between the two renames) and must not mix the two.
     inode: u64,
+    /// Hex SHA-256 of the bytes, when the put that wrote them checked one.
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+/// `parts/<upload id>/upload.json`: what a multipart upload will make.
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadManifest {
+    key: String,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+    encryption: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 impl LocalFsStore {
     /// Opens (creating if needed) the store under `config.root`. Blocking: call it at start-up.
     pub fn new(config: LocalFsConfig) -> Result<Self> {
-        for dir in ["objects", "meta", "tmp"] {
+        for dir in DIRS {
             let path = config.root.join(dir);
             create_private_dir_all(&path).map_err(|source| StoreError::Unavailable {
                 source: format!("cannot create {}: {source}", path.display()).into(),
@@ -98,17 +117,37 @@ impl LocalFsStore {
         &self.root
     }
 
-    /// Checks the `expires` and `signature` query parameters of a URL from
-    /// [`ObjectStore::presign`]; [`StoreError::AccessDenied`] when expired or tampered with.
-    /// The signature is compared in constant time.
+    /// Checks the parameters and `signature` of a URL from [`ObjectStore::presign`] or
+    /// [`ObjectStore::presign_part`] (see [`PresignedParams::from_query`]);
+    /// [`StoreError::AccessDenied`] when expired or tampered with. The signature is compared in
+    /// constant time. The server answering the URL then holds the request to the parameters.
     pub fn verify_presigned(
         &self,
-        method: PresignMethod,
         key: &ObjectKey,
-        expires: i64,
+        params: &PresignedParams,
         signature: &str,
     ) -> Result<()> {
-        self.signer.verify(method, key, expires, signature)
+        self.signer.verify(key, params, signature)
+    }
+
+    /// The directory of a multipart upload, once its id is shown to be one this store made (a
+    /// UUID: it comes from clients, and must not name a path) and to belong to `key`.
+    fn upload_dir(
+        root: &Path,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<(PathBuf, UploadManifest)> {
+        let not_found = || StoreError::NotFound {
+            key: key.to_string(),
+        };
+        let id = uuid::Uuid::try_parse(upload_id).map_err(|_| not_found())?;
+        let dir = root.join("parts").join(id.simple().to_string());
+        let manifest = fs::read(dir.join("upload.json"))
+            .ok()
+            .and_then(|json| serde_json::from_slice::<UploadManifest>(&json).ok())
+            .filter(|manifest| manifest.key == key.as_str())
+            .ok_or_else(not_found)?;
+        Ok((dir, manifest))
     }
 
     fn object_path(root: &Path, key: &ObjectKey) -> PathBuf {
@@ -275,6 +314,10 @@ fn meta_from_sidecar(key: &ObjectKey, sidecar: Sidecar) -> ObjectMeta {
         last_modified: sidecar.last_modified,
         content_type: sidecar.content_type,
         metadata: sidecar.metadata,
+        sha256: sidecar
+            .sha256
+            .and_then(|hex| hex::decode(hex).ok())
+            .and_then(|bytes| bytes.try_into().ok()),
     }
 }
 
@@ -295,6 +338,7 @@ fn meta_from_stat(key: &ObjectKey, stat: &fs::Metadata) -> ObjectMeta {
         last_modified: modified,
         content_type: None,
         metadata: BTreeMap::new(),
+        sha256: None,
     }
 }
 
@@ -446,6 +490,177 @@ fn keys_under(root: &Path, prefix: &str) -> io::Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Copies `from` to `to` through a temp file; with `options`, their content type, metadata and
+/// encryption replace the source's. Blocking.
+fn copy_object(
+    root: &Path,
+    from: &ObjectKey,
+    to: &ObjectKey,
+    options: Option<&PutOptions>,
+) -> Result<PutResult> {
+    let (mut source, meta) = open_consistent(root, from)?;
+    if let Some(expected) = options.and_then(|o| o.size)
+        && expected != meta.size
+    {
+        return Err(StoreError::SizeMismatch {
+            key: from.to_string(),
+            expected,
+            actual: meta.size,
+        });
+    }
+    let sidecar = fs::read(LocalFsStore::meta_path(root, from))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Sidecar>(&json).ok());
+    let tmp = TempPath(root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
+    let mut target = private_new_file()
+        .open(&tmp.0)
+        .map_err(|e| write_error(to, e))?;
+    io::copy(&mut source, &mut target).map_err(|e| write_error(to, e))?;
+    target.sync_all().map_err(|e| write_error(to, e))?;
+    let inode = target.metadata().map_err(|e| write_error(to, e))?.ino();
+    let (encryption, kms_key_id) = match options {
+        Some(options) => encryption_fields(&options.encryption),
+        None => sidecar
+            .as_ref()
+            .map(|s| (s.encryption.clone(), s.kms_key_id.clone()))
+            .unwrap_or((None, None)),
+    };
+    let (content_type, metadata) = match options {
+        Some(options) => (options.content_type.clone(), options.metadata.clone()),
+        None => (meta.content_type, meta.metadata),
+    };
+    let sidecar = Sidecar {
+        size: meta.size,
+        etag: meta.etag.clone(),
+        last_modified: Utc::now(),
+        content_type,
+        metadata,
+        encryption,
+        kms_key_id,
+        inode,
+        sha256: meta.sha256.map(hex::encode),
+    };
+    commit(root, to, &tmp.0, &sidecar, false)?;
+    Ok(PutResult {
+        size: meta.size,
+        etag: meta.etag,
+    })
+}
+
+/// The part files of an upload directory: `(part number, hex MD5, path)`. Blocking.
+fn part_files(dir: &Path) -> io::Result<Vec<(u32, String, PathBuf)>> {
+    let mut parts = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some((number, md5)) = name.split_once('.') else {
+            continue;
+        };
+        if let Ok(number) = number.parse::<u32>()
+            && md5.len() == 32
+        {
+            parts.push((number, md5.to_owned(), entry.path()));
+        }
+    }
+    Ok(parts)
+}
+
+/// Joins an upload's parts into the object, through a temp file renamed into place, then
+/// removes the upload. Blocking.
+fn complete_upload(
+    root: &Path,
+    key: &ObjectKey,
+    upload_id: &str,
+    parts: &[CompletedPart],
+) -> Result<PutResult> {
+    let (dir, manifest) = LocalFsStore::upload_dir(root, key, upload_id)?;
+    let files = part_files(&dir).map_err(|e| read_error(key, e))?;
+    let mut held = Vec::with_capacity(files.len());
+    for (number, md5, path) in &files {
+        let size = fs::metadata(path).map_err(|e| read_error(key, e))?.len();
+        held.push((
+            *number,
+            md5.as_str(),
+            usize::try_from(size).unwrap_or(usize::MAX),
+        ));
+    }
+    let etag = multipart_etag(key, parts, &held)?;
+    let tmp = TempPath(root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
+    let mut target = private_new_file()
+        .open(&tmp.0)
+        .map_err(|e| write_error(key, e))?;
+    let mut size = 0;
+    for part in parts {
+        let Some((_, _, path)) = files.iter().find(|(n, _, _)| *n == part.part_number) else {
+            continue;
+        };
+        let mut source = fs::File::open(path).map_err(|e| read_error(key, e))?;
+        size += io::copy(&mut source, &mut target).map_err(|e| write_error(key, e))?;
+    }
+    target.sync_all().map_err(|e| write_error(key, e))?;
+    let inode = target.metadata().map_err(|e| write_error(key, e))?.ino();
+    drop(target);
+    let sidecar = Sidecar {
+        size,
+        etag: etag.clone(),
+        last_modified: Utc::now(),
+        content_type: manifest.content_type,
+        metadata: manifest.metadata,
+        encryption: manifest.encryption,
+        kms_key_id: manifest.kms_key_id,
+        inode,
+        sha256: None,
+    };
+    commit(root, key, &tmp.0, &sidecar, false)?;
+    if let Err(error) = fs::remove_dir_all(&dir) {
+        // The object is whole; the leftover parts go with the next sweep.
+        tracing::warn!(dir = %dir.display(), %error, "cannot remove a completed upload's parts");
+    }
+    Ok(PutResult { size, etag })
+}
+
+/// Multipart uploads under `root/parts/` untouched since before `cutoff` (no part written
+/// since): what a client that neither completed nor aborted left. Removes them unless
+/// `dry_run`. Blocking.
+fn sweep_uploads(root: &Path, cutoff: SystemTime, dry_run: bool) -> Result<SweepCount> {
+    let parts = root.join("parts");
+    let mut count = SweepCount::default();
+    let entries = match fs::read_dir(&parts) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(count),
+        Err(e) => return Err(StoreError::other("cannot list parts/", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::other("cannot list parts/", e))?;
+        let dir = entry.path();
+        let newest = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|file| file.metadata().ok()?.modified().ok())
+            .chain(entry.metadata().ok().and_then(|m| m.modified().ok()))
+            .max();
+        if newest.is_none_or(|newest| newest >= cutoff) {
+            continue;
+        }
+        count.found += 1;
+        if dry_run {
+            continue;
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => count.removed += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => count.removed += 1,
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot remove a stale multipart upload");
+                count.failed += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
 #[async_trait]
 impl ObjectStore for LocalFsStore {
     async fn put(
@@ -487,6 +702,7 @@ impl ObjectStore for LocalFsStore {
             encryption,
             kms_key_id,
             inode,
+            sha256: options.sha256.map(hex::encode),
         };
         let key_owned = key.clone();
         self.blocking(move |root| {
@@ -559,32 +775,158 @@ impl ObjectStore for LocalFsStore {
 
     async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<()> {
         let (from, to) = (from.clone(), to.clone());
+        self.blocking(move |root| copy_object(root, &from, &to, None).map(|_| ()))
+            .await
+    }
+
+    async fn copy_with(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        options: PutOptions,
+    ) -> Result<PutResult> {
+        let (from, to) = (from.clone(), to.clone());
+        self.blocking(move |root| copy_object(root, &from, &to, Some(&options)))
+            .await
+    }
+
+    async fn create_multipart(&self, key: &ObjectKey, options: &PutOptions) -> Result<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (encryption, kms_key_id) = encryption_fields(&options.encryption);
+        let manifest = UploadManifest {
+            key: key.to_string(),
+            content_type: options.content_type.clone(),
+            metadata: options.metadata.clone(),
+            encryption,
+            kms_key_id,
+        };
+        let json = serde_json::to_vec(&manifest)
+            .map_err(|e| StoreError::other("cannot encode an upload manifest", e))?;
+        let (key, dir_id) = (key.clone(), id.clone());
         self.blocking(move |root| {
-            let (mut source, meta) = open_consistent(root, &from)?;
-            let sidecar = fs::read(Self::meta_path(root, &from))
-                .ok()
-                .and_then(|json| serde_json::from_slice::<Sidecar>(&json).ok());
+            let dir = root.join("parts").join(&dir_id);
+            create_private_dir_all(&dir).map_err(|e| write_error(&key, e))?;
+            // Written whole, then renamed: a reader sees the manifest or nothing.
             let tmp = TempPath(root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
-            let mut target = private_new_file()
-                .open(&tmp.0)
-                .map_err(|e| write_error(&to, e))?;
-            io::copy(&mut source, &mut target).map_err(|e| write_error(&to, e))?;
-            target.sync_all().map_err(|e| write_error(&to, e))?;
-            let inode = target.metadata().map_err(|e| write_error(&to, e))?.ino();
-            let (encryption, kms_key_id) = sidecar
-                .map(|s| (s.encryption, s.kms_key_id))
-                .unwrap_or((None, None));
-            let sidecar = Sidecar {
-                size: meta.size,
-                etag: meta.etag,
-                last_modified: Utc::now(),
-                content_type: meta.content_type,
-                metadata: meta.metadata,
-                encryption,
-                kms_key_id,
-                inode,
-            };
-            commit(root, &to, &tmp.0, &sidecar, false)
+            private_write(&tmp.0, &json).map_err(|e| write_error(&key, e))?;
+            fs::rename(&tmp.0, dir.join("upload.json")).map_err(|e| write_error(&key, e))
+        })
+        .await?;
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        mut body: ByteStream,
+        size: u64,
+    ) -> Result<PartInfo> {
+        check_part_number(key, part_number)?;
+        let (key_owned, id) = (key.clone(), upload_id.to_owned());
+        let (dir, _) = self
+            .blocking(move |root| Self::upload_dir(root, &key_owned, &id))
+            .await?;
+        let tmp = TempPath(self.root.join("tmp").join(uuid::Uuid::new_v4().to_string()));
+        let mut file = tokio::fs::OpenOptions::from(private_new_file())
+            .open(&tmp.0)
+            .await
+            .map_err(|e| write_error(key, e))?;
+        let options = PutOptions {
+            size: Some(size),
+            ..PutOptions::default()
+        };
+        let mut check = BodyCheck::new(key, &options, true);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            check.update(&chunk)?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| write_error(key, e))?;
+        }
+        file.flush().await.map_err(|e| write_error(key, e))?;
+        file.sync_all().await.map_err(|e| write_error(key, e))?;
+        drop(file);
+        let (size, etag) = check.finish()?;
+        let etag = etag.unwrap_or_default();
+        let name = format!("{part_number:05}.{}", etag.trim_matches('"'));
+        let key_owned = key.clone();
+        self.blocking(move |_| {
+            let tmp = tmp;
+            // Another upload of the same number is replaced, as on S3.
+            for (number, _, path) in part_files(&dir).map_err(|e| read_error(&key_owned, e))? {
+                if number == part_number {
+                    remove_if_present(&path).map_err(|e| write_error(&key_owned, e))?;
+                }
+            }
+            // An abort removed the directory meanwhile: the upload is gone.
+            fs::rename(&tmp.0, dir.join(&name)).map_err(|e| read_error(&key_owned, e))
+        })
+        .await?;
+        Ok(PartInfo {
+            part_number,
+            etag,
+            size,
+        })
+    }
+
+    async fn presign_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        size: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl> {
+        check_part_number(key, part_number)?;
+        self.signer
+            .presign_part(key, upload_id, part_number, size, expires_in)
+    }
+
+    async fn list_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<PartInfo>> {
+        let (key, id) = (key.clone(), upload_id.to_owned());
+        self.blocking(move |root| {
+            let (dir, _) = Self::upload_dir(root, &key, &id)?;
+            let mut parts: Vec<PartInfo> = part_files(&dir)
+                .map_err(|e| read_error(&key, e))?
+                .into_iter()
+                .filter_map(|(part_number, etag, path)| {
+                    let size = fs::metadata(path).ok()?.len();
+                    Some(PartInfo {
+                        part_number,
+                        etag: format!("\"{etag}\""),
+                        size,
+                    })
+                })
+                .collect();
+            parts.sort_by_key(|part| part.part_number);
+            Ok(parts)
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult> {
+        let (key, id, parts) = (key.clone(), upload_id.to_owned(), parts.to_vec());
+        self.blocking(move |root| complete_upload(root, &key, &id, &parts))
+            .await
+    }
+
+    async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<()> {
+        let (key, id) = (key.clone(), upload_id.to_owned());
+        self.blocking(move |root| match Self::upload_dir(root, &key, &id) {
+            Ok((dir, _)) => match fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(write_error(&key, e)),
+            },
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other),
         })
         .await
     }
@@ -635,19 +977,26 @@ impl ObjectStore for LocalFsStore {
         method: PresignMethod,
         key: &ObjectKey,
         expires_in: Duration,
-        // Whoever serves these URLs sets the answer's headers (see `PresignOptions`).
-        _options: &PresignOptions,
+        options: &PresignOptions,
     ) -> Result<PresignedUrl> {
-        self.signer.presign(method, key, expires_in)
+        // The content disposition is for whoever serves the URL (see `PresignOptions`); the
+        // signer binds what a PUT must be.
+        self.signer.presign(method, key, expires_in, options)
     }
 
     async fn sweep(&self, older_than: DateTime<Utc>, dry_run: bool) -> Result<SweepReport> {
         let cutoff = SystemTime::from(older_than);
-        let temp_files = self
-            .blocking(move |root| sweep_temp_files(root, cutoff, dry_run))
+        let (temp_files, multipart_uploads) = self
+            .blocking(move |root| {
+                Ok((
+                    sweep_temp_files(root, cutoff, dry_run)?,
+                    sweep_uploads(root, cutoff, dry_run)?,
+                ))
+            })
             .await?;
         Ok(SweepReport {
             temp_files,
+            multipart_uploads,
             ..SweepReport::default()
         })
     }
@@ -656,7 +1005,7 @@ impl ObjectStore for LocalFsStore {
     /// listing walked every directory, about 60 ms for 40 000 objects).
     async fn ping(&self) -> Result<()> {
         self.blocking(|root| {
-            for dir in ["objects", "meta", "tmp"] {
+            for dir in DIRS {
                 let path = root.join(dir);
                 match fs::metadata(&path) {
                     Ok(meta) if meta.is_dir() => {}

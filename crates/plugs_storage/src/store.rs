@@ -146,6 +146,11 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (empty in listings).
     pub metadata: BTreeMap<String, String>,
+    /// The SHA-256 of the whole object, when the store verified one at upload (a put with
+    /// [`PutOptions::sha256`], a presigned PUT bound with [`PresignOptions::sha256`]). Reported
+    /// by `head`; gets and listings may leave it out. S3 keeps it for single PUTs only (a
+    /// multipart object has a checksum of checksums).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The answer to a get: metadata, the byte range served and the bytes.
@@ -219,6 +224,14 @@ pub struct PresignOptions {
     /// it: whatever serves their URLs sets the answer's headers (plugs-api decides from the
     /// stored content type).
     pub content_disposition: Option<String>,
+    /// For a PUT: the exact `Content-Length` the upload must declare. Signed (S3 answers 403 to
+    /// another length), so a client cannot store more or fewer bytes than it announced.
+    pub content_length: Option<u64>,
+    /// For a PUT: the `Content-Type` the upload must carry, and that the object keeps. Signed.
+    pub content_type: Option<String>,
+    /// For a PUT: the SHA-256 of the body. Sent as `x-amz-checksum-sha256` (signed), so the
+    /// store itself refuses other bytes and keeps the checksum ([`ObjectMeta::sha256`]).
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl PresignOptions {
@@ -226,7 +239,24 @@ impl PresignOptions {
     pub fn with_content_disposition(disposition: impl Into<String>) -> Self {
         Self {
             content_disposition: Some(disposition.into()),
+            ..Self::default()
         }
+    }
+
+    /// Options for a PUT bound to what the client declared: its length and content type.
+    pub fn for_put(content_length: u64, content_type: impl Into<String>) -> Self {
+        Self {
+            content_length: Some(content_length),
+            content_type: Some(content_type.into()),
+            ..Self::default()
+        }
+    }
+
+    /// These options, also binding the body's SHA-256.
+    #[must_use]
+    pub fn with_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.sha256 = Some(sha256);
+        self
     }
 }
 
@@ -237,6 +267,61 @@ pub struct PresignedUrl {
     pub url: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
+    /// Headers the request must carry with exactly these values (names lower-case), because the
+    /// signature covers them: `content-type`, `x-amz-checksum-sha256`, and `content-length`
+    /// (which an HTTP client sets itself from the body). Empty for a URL that binds none.
+    pub headers: Vec<(String, String)>,
+}
+
+/// S3's largest part number; parts are numbered from 1.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// A part of a multipart upload as the upload's completion names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletedPart {
+    /// 1 to [`MAX_PART_NUMBER`].
+    pub part_number: u32,
+    /// The ETag the store answered for the part (quoted or not).
+    pub etag: String,
+}
+
+impl CompletedPart {
+    /// A part by number and ETag.
+    pub fn new(part_number: u32, etag: impl Into<String>) -> Self {
+        Self {
+            part_number,
+            etag: etag.into(),
+        }
+    }
+}
+
+/// A part a multipart upload holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// 1 to [`MAX_PART_NUMBER`].
+    pub part_number: u32,
+    /// Entity tag of the part, quoted.
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl From<&PartInfo> for CompletedPart {
+    fn from(part: &PartInfo) -> Self {
+        Self::new(part.part_number, part.etag.clone())
+    }
+}
+
+/// Checks a part number is within 1 to [`MAX_PART_NUMBER`].
+pub(crate) fn check_part_number(key: &ObjectKey, part_number: u32) -> Result<()> {
+    if (1..=MAX_PART_NUMBER).contains(&part_number) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidPart {
+            key: key.to_string(),
+            reason: format!("part number {part_number} is not within 1 to {MAX_PART_NUMBER}"),
+        })
+    }
 }
 
 /// How many leftovers of one kind a [`ObjectStore::sweep`] found, and what became of them.
@@ -327,6 +412,72 @@ pub trait ObjectStore: Debug + Send + Sync + 'static {
         expires_in: Duration,
         options: &PresignOptions,
     ) -> Result<PresignedUrl>;
+
+    /// Copies `from` to `to` inside the store, replacing the content type, user metadata and
+    /// encryption with those of `options` (S3 `CopyObject` with `MetadataDirective: REPLACE`):
+    /// how a verified staged upload moves to its final key. `size`, when given, must be the
+    /// source's size ([`StoreError::SizeMismatch`] otherwise; nothing copied); `sha256` and
+    /// `create_only` are not checked. Answers the new object's size and ETag. `S3Store` copies
+    /// objects up to 5 GiB in one `CopyObject` and larger ones part by part (`UploadPartCopy`).
+    async fn copy_with(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        options: PutOptions,
+    ) -> Result<PutResult>;
+
+    /// Starts a multipart upload to `key` with the content type, user metadata and encryption
+    /// of `options` (its other fields are ignored); answers the upload id. The object appears
+    /// only at [`ObjectStore::complete_multipart`]. Every part except the last must be at least
+    /// 5 MiB ([`MIN_PART_SIZE`](crate::MIN_PART_SIZE)): the completion refuses smaller ones,
+    /// on every store, as S3 does.
+    async fn create_multipart(&self, key: &ObjectKey, options: &PutOptions) -> Result<String>;
+
+    /// Uploads part `part_number` (1 to [`MAX_PART_NUMBER`]) of an upload from a stream of
+    /// exactly `size` bytes (streamed, not buffered; [`StoreError::SizeMismatch`] and no part
+    /// otherwise). Uploading a number again replaces that part. An unknown upload id is
+    /// [`StoreError::NotFound`].
+    async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        body: ByteStream,
+        size: u64,
+    ) -> Result<PartInfo>;
+
+    /// A URL that lets a client PUT part `part_number` of an upload itself, with a body of
+    /// exactly `size` bytes (the length is signed), until `expires_in` has passed. The ETag of
+    /// the stored part comes back in the answer's `ETag` header, and from
+    /// [`ObjectStore::list_parts`].
+    async fn presign_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        size: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl>;
+
+    /// The parts an upload holds, by part number (to check a client's list before completing,
+    /// or to resume). An unknown, completed or aborted upload is [`StoreError::NotFound`].
+    async fn list_parts(&self, key: &ObjectKey, upload_id: &str) -> Result<Vec<PartInfo>>;
+
+    /// Joins `parts` (ascending part numbers, each with the ETag the store gave it) into the
+    /// object under `key`, replacing any object there, and ends the upload. A missing part, an
+    /// ETag that differs, numbers out of order or a part other than the last smaller than
+    /// 5 MiB is [`StoreError::InvalidPart`] (the upload stays open); an unknown upload is
+    /// [`StoreError::NotFound`]. Answers the object's size and ETag.
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<PutResult>;
+
+    /// Ends an upload and removes its parts. Aborting an unknown or already ended upload
+    /// succeeds.
+    async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<()>;
 
     /// Removes what writes that never finished left behind and no caller can reach by key:
     /// leftovers last touched before `older_than` (temporary files of a local put, unfinished S3

@@ -1,6 +1,7 @@
 //! `/api/v1/objects/{key}`: serves presigned URLs of stores without a server of their own (the
-//! local directory store): GET downloads, PUT uploads. No bearer token: the URL's signature,
-//! which binds the method, the key and the expiry, is the credential.
+//! local directory store): GET downloads, PUT uploads (a whole object, or one part of a
+//! multipart upload). No bearer token: the URL's signature, which binds the method, the key, the
+//! expiry and what a PUT must be (length, content type, SHA-256, part), is the credential.
 
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use plugs_domain::may_run_code;
 use plugs_storage::{
-    ByteStream, GetOptions, ObjectKey, ObjectStore, PresignMethod, PutOptions, StoreError,
+    ByteStream, GetOptions, ObjectKey, ObjectStore, PresignMethod, PresignedParams, PutOptions,
+    StoreError,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -23,9 +25,10 @@ use crate::error::{ApiError, Problem};
 use crate::routes::get_or_head;
 use crate::routes::media::{SANDBOX_POLICY, parse_range};
 
-/// Checks a presigned URL's signature: `(method, key, expires, signature)`.
+/// Checks a presigned URL's signature: `(key, parameters, signature)` (the store's
+/// `verify_presigned`).
 pub type VerifyPresigned =
-    dyn Fn(PresignMethod, &ObjectKey, i64, &str) -> Result<(), StoreError> + Send + Sync;
+    dyn Fn(&ObjectKey, &PresignedParams, &str) -> Result<(), StoreError> + Send + Sync;
 
 /// The store whose presigned URLs this server answers, and how to check them.
 #[derive(Clone)]
@@ -55,8 +58,19 @@ pub struct PresignedQuery {
     pub method: String,
     /// Expiry, seconds since the epoch.
     pub expires: i64,
-    /// Hex HMAC-SHA256 of method, key and expiry.
+    /// Hex HMAC-SHA256 of method, key, expiry and the parameters below.
     pub signature: String,
+    /// For a PUT: the exact `Content-Length` the request must declare.
+    pub length: Option<u64>,
+    /// For a PUT: the `Content-Type` the request must carry.
+    pub content_type: Option<String>,
+    /// For a PUT: the hex SHA-256 the body must have (a client may also send it base64 in
+    /// `x-amz-checksum-sha256`, as for S3).
+    pub sha256: Option<String>,
+    /// For a PUT of one part of a multipart upload: the upload id.
+    pub upload_id: Option<String>,
+    /// For a PUT of one part of a multipart upload: the part number.
+    pub part_number: Option<u32>,
 }
 
 /// Chunks a presigned PUT's body may have in flight between the request and the store.
@@ -68,13 +82,14 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/objects/{key:.*}", web::put().to(put_object));
 }
 
-/// The key a presigned request names, once its URL is shown to allow `method` on it.
+/// The key a presigned request names and what its URL binds, once the URL is shown to allow
+/// `method` on it.
 fn presigned_key(
     req: &HttpRequest,
     local: &LocalObjects,
     query: &PresignedQuery,
     method: PresignMethod,
-) -> Result<ObjectKey, ApiError> {
+) -> Result<(ObjectKey, PresignedParams), ApiError> {
     // `match_info` holds the percent-decoded path segment the URL was signed over.
     let key = req.match_info().get("key").unwrap_or_default();
     let key = ObjectKey::parse(key).map_err(|_| ApiError::NotFound("object"))?;
@@ -84,13 +99,39 @@ fn presigned_key(
             PresignMethod::Put => "this presigned URL does not allow PUT",
         }));
     }
-    // The signature covers the method too: changing `method=` in the URL breaks it.
-    if (local.verify)(method, &key, query.expires, &query.signature).is_err() {
+    let invalid = || ApiError::Forbidden("the presigned URL is invalid or has expired");
+    let (params, signature) =
+        PresignedParams::from_query(req.query_string()).ok_or_else(invalid)?;
+    // The signature covers the method and every binding too: changing one in the URL breaks it.
+    if params.method != method || (local.verify)(&key, &params, &signature).is_err() {
+        return Err(invalid());
+    }
+    Ok((key, params))
+}
+
+/// Holds a PUT's headers to what its URL binds, as S3 holds a request to its signed headers
+/// (403 when one differs); the body itself is checked against the length and SHA-256 as it
+/// streams into the store (an `x-amz-checksum-sha256` header, which S3 clients send, is not
+/// needed: the SHA-256 is in the signed URL).
+fn check_bound_headers(
+    req: &HttpRequest,
+    params: &PresignedParams,
+    declared: Option<u64>,
+) -> Result<(), ApiError> {
+    if params.content_length.is_some() && declared != params.content_length {
         return Err(ApiError::Forbidden(
-            "the presigned URL is invalid or has expired",
+            "the request's Content-Length is not the one this URL was signed for",
         ));
     }
-    Ok(key)
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(bound) = &params.content_type
+        && header(header::CONTENT_TYPE) != Some(bound.as_str())
+    {
+        return Err(ApiError::Forbidden(
+            "the request's Content-Type is not the one this URL was signed for",
+        ));
+    }
+    Ok(())
 }
 
 /// Downloads an object through a presigned URL of the local store.
@@ -117,7 +158,7 @@ pub async fn get_object(
     let Some(local) = local else {
         return Err(ApiError::NotFound("object"));
     };
-    let key = presigned_key(&req, &local, &query, PresignMethod::Get)?;
+    let (key, _) = presigned_key(&req, &local, &query, PresignMethod::Get)?;
     let mut options = GetOptions::default();
     // RFC 9110 defines `Range` for GET only; a HEAD answers for the whole object.
     options.range = req
@@ -167,9 +208,11 @@ pub async fn get_object(
     )))
 }
 
-/// Uploads an object through a presigned PUT URL of the local store. The body streams into the
-/// store's own put (a temporary file renamed into place), so a body that fails or runs past
-/// `MAX_FILE_SIZE` leaves nothing, and an object already under the key stays as it was.
+/// Uploads an object, or one part of a multipart upload, through a presigned PUT URL of the
+/// local store. The body streams into the store's own put or part upload (a temporary file
+/// renamed into place), so a body that fails, runs past `MAX_FILE_SIZE`, or differs from the
+/// length or SHA-256 the URL binds leaves nothing, and an object or part already there stays as
+/// it was.
 #[utoipa::path(
     put, path = "/api/v1/objects/{key}", tag = "media",
     params(("key" = String, Path, description = "Object key (may contain `/`)"), PresignedQuery),
@@ -178,11 +221,11 @@ pub async fn get_object(
         description = "The object's bytes, at most MAX_FILE_SIZE. The request's `Content-Type` is stored with the object."
     ),
     responses(
-        (status = 200, description = "Stored, replacing any object under the key; `ETag` is the new object's",
-            headers(("ETag" = String, description = "The stored object's entity tag"))),
-        (status = 400, description = "Malformed query string, or a body cut short", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signature wrong or expired, or the URL was signed for another method", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not a valid key, or this server's store has no presigned URLs", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Stored, replacing any object (or part) under the key; `ETag` is the new object's (or part's)",
+            headers(("ETag" = String, description = "The stored object's or part's entity tag"))),
+        (status = 400, description = "Malformed query string, a body cut short, or a body whose length or SHA-256 is not the one bound", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signature wrong or expired, the URL was signed for another method, or a header differs from what the URL binds (Content-Length, Content-Type)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not a valid key, no such multipart upload, or this server's store has no presigned URLs", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than MAX_FILE_SIZE; nothing stored", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable (a full disk, say); nothing stored", body = Problem, content_type = "application/problem+json"),
     )
@@ -196,18 +239,20 @@ pub async fn put_object(
     let Some(local) = local else {
         return Err(ApiError::NotFound("object"));
     };
-    let key = presigned_key(&req, &local, &query, PresignMethod::Put)?;
+    let (key, params) = presigned_key(&req, &local, &query, PresignMethod::Put)?;
     let limit = local.max_size;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    check_bound_headers(&req, &params, declared)?;
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let mut options = PutOptions::default();
     options.size = declared;
+    options.sha256 = params.sha256;
     options.content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -256,7 +301,25 @@ pub async fn put_object(
         }
         false
     };
-    let (too_large, stored) = futures::join!(pump, local.store.put(&key, body, options));
+    let store = async {
+        match (&params.part, declared) {
+            (Some((upload_id, part_number)), Some(size)) => local
+                .store
+                .upload_part(&key, upload_id, *part_number, body, size)
+                .await
+                .map(|part| part.etag),
+            // A part URL always binds its length, and the request was held to it above.
+            (Some(_), None) => Err(StoreError::Body {
+                source: "a part upload without Content-Length".into(),
+            }),
+            (None, _) => local
+                .store
+                .put(&key, body, options)
+                .await
+                .map(|put| put.etag),
+        }
+    };
+    let (too_large, stored) = futures::join!(pump, store);
     if too_large {
         // The put saw its body fail and kept nothing.
         return Err(ApiError::PayloadTooLarge { limit });
@@ -273,9 +336,18 @@ pub async fn put_object(
                 "the body's length is not its Content-Length; nothing stored".to_owned(),
             ));
         }
+        Err(StoreError::ChecksumMismatch { .. }) => {
+            return Err(ApiError::BadRequest(
+                "the body's SHA-256 is not the one this URL was signed for; nothing stored"
+                    .to_owned(),
+            ));
+        }
+        Err(StoreError::NotFound { .. }) if params.part.is_some() => {
+            return Err(ApiError::NotFound("multipart upload"));
+        }
         Err(err) => return Err(ApiError::Media(err.into())),
     };
     Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, stored.etag))
+        .insert_header((header::ETAG, stored))
         .finish())
 }

@@ -408,6 +408,87 @@ impl ObjectStore for TestStore {
         self.inner.presign(method, key, expires_in, options).await
     }
 
+    async fn copy_with(
+        &self,
+        from: &ObjectKey,
+        to: &ObjectKey,
+        options: PutOptions,
+    ) -> Result<PutResult, StoreError> {
+        self.check_up("copy")?;
+        let result = self.inner.copy_with(from, to, options).await?;
+        self.stamps
+            .lock()
+            .unwrap()
+            .insert(to.to_string(), self.clock.now());
+        Ok(result)
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &ObjectKey,
+        options: &PutOptions,
+    ) -> Result<String, StoreError> {
+        self.check_up("create_multipart")?;
+        self.inner.create_multipart(key, options).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        body: ByteStream,
+        size: u64,
+    ) -> Result<plugs_storage::PartInfo, StoreError> {
+        self.check_up("upload_part")?;
+        self.inner
+            .upload_part(key, upload_id, part_number, body, size)
+            .await
+    }
+
+    async fn presign_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        part_number: u32,
+        size: u64,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, StoreError> {
+        self.check_up("presign")?;
+        self.inner
+            .presign_part(key, upload_id, part_number, size, expires_in)
+            .await
+    }
+
+    async fn list_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<Vec<plugs_storage::PartInfo>, StoreError> {
+        self.check_up("list_parts")?;
+        self.inner.list_parts(key, upload_id).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[plugs_storage::CompletedPart],
+    ) -> Result<PutResult, StoreError> {
+        self.check_up("complete_multipart")?;
+        let result = self.inner.complete_multipart(key, upload_id, parts).await?;
+        self.stamps
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), self.clock.now());
+        Ok(result)
+    }
+
+    async fn abort_multipart(&self, key: &ObjectKey, upload_id: &str) -> Result<(), StoreError> {
+        self.check_up("abort_multipart")?;
+        self.inner.abort_multipart(key, upload_id).await
+    }
+
     async fn sweep(
         &self,
         older_than: DateTime<Utc>,
