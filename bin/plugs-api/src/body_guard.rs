@@ -96,6 +96,8 @@ struct GuardState {
     /// How far into the body reading may go right now.
     allowance: Cell<u64>,
     refusal: Cell<Option<Refusal>>,
+    /// When the body ended cleanly, if it has.
+    ended_at: Cell<Option<Instant>>,
 }
 
 impl BodyGuard {
@@ -109,6 +111,7 @@ impl BodyGuard {
             consumed: Cell::new(0),
             allowance: Cell::new(limits.form_overhead),
             refusal: Cell::new(None),
+            ended_at: Cell::new(None),
         });
         let body = GuardedBody {
             inner: body,
@@ -138,6 +141,22 @@ impl BodyGuard {
     /// Why the body was cut, if it was.
     pub fn refusal(&self) -> Option<Refusal> {
         self.state.refusal.get()
+    }
+
+    /// Resolves once the body has ended at least `grace` ago; never before it ends. Whatever
+    /// still waits on the parser by then waits for bytes that will never come: the multipart
+    /// parser can stall, without an error, on a form whose body ends before its closing
+    /// boundary (seen with actix-multipart 0.7 on a body ending right after a text field's
+    /// line break). While the body is still arriving, the idle timeout and minimum rate apply.
+    pub async fn ended_for(&self, grace: Duration) {
+        loop {
+            let wait = match self.state.ended_at.get() {
+                Some(ended) if ended.elapsed() >= grace => return,
+                Some(ended) => grace - ended.elapsed(),
+                None => grace.max(Duration::from_millis(100)),
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -274,7 +293,10 @@ where
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(other) => {
-                self.done = other.is_none();
+                if other.is_none() {
+                    self.done = true;
+                    self.state.ended_at.set(Some(Instant::now()));
+                }
                 Poll::Ready(other)
             }
             Poll::Pending => {
@@ -412,6 +434,24 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
         assert_eq!(guard.refusal(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_after_the_end_is_noticed_and_never_before_it() {
+        let (guard, mut body) = BodyGuard::wrap(chunks(&[3]), limits());
+        let stalled = guard.ended_for(Duration::from_secs(1));
+        futures::pin_mut!(stalled);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), stalled.as_mut())
+                .await
+                .is_err(),
+            "not while the body has not ended"
+        );
+        assert!(body.next().await.unwrap().is_ok());
+        assert!(body.next().await.is_none());
+        let started = Instant::now();
+        stalled.await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

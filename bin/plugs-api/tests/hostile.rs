@@ -299,6 +299,20 @@ fn truncated_multipart_is_400_and_keeps_nothing() {
 }
 
 #[test]
+fn a_form_cut_after_the_whole_file_is_400_and_keeps_nothing() {
+    let f = Fixture::new();
+    let whole = multipart(&[
+        Part::File("file", "cut.png", Some("image/png"), &png_of_len(20 * 1024)),
+        Part::Text("title", "never finished"),
+    ]);
+    // The file arrived whole and was stored; the form ends inside the title that follows it.
+    let cut = &whole[..whole.len() - 12];
+    let response = f.upload(cut);
+    assert_problem(&response, 400);
+    f.assert_nothing_stored();
+}
+
+#[test]
 fn spoofed_type_is_415() {
     let f = Fixture::new();
     // Declared and named a PNG; the bytes are a PDF.
@@ -613,12 +627,13 @@ fn tampered_presigned_url_is_403() {
 fn expired_presigned_url_is_403_even_with_a_genuine_signature() {
     let f = Fixture::new();
     let (_, key) = presigned(&f);
-    // Signed with the server's own key, exactly as it signs, but for a moment already past.
+    // Signed with the server's own key, exactly as it signs (method, key, expiry, then the
+    // length, type, SHA-256 and part a GET does not bind, one per line), but already past.
     let signing_key = std::fs::read_to_string(f.data.join("presign-key")).unwrap();
     let expires = now() - 60;
     let signature = hex::encode(hmac_sha256(
         signing_key.trim().as_bytes(),
-        format!("GET\n{key}\n{expires}").as_bytes(),
+        format!("GET\n{key}\n{expires}\n\n\n\n\n").as_bytes(),
     ));
     let path = format!("/api/v1/objects/{key}?method=GET&expires={expires}&signature={signature}");
     assert_problem(&get(&f.server, &path, None, &[]), 403);
@@ -626,7 +641,7 @@ fn expired_presigned_url_is_403_even_with_a_genuine_signature() {
     let expires = now() + 600;
     let signature = hex::encode(hmac_sha256(
         signing_key.trim().as_bytes(),
-        format!("GET\n{key}\n{expires}").as_bytes(),
+        format!("GET\n{key}\n{expires}\n\n\n\n\n").as_bytes(),
     ));
     let path = format!("/api/v1/objects/{key}?method=GET&expires={expires}&signature={signature}");
     assert_eq!(get(&f.server, &path, None, &[]).status, 200);

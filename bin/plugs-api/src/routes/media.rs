@@ -333,7 +333,7 @@ async fn read_form(
 ) -> Result<UploadRequest, ApiError> {
     let mut request = UploadRequest::default();
     loop {
-        let field = match multipart.next().await {
+        let field = match until_stalled(guard, multipart.next()).await? {
             Some(Ok(field)) => field,
             Some(Err(err)) => {
                 return Err(ApiError::BadRequest(format!(
@@ -347,16 +347,20 @@ async fn read_form(
             "title" => set_once(
                 &mut request.title,
                 "title",
-                read_text(field, "title").await?,
+                until_stalled(guard, read_text(field, "title")).await??,
             )?,
             "description" => set_once(
                 &mut request.description,
                 "description",
-                read_text(field, "description").await?,
+                until_stalled(guard, read_text(field, "description")).await??,
             )?,
-            "tags" => set_once(&mut request.tags, "tags", read_text(field, "tags").await?)?,
+            "tags" => set_once(
+                &mut request.tags,
+                "tags",
+                until_stalled(guard, read_text(field, "tags")).await??,
+            )?,
             "size" => {
-                let text = read_text(field, "size").await?;
+                let text = until_stalled(guard, read_text(field, "size")).await??;
                 let size = text.trim().parse::<u64>().map_err(|_| {
                     ApiError::Unprocessable(
                         "the form field `size` must be the file's length in bytes".to_owned(),
@@ -380,8 +384,9 @@ async fn read_form(
                     .and_then(|cd| cd.get_filename())
                     .map(str::to_owned);
                 request.declared_content_type = field.content_type().map(ToString::to_string);
-                *staged =
-                    Some(upload_field(service, user, event_id, &request, field, metrics).await?);
+                *staged = Some(
+                    upload_field(service, user, event_id, &request, field, metrics, guard).await?,
+                );
             }
             other => {
                 return Err(ApiError::Unprocessable(format!(
@@ -401,6 +406,27 @@ fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), 
     }
     *slot = Some(value);
     Ok(())
+}
+
+/// How long the multipart parser may sit on a body that has ended before the form counts as
+/// cut short (parsing what has arrived takes microseconds).
+const PARSER_STALL: Duration = Duration::from_secs(1);
+
+/// Runs `work` on the form, unless the body has ended and the parser stalls on it: a form that
+/// ends before its closing boundary can leave actix-multipart waiting for bytes that will never
+/// come, without an error, and nothing else would end the request.
+async fn until_stalled<T>(
+    guard: &BodyGuard,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let stalled = guard.ended_for(PARSER_STALL);
+    futures::pin_mut!(work, stalled);
+    match futures::future::select(work, stalled).await {
+        futures::future::Either::Left((done, _)) => Ok(done),
+        futures::future::Either::Right(_) => Err(ApiError::BadRequest(
+            "malformed multipart body: the form ended before its closing boundary".to_owned(),
+        )),
+    }
 }
 
 async fn read_text(mut field: Field, name: &str) -> Result<String, ApiError> {
@@ -431,13 +457,26 @@ async fn upload_field(
     request: &UploadRequest,
     mut field: Field,
     metrics: Option<&Metrics>,
+    guard: &BodyGuard,
 ) -> Result<StagedUpload, ApiError> {
     let (sender, mut receiver) =
         tokio::sync::mpsc::channel::<Result<Bytes, StoreError>>(CHANNEL_CAPACITY);
     // `poll_recv` keeps answering `None` once closed, so the stream is safe to poll again.
     let body: ByteStream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed();
     let pump = async move {
-        while let Some(chunk) = field.next().await {
+        loop {
+            let chunk = match until_stalled(guard, field.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(stalled) => {
+                    let _ = sender
+                        .send(Err(StoreError::Body {
+                            source: Box::new(std::io::Error::other(stalled.to_string())),
+                        }))
+                        .await;
+                    break;
+                }
+            };
             let item = match chunk {
                 Ok(bytes) => {
                     if let Some(metrics) = metrics {
