@@ -39,6 +39,9 @@ pub const ENV_NAMES: &[&str] = &[
     "UPLOAD_MIN_RATE",
     "UPLOAD_LEASE",
     "CORS_ALLOWED_ORIGINS",
+    "DIRECT_UPLOAD_TTL",
+    "DIRECT_UPLOAD_MULTIPART_THRESHOLD",
+    "DIRECT_UPLOAD_PART_SIZE",
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
@@ -133,6 +136,9 @@ struct RawSettings {
     upload_min_rate: u64,
     upload_lease: Option<u64>,
     cors_allowed_origins: Option<String>,
+    direct_upload_ttl: u64,
+    direct_upload_multipart_threshold: u64,
+    direct_upload_part_size: u64,
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
@@ -266,6 +272,12 @@ pub struct Settings {
     /// Browser origins allowed to call the API (`CORS_ALLOWED_ORIGINS`, comma separated, each
     /// `scheme://host[:port]`); empty: no cross-origin access.
     pub cors_allowed_origins: Vec<String>,
+    /// How long a direct upload's URLs work (`DIRECT_UPLOAD_TTL`).
+    pub direct_upload_ttl: Duration,
+    /// Direct uploads above this size get a multipart plan (`DIRECT_UPLOAD_MULTIPART_THRESHOLD`).
+    pub direct_upload_multipart_threshold: u64,
+    /// Part size of a direct multipart upload (`DIRECT_UPLOAD_PART_SIZE`, at least 5 MiB).
+    pub direct_upload_part_size: u64,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
@@ -313,6 +325,9 @@ impl Settings {
             .set_default("gc_grace", 3600)?
             .set_default("upload_idle_timeout", 30)?
             .set_default("upload_min_rate", 1024)?
+            .set_default("direct_upload_ttl", 3600)?
+            .set_default("direct_upload_multipart_threshold", 64 * 1024 * 1024)?
+            .set_default("direct_upload_part_size", 16 * 1024 * 1024)?
             .set_default("log_format", "text")?
             .set_default("s3_sse", "AES256")?;
         if let Some(file) = file {
@@ -435,6 +450,18 @@ impl RawSettings {
             return Err(invalid("UPLOAD_LEASE", "must be at least 1 second"));
         }
         let cors_allowed_origins = parse_origins(self.cors_allowed_origins.as_deref())?;
+        if !(1..=604_800).contains(&self.direct_upload_ttl) {
+            return Err(invalid(
+                "DIRECT_UPLOAD_TTL",
+                "must be 1 to 604800 seconds (S3's limit for presigned URLs is 7 days)",
+            ));
+        }
+        if self.direct_upload_part_size < 5 * 1024 * 1024 {
+            return Err(invalid(
+                "DIRECT_UPLOAD_PART_SIZE",
+                "must be at least 5 MiB (5242880 bytes), S3's smallest part",
+            ));
+        }
 
         let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
             (Some(url), None, None) => {
@@ -533,6 +560,9 @@ impl RawSettings {
             // A silent upload is cut at its idle timeout, so by default it never outlives its
             // lease first.
             cors_allowed_origins,
+            direct_upload_ttl: Duration::from_secs(self.direct_upload_ttl),
+            direct_upload_multipart_threshold: self.direct_upload_multipart_threshold,
+            direct_upload_part_size: self.direct_upload_part_size,
             upload_lease: self.upload_lease.map_or(
                 Duration::from_secs((self.upload_idle_timeout.saturating_mul(2)).max(60)),
                 Duration::from_secs,
@@ -556,7 +586,10 @@ fn parse_origins(value: Option<&str>) -> Result<Vec<String>, ConfigError> {
         .filter(|origin| !origin.is_empty())
         .map(|origin| {
             let url = url::Url::parse(origin).map_err(|_| {
-                invalid("CORS_ALLOWED_ORIGINS", format!("{origin:?} is not an origin"))
+                invalid(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("{origin:?} is not an origin"),
+                )
             })?;
             let bare = url.origin().ascii_serialization();
             if !matches!(url.scheme(), "http" | "https") || bare != origin.trim_end_matches('/') {

@@ -134,9 +134,12 @@ fn media_status(err: &plugs_media::MediaError) -> StatusCode {
         MediaError::NotFound { .. } | MediaError::Invalid(DomainError::NotOwner) => {
             StatusCode::NOT_FOUND
         }
-        MediaError::Invalid(_) | MediaError::EmptyFile | MediaError::SizeMismatch { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        MediaError::Invalid(_)
+        | MediaError::EmptyFile
+        | MediaError::SizeMismatch { .. }
+        | MediaError::ChecksumMismatch
+        | MediaError::Store(StoreError::InvalidPart { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        MediaError::UploadExpired { .. } => StatusCode::GONE,
         MediaError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         MediaError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         MediaError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,

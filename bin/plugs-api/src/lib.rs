@@ -61,21 +61,23 @@ pub fn build_app(
         cors(&state.cors_allowed_origins),
     ))
     .wrap(from_fn(metrics::record))
-        .wrap(from_fn(request_id_header))
-        .wrap(TracingLogger::<request_log::RequestSpan>::new())
-        .configure(routes::health::config)
-        .service(
-            web::scope("/api/v1")
-                .configure(routes::events::config)
-                .configure(routes::media::config)
-                .configure(routes::zip::config)
-                .configure(routes::local_objects::config)
-                .route(
-                    "/openapi.json",
-                    routes::get_or_head().to(openapi::openapi_json),
-                ),
-        )
-        .default_service(web::to(error::not_found))
+    .wrap(from_fn(request_id_header))
+    .wrap(TracingLogger::<request_log::RequestSpan>::new())
+    .configure(routes::health::config)
+    .service(
+        web::scope("/api/v1")
+            .configure(routes::events::config)
+            // Before the media routes: `uploads` is not a media id.
+            .configure(routes::uploads::config)
+            .configure(routes::media::config)
+            .configure(routes::zip::config)
+            .configure(routes::local_objects::config)
+            .route(
+                "/openapi.json",
+                routes::get_or_head().to(openapi::openapi_json),
+            ),
+    )
+    .default_service(web::to(error::not_found))
 }
 
 /// CORS for browser apps on the configured origins (actix-cors): the methods and request headers

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{events, health, local_objects, media};
+use crate::routes::{events, health, local_objects, media, uploads, zip};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -31,6 +31,11 @@ use crate::routes::{events, health, local_objects, media};
         media::download_media,
         media::stream_media,
         media::presign_media,
+        zip::event_zip,
+        uploads::create_upload,
+        uploads::complete_upload,
+        uploads::abort_upload,
+        uploads::resign_parts,
         local_objects::get_object,
         local_objects::put_object,
         health::healthz,
@@ -50,11 +55,19 @@ use crate::routes::{events, health, local_objects, media};
         media::PresignedUrlBody,
         media::UploadForm,
         health::Status,
+        uploads::CreateUploadBody,
+        uploads::UploadPlanBody,
+        uploads::PartUrl,
+        uploads::CompleteBody,
+        uploads::CompletedPartBody,
+        uploads::ResignBody,
+        uploads::ResignedParts,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Events owned by the caller"),
         (name = "media", description = "Files attached to events"),
+        (name = "uploads", description = "Direct uploads: bytes sent straight to the store through presigned URLs, verified on completion"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]

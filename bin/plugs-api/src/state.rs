@@ -224,6 +224,9 @@ pub async fn build_service(
         cdn_base_url: settings.cdn_base_url.clone(),
         reconcile_grace: settings.gc_grace,
         upload_lease: settings.upload_lease,
+        direct_upload_ttl: settings.direct_upload_ttl,
+        multipart_threshold: settings.direct_upload_multipart_threshold,
+        direct_part_size: settings.direct_upload_part_size,
         ..ServiceConfig::default()
     };
     let service = MediaService::new(store, database.clone(), database.clone(), database, config);

@@ -128,6 +128,14 @@ pub enum DomainError {
         /// The offending item (truncated).
         tag: String,
     },
+    /// A field of a request breaks its rule (a direct upload's `sha256`, a part number).
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The caller does not own the event. Callers answer this exactly as "event not found".
     #[error("not the owner of this event")]

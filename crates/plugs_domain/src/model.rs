@@ -93,3 +93,53 @@ pub struct EventMedia {
     /// renews the lease while bytes arrive. `None` once the upload is over.
     pub lease_until: Option<DateTime<Utc>>,
 }
+
+/// How the bytes of a direct upload reach the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DirectUploadKind {
+    /// One presigned PUT.
+    Put,
+    /// A multipart upload with one presigned URL per part.
+    Multipart,
+}
+
+impl DirectUploadKind {
+    /// The name stored in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Put => "put",
+            Self::Multipart => "multipart",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "put" => Some(Self::Put),
+            "multipart" => Some(Self::Multipart),
+            _ => None,
+        }
+    }
+}
+
+/// A direct upload in flight: what its client declared and where its bytes are staged, beside
+/// its `Pending` media record (same id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    /// The pending media record's id, which is also the upload's id.
+    pub media_id: MediaId,
+    /// One PUT or a multipart upload.
+    pub kind: DirectUploadKind,
+    /// Where the client's bytes go: `uploads/{event_id}/{upload_id}`, never the final key.
+    pub staging_key: String,
+    /// The store's multipart upload id, for [`DirectUploadKind::Multipart`].
+    pub multipart_id: Option<String>,
+    /// The length the client declared (and the presigned URLs bind).
+    pub declared_size: u64,
+    /// The hex SHA-256 the client declared, if any.
+    pub declared_sha256: Option<String>,
+    /// Every part's size but the last one's, for [`DirectUploadKind::Multipart`].
+    pub part_size: Option<u64>,
+    /// When the presigned URLs stop working and the upload may be swept.
+    pub expires_at: DateTime<Utc>,
+}

@@ -112,6 +112,41 @@ impl MediaPolicy {
         Ok(())
     }
 
+    /// Checks what a client declares before sending any byte (a direct upload): the declared
+    /// type must be one this policy accepts, and the file name's extension must agree with it.
+    /// The bytes are still sniffed with [`MediaPolicy::classify`] once they have arrived.
+    pub fn check_declared(
+        &self,
+        declared_content_type: &str,
+        filename: Option<&str>,
+    ) -> Result<ContentType, DomainError> {
+        let declared = normalize_mime(declared_content_type);
+        let Some(allowed) = AllowedType::from_mime(&declared) else {
+            return Err(DomainError::TypeNotAllowed {
+                mime: echo(&declared, 100),
+            });
+        };
+        if !self.allows(allowed) {
+            return Err(DomainError::TypeNotAllowed {
+                mime: allowed.mime().to_owned(),
+            });
+        }
+        if let Some(extension) = filename
+            .and_then(sanitize_filename)
+            .as_deref()
+            .and_then(filename_extension)
+            && !mime_guess::from_ext(&extension)
+                .iter_raw()
+                .any(|m| AllowedType::from_mime(m) == Some(allowed))
+        {
+            return Err(DomainError::ExtensionMismatch {
+                extension: echo(&extension, 32),
+                sniffed: allowed.mime().to_owned(),
+            });
+        }
+        Ok(allowed.content_type())
+    }
+
     /// Decides what an upload is from its first bytes (up to [`SNIFF_LEN`]), and checks it
     /// against this policy and against what the client claimed.
     ///

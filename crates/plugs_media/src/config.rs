@@ -28,6 +28,13 @@ pub struct ServiceConfig {
     /// while bytes arrive (every third of this), and the reconciler rolls back only records
     /// whose lease has lapsed.
     pub upload_lease: Duration,
+    /// How long a direct upload's presigned URLs work; its record is held (leased) until then.
+    pub direct_upload_ttl: Duration,
+    /// Direct uploads above this size get a multipart plan instead of one PUT.
+    pub multipart_threshold: u64,
+    /// Part size of a direct multipart upload (at least 5 MiB; larger when a file would need
+    /// more than 10 000 parts).
+    pub direct_part_size: u64,
 }
 
 impl Default for ServiceConfig {
@@ -40,6 +47,9 @@ impl Default for ServiceConfig {
             cdn_base_url: None,
             reconcile_grace: Duration::from_secs(60 * 60),
             upload_lease: Duration::from_secs(60),
+            direct_upload_ttl: Duration::from_secs(60 * 60),
+            multipart_threshold: 64 * 1024 * 1024,
+            direct_part_size: 16 * 1024 * 1024,
         }
     }
 }

@@ -71,6 +71,15 @@ pub enum MediaError {
         #[source]
         source: BoxError,
     },
+    /// A direct upload was completed after its URLs expired; it has been removed.
+    #[error("upload {id} has expired")]
+    UploadExpired {
+        /// The upload's id.
+        id: String,
+    },
+    /// The bytes are not those whose SHA-256 the client declared; nothing was kept.
+    #[error("the file's SHA-256 is not the declared one")]
+    ChecksumMismatch,
     /// The object store failed.
     #[error("object store error")]
     Store(#[source] StoreError),

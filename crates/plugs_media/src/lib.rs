@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod archive;
 mod config;
+mod direct;
 mod edit;
 mod error;
 mod listing;
@@ -9,7 +11,9 @@ mod service;
 mod types;
 mod upload;
 
+pub use archive::{ArchiveMember, EventArchive};
 pub use config::ServiceConfig;
+pub use direct::{DirectUpload, DirectUploadRequest, UploadPlan};
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
 pub use listing::MediaQuery;

@@ -283,6 +283,10 @@ impl MediaService {
                 Err(other) => return Err(other.into()),
             }
         }
+        if media.status != MediaStatus::Ready {
+            // An upload in flight (or rolled back) may have staged bytes elsewhere.
+            self.discard_staging(media.id).await?;
+        }
         self.delete_object(&media.s3_key).await?;
         self.media.delete_media(media.id).await?;
         Ok(())

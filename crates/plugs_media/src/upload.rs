@@ -321,7 +321,7 @@ impl MediaService {
         }
     }
 
-    fn put_options(&self, media: &EventMedia) -> PutOptions {
+    pub(crate) fn put_options(&self, media: &EventMedia) -> PutOptions {
         let mut metadata = BTreeMap::new();
         metadata.insert("event-id".to_owned(), media.event_id.to_string());
         metadata.insert("media-id".to_owned(), media.id.to_string());

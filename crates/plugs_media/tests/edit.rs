@@ -432,6 +432,19 @@ impl MediaRepository for AnotherEditorFirst {
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
         self.inner.renew_lease(id, until).await
     }
+    async fn insert_upload(
+        &self,
+        media: &EventMedia,
+        session: &plugs_domain::UploadSession,
+    ) -> Result<(), RepoError> {
+        self.inner.insert_upload(media, session).await
+    }
+    async fn find_upload_session(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<plugs_domain::UploadSession>, RepoError> {
+        self.inner.find_upload_session(media_id).await
+    }
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError> {
         self.inner.delete_media(id).await
     }

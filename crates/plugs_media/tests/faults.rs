@@ -648,6 +648,19 @@ impl MediaRepository for UploadFinishesWhileListed {
     ) -> Result<bool, plugs_persistence::RepoError> {
         self.inner.renew_lease(id, until).await
     }
+    async fn insert_upload(
+        &self,
+        media: &EventMedia,
+        session: &plugs_domain::UploadSession,
+    ) -> Result<(), plugs_persistence::RepoError> {
+        self.inner.insert_upload(media, session).await
+    }
+    async fn find_upload_session(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<plugs_domain::UploadSession>, plugs_persistence::RepoError> {
+        self.inner.find_upload_session(media_id).await
+    }
     async fn delete_media(&self, id: MediaId) -> Result<(), plugs_persistence::RepoError> {
         self.inner.delete_media(id).await
     }

@@ -10,13 +10,14 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Bool;
 use plugs_domain::{
-    AllowedType, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor, UserId,
+    AllowedType, DirectUploadKind, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor,
+    UploadSession, UserId,
 };
 use uuid::Uuid;
 
 use crate::connection::{AnyConnection, MultiBackend, SqlUuid};
 use crate::database::Database;
-use crate::schema::{event_media, event_media_tags, events};
+use crate::schema::{event_media, event_media_tags, events, upload_sessions};
 use crate::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
     RepoError, truncate_to_micros,
@@ -334,6 +335,77 @@ fn stale(before: NaiveDateTime, now: NaiveDateTime) -> _ {
         .or(event_media::lease_until.lt(now))
 }
 
+/// Inserts a media row and its tags (inside the caller's transaction).
+fn insert_media_row(
+    conn: &mut AnyConnection,
+    row: &MediaRow,
+    tags: &[String],
+) -> Result<(), TxError> {
+    diesel::insert_into(event_media::table)
+        .values(row)
+        .execute(conn)
+        .map_err(|error| {
+            TxError::Repo(if is_fk_violation(&error) {
+                RepoError::MissingParent {
+                    entity: "media",
+                    parent: "event",
+                }
+            } else {
+                db_error(error)
+            })
+        })?;
+    insert_tags(conn, row.id, tags)
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = upload_sessions)]
+struct SessionRow {
+    media_id: SqlUuid,
+    kind: String,
+    staging_key: String,
+    multipart_id: Option<String>,
+    declared_size: i64,
+    declared_sha256: Option<String>,
+    part_size: Option<i64>,
+    expires_at: NaiveDateTime,
+}
+
+impl SessionRow {
+    fn from_session(session: &UploadSession) -> Result<Self, RepoError> {
+        Ok(Self {
+            media_id: SqlUuid(session.media_id.as_uuid()),
+            kind: session.kind.as_str().to_owned(),
+            staging_key: session.staging_key.clone(),
+            multipart_id: session.multipart_id.clone(),
+            declared_size: db_size(session.declared_size)?,
+            declared_sha256: session.declared_sha256.clone(),
+            part_size: session.part_size.map(db_size).transpose()?,
+            expires_at: db_time(session.expires_at),
+        })
+    }
+
+    fn into_session(self) -> Result<UploadSession, RepoError> {
+        let corrupt = |detail: String| RepoError::Corrupt {
+            table: "upload_sessions",
+            detail,
+        };
+        let size = |value: i64| {
+            u64::try_from(value).map_err(|_| corrupt(format!("negative size {value}")))
+        };
+        Ok(UploadSession {
+            media_id: MediaId::from_uuid(self.media_id.0),
+            kind: DirectUploadKind::parse(&self.kind)
+                .ok_or_else(|| corrupt(format!("unknown kind {:?}", self.kind)))?,
+            staging_key: self.staging_key,
+            multipart_id: self.multipart_id,
+            declared_size: size(self.declared_size)?,
+            declared_sha256: self.declared_sha256,
+            part_size: self.part_size.map(size).transpose()?,
+            expires_at: self.expires_at.and_utc(),
+        })
+    }
+}
+
 /// Writes a media's tags in their order. One statement per tag: the multi-backend connection has
 /// no batch insert.
 fn insert_tags(
@@ -527,23 +599,46 @@ impl MediaRepository for Database {
         let row = MediaRow::from_media(media)?;
         let tags = media.tags.clone();
         self.with_connection(move |conn| {
+            conn.transaction::<_, TxError, _>(|conn| insert_media_row(conn, &row, &tags))
+                .map_err(RepoError::from)
+        })
+        .await
+    }
+
+    async fn insert_upload(
+        &self,
+        media: &EventMedia,
+        session: &UploadSession,
+    ) -> Result<(), RepoError> {
+        let row = MediaRow::from_media(media)?;
+        let tags = media.tags.clone();
+        let session = SessionRow::from_session(session)?;
+        self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
-                diesel::insert_into(event_media::table)
-                    .values(&row)
-                    .execute(conn)
-                    .map_err(|error| {
-                        TxError::Repo(if is_fk_violation(&error) {
-                            RepoError::MissingParent {
-                                entity: "media",
-                                parent: "event",
-                            }
-                        } else {
-                            db_error(error)
-                        })
-                    })?;
-                insert_tags(conn, row.id, &tags)
+                insert_media_row(conn, &row, &tags)?;
+                diesel::insert_into(upload_sessions::table)
+                    .values(&session)
+                    .execute(conn)?;
+                Ok(())
             })
             .map_err(RepoError::from)
+        })
+        .await
+    }
+
+    async fn find_upload_session(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<UploadSession>, RepoError> {
+        self.with_connection(move |conn| {
+            upload_sessions::table
+                .find(SqlUuid(media_id.as_uuid()))
+                .select(SessionRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(db_error)?
+                .map(SessionRow::into_session)
+                .transpose()
         })
         .await
     }

@@ -7,7 +7,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plugs_domain::{
-    AllowedType, Event, EventId, EventMedia, MediaId, MediaKind, MediaStatus, PageCursor, UserId,
+    AllowedType, Event, EventId, EventMedia, MediaId, MediaKind, MediaStatus, PageCursor,
+    UploadSession, UserId,
 };
 
 use crate::{
@@ -71,6 +72,7 @@ pub enum FaultKind {
 struct Tables {
     events: BTreeMap<EventId, Event>,
     media: BTreeMap<MediaId, EventMedia>,
+    sessions: BTreeMap<MediaId, UploadSession>,
 }
 
 #[derive(Debug, Default)]
@@ -406,7 +408,31 @@ impl MediaRepository for InMemoryRepository {
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError> {
         self.run(RepoOp::DeleteMedia, |tables| {
             tables.media.remove(&id);
+            tables.sessions.remove(&id);
             Ok(())
+        })
+    }
+
+    async fn insert_upload(
+        &self,
+        media: &EventMedia,
+        session: &UploadSession,
+    ) -> Result<(), RepoError> {
+        self.insert_media(media).await?;
+        self.run(RepoOp::InsertMedia, |tables| {
+            let mut stored = session.clone();
+            stored.expires_at = truncate_to_micros(stored.expires_at);
+            tables.sessions.insert(session.media_id, stored);
+            Ok(())
+        })
+    }
+
+    async fn find_upload_session(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<UploadSession>, RepoError> {
+        self.run(RepoOp::FindMedia, |tables| {
+            Ok(tables.sessions.get(&media_id).cloned())
         })
     }
 

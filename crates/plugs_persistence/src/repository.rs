@@ -6,7 +6,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plugs_domain::{
-    Event, EventId, EventMedia, MediaFields, MediaId, MediaKind, MediaStatus, PageCursor, UserId,
+    Event, EventId, EventMedia, MediaFields, MediaId, MediaKind, MediaStatus, PageCursor,
+    UploadSession, UserId,
 };
 
 use crate::RepoError;
@@ -136,6 +137,21 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// Extends a `Pending` record's lease to `until`; `false` when the record is no longer
     /// pending (or gone), and then nothing changed.
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError>;
+
+    /// Stores a new `Pending` record and the direct upload session that goes with it, in one
+    /// transaction (as [`MediaRepository::insert_media`] for the record). The session goes
+    /// when the record is deleted.
+    async fn insert_upload(
+        &self,
+        media: &EventMedia,
+        session: &UploadSession,
+    ) -> Result<(), RepoError>;
+
+    /// The direct upload session of a media record, if it has one.
+    async fn find_upload_session(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<UploadSession>, RepoError>;
 
     /// Removes the record and its tags. Deleting a missing record succeeds.
     async fn delete_media(&self, id: MediaId) -> Result<(), RepoError>;

@@ -50,6 +50,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::connection::DbUuid;
+
+    /// What a direct upload's client declared and where its bytes are staged.
+    upload_sessions (media_id) {
+        media_id -> DbUuid,
+        kind -> Text,
+        staging_key -> Text,
+        multipart_id -> Nullable<Text>,
+        declared_size -> BigInt,
+        declared_sha256 -> Nullable<Text>,
+        part_size -> Nullable<BigInt>,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(event_media -> events (event_id));
+diesel::joinable!(upload_sessions -> event_media (media_id));
 diesel::joinable!(event_media_tags -> event_media (media_id));
-diesel::allow_tables_to_appear_in_same_query!(events, event_media, event_media_tags);
+diesel::allow_tables_to_appear_in_same_query!(
+    events,
+    event_media,
+    event_media_tags,
+    upload_sessions
+);

@@ -96,7 +96,7 @@ pub struct MediaBody {
 }
 
 impl MediaBody {
-    fn new(media: EventMedia, service: &MediaService) -> Self {
+    pub(crate) fn new(media: EventMedia, service: &MediaService) -> Self {
         let url = media_url(&media, service.config().cdn_base_url.as_deref());
         Self {
             id: media.id.as_uuid(),

@@ -5,6 +5,8 @@ pub mod health;
 pub mod local_objects;
 pub mod media;
 pub mod preconditions;
+pub mod uploads;
+pub mod zip;
 
 use actix_web::{Route, guard, web};
 

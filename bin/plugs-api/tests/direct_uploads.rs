@@ -1,0 +1,497 @@
+//! Direct uploads end to end: the real binary, and a client that PUTs its bytes with plain HTTP
+//! (reqwest, no SDK) as a browser or a phone would, on the embedded default (SQLite + local
+//! directory, URLs served by the binary), PostgreSQL + s3s-fs (signatures verified) and
+//! PostgreSQL + moto. Every case ends by counting objects (final and staged) and records:
+//! nothing unverified stays.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use binary::{Database, Server, media_rows, pairs};
+use common::{PNG, png_of_len, sha256_hex};
+use plugs_storage::{
+    LocalFsConfig, LocalFsStore, ObjectStore, ObjectStoreExt as _, S3Config, S3Store,
+};
+use plugs_test_support::s3::S3TestServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Small enough for quick cases, large enough for a three-part plan of 5 MiB parts.
+const MAX_FILE: u64 = 32 * 1024 * 1024;
+
+struct Backend {
+    server: Server,
+    store: Arc<dyn ObjectStore>,
+    database: Database,
+    /// Whether the store checks signatures, lengths and checksums itself (moto does not).
+    verifies: bool,
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+fn settings(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = pairs(&[
+        ("MAX_FILE_SIZE", &MAX_FILE.to_string()),
+        // Above 1 MiB a plan of 5 MiB parts, so a 11 MiB file has three parts.
+        ("DIRECT_UPLOAD_MULTIPART_THRESHOLD", "1048576"),
+        ("DIRECT_UPLOAD_PART_SIZE", "5242880"),
+    ]);
+    env.extend(pairs(extra));
+    env
+}
+
+fn local(extra: &[(&str, &str)]) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = settings(extra);
+    env.push(("DATA_DIR".into(), data.to_string_lossy().into_owned()));
+    let server = Server::start(&env, dir.path());
+    let store = LocalFsStore::new(LocalFsConfig {
+        root: data.join("objects"),
+        base_url: "http://unused.invalid".into(),
+        signing_key: b"unused".to_vec(),
+    })
+    .unwrap();
+    Backend {
+        server,
+        store: Arc::new(store),
+        database: Database::Sqlite(data.join("plugs.db")),
+        verifies: true,
+        _keep: vec![Box::new(dir)],
+    }
+}
+
+async fn s3(s3: S3TestServer, verifies: bool, extra: &[(&str, &str)]) -> Option<Backend> {
+    let db = plugs_test_support::pg::TestDatabase::create()?;
+    let bucket = s3.unique_bucket("direct");
+    let mut config = S3Config::new(bucket.clone(), "us-east-1");
+    config.endpoint_url = Some(s3.endpoint.clone());
+    config.force_path_style = true;
+    config.access_key_id = Some(s3.access_key.clone());
+    config.secret_access_key = Some(s3.secret_key.clone());
+    let store = S3Store::new(config).await.unwrap();
+    store.ensure_bucket().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = settings(extra);
+    env.extend(pairs(&[
+        ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
+        ("DATABASE_URL", db.url()),
+        ("S3_BUCKET_NAME", &bucket),
+        ("S3_ENDPOINT_URL", &s3.endpoint),
+        ("S3_FORCE_PATH_STYLE", "true"),
+        ("AWS_ACCESS_KEY_ID", &s3.access_key),
+        ("AWS_SECRET_ACCESS_KEY", &s3.secret_key),
+    ]));
+    let server = Server::start(&env, dir.path());
+    Some(Backend {
+        server,
+        store: Arc::new(store),
+        database: Database::Postgres(db.url().to_owned()),
+        verifies,
+        _keep: vec![Box::new(dir), Box::new(db), Box::new(s3)],
+    })
+}
+
+impl Backend {
+    fn api(&self, path: &str) -> String {
+        self.server.url(&format!("/api/v1{path}"))
+    }
+
+    /// Objects under `events/` and `uploads/` (staged), by key.
+    async fn objects(&self) -> (Vec<String>, Vec<String>) {
+        let keys = |prefix: &'static str| {
+            let store = Arc::clone(&self.store);
+            async move {
+                store
+                    .list_all(Some(prefix))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|meta| meta.key.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        (keys("events/").await, keys("uploads/").await)
+    }
+
+    /// Exactly these ready objects and records are left, and nothing staged or pending.
+    async fn assert_only(&self, ready: &[&Value], why: &str) {
+        let (objects, staged) = self.objects().await;
+        let mut expected: Vec<String> = ready
+            .iter()
+            .map(|m| m["s3_key"].as_str().unwrap().to_owned())
+            .collect();
+        expected.sort();
+        let mut objects = objects;
+        objects.sort();
+        assert_eq!(objects, expected, "{why}: final objects");
+        assert_eq!(staged, Vec::<String>::new(), "{why}: staged objects");
+        let rows = media_rows(&self.database);
+        assert_eq!(rows.len(), ready.len(), "{why}: records {rows:?}");
+        assert!(rows.iter().all(|r| r.status == "ready"), "{why}: {rows:?}");
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    token: String,
+    event: String,
+}
+
+impl Client {
+    async fn new(backend: &Backend) -> Self {
+        let http = reqwest::Client::new();
+        let token = backend.server.token("alice");
+        let response = http
+            .post(backend.api("/events"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "Direct"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let event = response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self { http, token, event }
+    }
+
+    async fn create(&self, backend: &Backend, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(backend.api(&format!("/events/{}/media/uploads", self.event)))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn complete(&self, backend: &Backend, plan: &Value, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(backend.api(&format!(
+                "/events/{}/media/uploads/{}/complete",
+                self.event,
+                plan["upload_id"].as_str().unwrap()
+            )))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// A PUT as a phone sends it: the URL, the headers the plan names, the bytes.
+    async fn put(&self, url: &str, headers: &Value, bytes: Vec<u8>) -> reqwest::Response {
+        let mut request = self.http.put(url).body(bytes);
+        for (name, value) in headers.as_object().unwrap() {
+            // The HTTP client sets the length from the body.
+            if name != "content-length" {
+                request = request.header(name.as_str(), value.as_str().unwrap());
+            }
+        }
+        request.send().await.unwrap()
+    }
+}
+
+fn declared(name: &str, content_type: &str, bytes: &[u8]) -> Value {
+    json!({"filename": name, "content_type": content_type, "size": bytes.len(), "title": "Stage", "tags": "live, Stage"})
+}
+
+/// The whole flow on one backend.
+async fn direct_uploads(backend: Backend) {
+    let client = Client::new(&backend).await;
+
+    // One PUT, with a declared SHA-256.
+    let bytes = png_of_len(200 * 1024);
+    let mut body = declared("stage.png", "image/png", &bytes);
+    body["sha256"] = json!(sha256_hex(&bytes));
+    let (status, plan) = client.create(&backend, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    assert_eq!(plan["method"], "PUT");
+    let response = client
+        .put(
+            plan["url"].as_str().unwrap(),
+            &plan["headers"],
+            bytes.clone(),
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let (objects, staged) = backend.objects().await;
+    assert!(
+        objects.is_empty() && staged.len() == 1,
+        "bytes are staged, not media yet"
+    );
+    let (status, media) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    assert_eq!(media["sha256"], sha256_hex(&bytes));
+    assert_eq!(media["size_bytes"], bytes.len());
+    assert_eq!(media["content_type"], "image/png");
+    assert_eq!(media["tags"], json!(["live", "stage"]));
+    let key = plugs_storage::ObjectKey::parse(media["s3_key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        backend.store.get_bytes(&key).await.unwrap().as_ref(),
+        bytes.as_slice()
+    );
+    // Completing twice answers the same record.
+    let (status, again) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again, media);
+    backend.assert_only(&[&media], "single PUT").await;
+
+    // A spoofed file: HTML bytes declared and named a JPEG are refused on completion.
+    let html = b"<html><script>alert(1)</script></html>".repeat(10);
+    let (status, plan) = client
+        .create(&backend, declared("cat.jpg", "image/jpeg", &html))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    client
+        .put(
+            plan["url"].as_str().unwrap(),
+            &plan["headers"],
+            html.clone(),
+        )
+        .await;
+    let (status, problem) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{problem}");
+    backend.assert_only(&[&media], "spoofed").await;
+
+    // A wrong SHA-256: the store refuses the PUT where it checks, completion refuses it anyway.
+    let other = png_of_len(10 * 1024);
+    let mut body = declared("wrong.png", "image/png", &other);
+    body["sha256"] = json!(sha256_hex(PNG));
+    let (_, plan) = client.create(&backend, body).await;
+    let response = client
+        .put(
+            plan["url"].as_str().unwrap(),
+            &plan["headers"],
+            other.clone(),
+        )
+        .await;
+    if backend.verifies {
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let (status, problem) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    backend.assert_only(&[&media], "wrong sha256").await;
+
+    // A body of another length than declared.
+    let (_, plan) = client
+        .create(&backend, declared("short.png", "image/png", &other))
+        .await;
+    let response = client
+        .put(
+            plan["url"].as_str().unwrap(),
+            &json!({"content-type": "image/png"}),
+            other[..other.len() - 100].to_vec(),
+        )
+        .await;
+    if backend.verifies {
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let (status, problem) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    backend.assert_only(&[&media], "wrong size").await;
+
+    // A tampered URL is refused by whatever checks signatures.
+    if backend.verifies {
+        let (_, plan) = client
+            .create(&backend, declared("t.png", "image/png", &other))
+            .await;
+        // The signature ends the URL on both stores: change its last digit.
+        let url = plan["url"].as_str().unwrap();
+        let flipped = if url.ends_with('0') { '1' } else { '0' };
+        let url = format!("{}{flipped}", &url[..url.len() - 1]);
+        let response = client.put(&url, &plan["headers"], other.clone()).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "tampered URL");
+        let response = client
+            .http
+            .delete(backend.api(&format!(
+                "/events/{}/media/uploads/{}",
+                client.event,
+                plan["upload_id"].as_str().unwrap()
+            )))
+            .bearer_auth(&client.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        backend
+            .assert_only(&[&media], "tampered, then aborted")
+            .await;
+    }
+
+    // A multipart plan of three parts, PUT one by one, completed with their ETags.
+    let big = png_of_len(11 * 1024 * 1024);
+    let (status, plan) = client
+        .create(&backend, declared("video.png", "image/png", &big))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let part_size = plan["part_size"].as_u64().unwrap() as usize;
+    let parts = plan["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    let mut completed = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let chunk = big[i * part_size..((i + 1) * part_size).min(big.len())].to_vec();
+        let response = client
+            .put(part["url"].as_str().unwrap(), &part["headers"], chunk)
+            .await;
+        assert!(
+            response.status().is_success(),
+            "part {i}: {}",
+            response.status()
+        );
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        completed.push(json!({"part_number": part["part_number"], "etag": etag}));
+    }
+    let (status, big_media) = client
+        .complete(&backend, &plan, json!({"parts": completed}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{big_media}");
+    assert_eq!(big_media["sha256"], sha256_hex(&big));
+    assert_eq!(big_media["size_bytes"], big.len());
+    backend
+        .assert_only(&[&media, &big_media], "multipart")
+        .await;
+
+    // Abort of a multipart upload with a part already sent.
+    let (_, plan) = client
+        .create(&backend, declared("gone.png", "image/png", &big))
+        .await;
+    let part = &plan["parts"][0];
+    client
+        .put(
+            part["url"].as_str().unwrap(),
+            &part["headers"],
+            big[..part_size].to_vec(),
+        )
+        .await;
+    let response = client
+        .http
+        .delete(backend.api(&format!(
+            "/events/{}/media/uploads/{}",
+            client.event,
+            plan["upload_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    backend.assert_only(&[&media, &big_media], "aborted").await;
+
+    // Someone else's event: 404, as everywhere.
+    let mallory = backend.server.token("mallory");
+    let response = client
+        .http
+        .post(backend.api(&format!("/events/{}/media/uploads", client.event)))
+        .bearer_auth(&mallory)
+        .json(&declared("x.png", "image/png", PNG))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // The policy is checked before anything is written.
+    let (status, _) = client
+        .create(&backend, declared("notes.txt", "text/plain", b"hello"))
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _) = client
+        .create(
+            &backend,
+            json!({"filename": "huge.png", "content_type": "image/png", "size": MAX_FILE + 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    backend
+        .assert_only(&[&media, &big_media], "refused before anything")
+        .await;
+}
+
+/// A client that PUTs its bytes and never completes: once the upload expires, gc removes its
+/// record and staged bytes, and a late completion is 410.
+async fn crash_between_put_and_complete(backend: Backend) {
+    let client = Client::new(&backend).await;
+    let bytes = png_of_len(50 * 1024);
+    let (status, plan) = client
+        .create(&backend, declared("late.png", "image/png", &bytes))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    client
+        .put(plan["url"].as_str().unwrap(), &plan["headers"], bytes)
+        .await;
+    // Within the upload's life gc leaves it alone, whatever the grace.
+    let summary = backend.server.gc_apply_now();
+    assert_eq!(media_rows(&backend.database).len(), 1, "{summary}");
+    // DIRECT_UPLOAD_TTL=2: wait it out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, problem) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::GONE, "{problem}");
+    backend.assert_only(&[], "expired and completed late").await;
+
+    // The same crash, found by gc instead of a late client.
+    let bytes = png_of_len(60 * 1024);
+    let (_, plan) = client
+        .create(&backend, declared("lost.png", "image/png", &bytes))
+        .await;
+    client
+        .put(plan["url"].as_str().unwrap(), &plan["headers"], bytes)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let summary = backend.server.gc_apply_now();
+    assert!(
+        summary.contains("pending uploads rolled back: 1"),
+        "{summary}"
+    );
+    backend.assert_only(&[], "expired, swept by gc").await;
+}
+
+#[tokio::test]
+async fn direct_uploads_embedded_default() {
+    direct_uploads(local(&[])).await;
+}
+
+#[tokio::test]
+async fn direct_uploads_postgres_s3s_fs() {
+    let Some(server) = S3TestServer::s3s() else {
+        return;
+    };
+    let Some(backend) = s3(server, true, &[]).await else {
+        return;
+    };
+    direct_uploads(backend).await;
+}
+
+#[tokio::test]
+async fn direct_uploads_postgres_moto() {
+    let Some(server) = S3TestServer::moto() else {
+        return;
+    };
+    let Some(backend) = s3(server, false, &[]).await else {
+        return;
+    };
+    direct_uploads(backend).await;
+}
+
+#[tokio::test]
+async fn crash_between_put_and_complete_embedded_default() {
+    crash_between_put_and_complete(local(&[("DIRECT_UPLOAD_TTL", "2")])).await;
+}
+
+#[tokio::test]
+async fn crash_between_put_and_complete_postgres_s3s_fs() {
+    let Some(server) = S3TestServer::s3s() else {
+        return;
+    };
+    let Some(backend) = s3(server, true, &[("DIRECT_UPLOAD_TTL", "2")]).await else {
+        return;
+    };
+    crash_between_put_and_complete(backend).await;
+}
