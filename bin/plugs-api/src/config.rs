@@ -32,6 +32,9 @@ pub const ENV_NAMES: &[&str] = &[
     "JWT_MAX_LIFETIME",
     "PRESIGN_TTL",
     "CDN_BASE_URL",
+    "CDN_KEY_PAIR_ID",
+    "CDN_PRIVATE_KEY_PEM",
+    "CDN_HASH_ALGORITHM",
     "PUBLIC_BASE_URL",
     "GC_INTERVAL",
     "GC_GRACE",
@@ -40,6 +43,10 @@ pub const ENV_NAMES: &[&str] = &[
     "UPLOAD_LEASE",
     "CORS_ALLOWED_ORIGINS",
     "DIRECT_UPLOAD_TTL",
+    "QUOTA_EVENT_BYTES",
+    "QUOTA_EVENT_MEDIA",
+    "QUOTA_OWNER_BYTES",
+    "QUOTA_OWNER_MEDIA",
     "DIRECT_UPLOAD_MULTIPART_THRESHOLD",
     "DIRECT_UPLOAD_PART_SIZE",
     "LOG_FORMAT",
@@ -129,6 +136,9 @@ struct RawSettings {
     jwt_max_lifetime: u64,
     presign_ttl: u64,
     cdn_base_url: Option<String>,
+    cdn_key_pair_id: Option<String>,
+    cdn_private_key_pem: Option<PathBuf>,
+    cdn_hash_algorithm: String,
     public_base_url: Option<String>,
     gc_interval: u64,
     gc_grace: u64,
@@ -137,6 +147,10 @@ struct RawSettings {
     upload_lease: Option<u64>,
     cors_allowed_origins: Option<String>,
     direct_upload_ttl: u64,
+    quota_event_bytes: Option<u64>,
+    quota_event_media: Option<u64>,
+    quota_owner_bytes: Option<u64>,
+    quota_owner_media: Option<u64>,
     direct_upload_multipart_threshold: u64,
     direct_upload_part_size: u64,
     log_format: String,
@@ -228,6 +242,18 @@ impl Default for JwtPolicy {
     }
 }
 
+/// CloudFront signed URLs for presigned downloads (`CDN_KEY_PAIR_ID`, `CDN_PRIVATE_KEY_PEM`,
+/// `CDN_HASH_ALGORITHM`); needs `CDN_BASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdnSigning {
+    /// The id of the CloudFront public key (the URL's `Key-Pair-Id`).
+    pub key_pair_id: String,
+    /// The PEM file of its private key (RSA-2048 or ECDSA P-256), read at start.
+    pub private_key_pem: PathBuf,
+    /// SHA-256 (the default) or SHA-1.
+    pub hash: crate::cdn::HashAlgorithm,
+}
+
 /// `JWT_MAX_LIFETIME` when unset: one day.
 pub const DEFAULT_JWT_MAX_LIFETIME_SECS: u64 = 86_400;
 
@@ -255,6 +281,8 @@ pub struct Settings {
     pub presign_ttl: Duration,
     /// Base URL of a CDN in front of the bucket.
     pub cdn_base_url: Option<String>,
+    /// CloudFront signed URLs for `/url` instead of S3's presigned ones; `None`: S3's.
+    pub cdn_signing: Option<CdnSigning>,
     /// Base URL clients reach this server at (used in local-store presigned URLs).
     pub public_base_url: String,
     /// How often the server reconciles the database with the store; `None` = never.
@@ -272,6 +300,9 @@ pub struct Settings {
     /// Browser origins allowed to call the API (`CORS_ALLOWED_ORIGINS`, comma separated, each
     /// `scheme://host[:port]`); empty: no cross-origin access.
     pub cors_allowed_origins: Vec<String>,
+    /// Limits on what an event and an owner may hold (`QUOTA_EVENT_BYTES`, `QUOTA_EVENT_MEDIA`,
+    /// `QUOTA_OWNER_BYTES`, `QUOTA_OWNER_MEDIA`); none by default.
+    pub quota: plugs_domain::Quota,
     /// How long a direct upload's URLs work (`DIRECT_UPLOAD_TTL`).
     pub direct_upload_ttl: Duration,
     /// Direct uploads above this size get a multipart plan (`DIRECT_UPLOAD_MULTIPART_THRESHOLD`).
@@ -329,6 +360,7 @@ impl Settings {
             .set_default("direct_upload_multipart_threshold", 64 * 1024 * 1024)?
             .set_default("direct_upload_part_size", 16 * 1024 * 1024)?
             .set_default("log_format", "text")?
+            .set_default("cdn_hash_algorithm", "SHA256")?
             .set_default("s3_sse", "AES256")?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
@@ -507,6 +539,12 @@ impl RawSettings {
             }
             None => None,
         };
+        let cdn_signing = cdn_signing(
+            cdn_base_url.as_deref(),
+            self.cdn_key_pair_id,
+            self.cdn_private_key_pem,
+            &self.cdn_hash_algorithm,
+        )?;
         let public_base_url = match self.public_base_url {
             Some(url) => {
                 check_url("PUBLIC_BASE_URL", &url)?;
@@ -552,6 +590,7 @@ impl RawSettings {
             jwt_policy,
             presign_ttl: Duration::from_secs(self.presign_ttl),
             cdn_base_url,
+            cdn_signing,
             public_base_url,
             gc_interval: (self.gc_interval > 0).then(|| Duration::from_secs(self.gc_interval)),
             gc_grace: Duration::from_secs(self.gc_grace),
@@ -561,6 +600,12 @@ impl RawSettings {
             // lease first.
             cors_allowed_origins,
             direct_upload_ttl: Duration::from_secs(self.direct_upload_ttl),
+            quota: plugs_domain::Quota {
+                event_bytes: self.quota_event_bytes,
+                event_media: self.quota_event_media,
+                owner_bytes: self.quota_owner_bytes,
+                owner_media: self.quota_owner_media,
+            },
             direct_upload_multipart_threshold: self.direct_upload_multipart_threshold,
             direct_upload_part_size: self.direct_upload_part_size,
             upload_lease: self.upload_lease.map_or(
@@ -572,6 +617,54 @@ impl RawSettings {
             log_format,
         })
     }
+}
+
+/// `CDN_KEY_PAIR_ID` and `CDN_PRIVATE_KEY_PEM` (both or neither, and only with `CDN_BASE_URL`),
+/// `CDN_HASH_ALGORITHM`. The key file itself is read when the server starts.
+fn cdn_signing(
+    base_url: Option<&str>,
+    key_pair_id: Option<String>,
+    private_key_pem: Option<PathBuf>,
+    hash: &str,
+) -> Result<Option<CdnSigning>, ConfigError> {
+    let hash = match hash.to_ascii_uppercase().as_str() {
+        "SHA256" | "SHA-256" => crate::cdn::HashAlgorithm::Sha256,
+        "SHA1" | "SHA-1" => crate::cdn::HashAlgorithm::Sha1,
+        _ => return Err(invalid("CDN_HASH_ALGORITHM", "expected SHA256 or SHA1")),
+    };
+    let (key_pair_id, private_key_pem) = match (key_pair_id, private_key_pem) {
+        (None, None) => return Ok(None),
+        (Some(id), Some(pem)) => (id.trim().to_owned(), pem),
+        (Some(_), None) => {
+            return Err(invalid(
+                "CDN_PRIVATE_KEY_PEM",
+                "must be set with CDN_KEY_PAIR_ID (the PEM file of the key pair's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "CDN_KEY_PAIR_ID",
+                "must be set with CDN_PRIVATE_KEY_PEM (the CloudFront public key's id)",
+            ));
+        }
+    };
+    if key_pair_id.is_empty() || !key_pair_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid(
+            "CDN_KEY_PAIR_ID",
+            "expected the CloudFront public key's id, letters and digits like K2JCJMDEHXQW5F",
+        ));
+    }
+    if base_url.is_none() {
+        return Err(invalid(
+            "CDN_BASE_URL",
+            "must be set when CDN_KEY_PAIR_ID is (the distribution's URL that signed URLs point at)",
+        ));
+    }
+    Ok(Some(CdnSigning {
+        key_pair_id,
+        private_key_pem,
+        hash,
+    }))
 }
 
 /// `CORS_ALLOWED_ORIGINS`: comma-separated origins, each a scheme and host (and port) with no
@@ -816,6 +909,62 @@ mod tests {
                 ][..],
                 "METRICS_BIND_ADDR",
             ),
+        ] {
+            let err = load(pairs).unwrap_err().to_string();
+            assert!(err.contains(setting), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn cloudfront_signing_settings_are_validated() {
+        assert_eq!(load(&[]).unwrap().cdn_signing, None);
+        let settings = load(&[
+            ("CDN_BASE_URL", "https://d111111abcdef8.cloudfront.net/"),
+            ("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F"),
+            ("CDN_PRIVATE_KEY_PEM", "/etc/plugs/cloudfront.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.cdn_signing,
+            Some(CdnSigning {
+                key_pair_id: "K2JCJMDEHXQW5F".to_owned(),
+                private_key_pem: PathBuf::from("/etc/plugs/cloudfront.pem"),
+                hash: crate::cdn::HashAlgorithm::Sha256,
+            })
+        );
+        let sha1 = load(&[
+            ("CDN_BASE_URL", "https://cdn.example.com"),
+            ("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F"),
+            ("CDN_PRIVATE_KEY_PEM", "/k.pem"),
+            ("CDN_HASH_ALGORITHM", "sha1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            sha1.cdn_signing.map(|s| s.hash),
+            Some(crate::cdn::HashAlgorithm::Sha1)
+        );
+        for (pairs, setting) in [
+            (
+                &[("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F")][..],
+                "CDN_PRIVATE_KEY_PEM",
+            ),
+            (&[("CDN_PRIVATE_KEY_PEM", "/k.pem")][..], "CDN_KEY_PAIR_ID"),
+            (
+                &[
+                    ("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F"),
+                    ("CDN_PRIVATE_KEY_PEM", "/k.pem"),
+                ][..],
+                "CDN_BASE_URL",
+            ),
+            (
+                &[
+                    ("CDN_BASE_URL", "https://cdn.example.com"),
+                    ("CDN_KEY_PAIR_ID", "K2&x=1"),
+                    ("CDN_PRIVATE_KEY_PEM", "/k.pem"),
+                ][..],
+                "CDN_KEY_PAIR_ID",
+            ),
+            (&[("CDN_HASH_ALGORITHM", "MD5")][..], "CDN_HASH_ALGORITHM"),
         ] {
             let err = load(pairs).unwrap_err().to_string();
             assert!(err.contains(setting), "{pairs:?}: {err}");

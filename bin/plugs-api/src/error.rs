@@ -140,6 +140,7 @@ fn media_status(err: &plugs_media::MediaError) -> StatusCode {
         | MediaError::ChecksumMismatch
         | MediaError::Store(StoreError::InvalidPart { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
         MediaError::UploadExpired { .. } => StatusCode::GONE,
+        MediaError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         MediaError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         MediaError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         MediaError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,

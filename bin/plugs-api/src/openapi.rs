@@ -36,6 +36,7 @@ use crate::routes::{events, health, local_objects, media, uploads, zip};
         uploads::complete_upload,
         uploads::abort_upload,
         uploads::resign_parts,
+        uploads::usage,
         local_objects::get_object,
         local_objects::put_object,
         health::healthz,
@@ -62,6 +63,8 @@ use crate::routes::{events, health, local_objects, media, uploads, zip};
         uploads::CompletedPartBody,
         uploads::ResignBody,
         uploads::ResignedParts,
+        uploads::UsageBody,
+        uploads::EventUsageBody,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -217,6 +217,7 @@ pub async fn build_service(
 ) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
     let database = Arc::new(connect_database(settings, migrations).await?);
     let (store, local) = build_store(settings).await?;
+    let download_signer = cdn_signer(settings)?;
     let config = ServiceConfig {
         policy: settings.policy.clone(),
         encryption: settings.encryption.clone(),
@@ -227,10 +228,28 @@ pub async fn build_service(
         direct_upload_ttl: settings.direct_upload_ttl,
         multipart_threshold: settings.direct_upload_multipart_threshold,
         direct_part_size: settings.direct_upload_part_size,
+        download_signer,
+        quota: settings.quota,
         ..ServiceConfig::default()
     };
     let service = MediaService::new(store, database.clone(), database.clone(), database, config);
     Ok((service, local))
+}
+
+/// The CloudFront signer the settings ask for: its key is read (and refused) at start, not at
+/// the first download.
+fn cdn_signer(settings: &Settings) -> anyhow::Result<Option<Arc<dyn plugs_media::DownloadSigner>>> {
+    let (Some(base_url), Some(signing)) = (&settings.cdn_base_url, &settings.cdn_signing) else {
+        return Ok(None);
+    };
+    let signer = crate::cdn::CloudFrontSigner::load(
+        base_url,
+        &signing.key_pair_id,
+        &signing.private_key_pem,
+        signing.hash,
+    )?;
+    tracing::info!(key = signer.key_kind(), key_pair_id = %signing.key_pair_id, hash = ?signing.hash, "presigned downloads are CloudFront signed URLs");
+    Ok(Some(Arc::new(signer)))
 }
 
 /// Everything `serve` needs.

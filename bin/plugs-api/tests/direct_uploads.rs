@@ -495,3 +495,106 @@ async fn crash_between_put_and_complete_postgres_s3s_fs() {
     };
     crash_between_put_and_complete(backend).await;
 }
+
+/// Two uploads race for the last bytes of an event's quota: exactly one gets them, on every
+/// path, and the usage says so.
+async fn quota_race(backend: Backend) {
+    let client = Client::new(&backend).await;
+    let bytes = png_of_len(100_000);
+    let body = declared("a.png", "image/png", &bytes);
+    let (first, second) = tokio::join!(
+        client.create(&backend, body.clone()),
+        client.create(&backend, body.clone())
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::CREATED, StatusCode::FORBIDDEN],
+        "{} / {}",
+        first.1,
+        second.1
+    );
+    let (plan, refused) = if first.0 == StatusCode::CREATED {
+        (first.1, second.1)
+    } else {
+        (second.1, first.1)
+    };
+    assert!(
+        refused["detail"].as_str().unwrap().contains("event bytes"),
+        "{refused}"
+    );
+    let usage = client
+        .http
+        .get(backend.api(&format!("/events/{}/usage", client.event)))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(usage["event"]["bytes"], 100_000, "{usage}");
+    assert_eq!(usage["event"]["max_bytes"], 150_000, "{usage}");
+
+    // A form upload without a declared size reserves the largest file allowed: refused.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(PNG.to_vec())
+            .file_name("small.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let response = client
+        .http
+        .post(backend.api(&format!("/events/{}/media", client.event)))
+        .bearer_auth(&client.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // With its size declared first, it fits beside the reservation.
+    let form = reqwest::multipart::Form::new()
+        .text("size", PNG.len().to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(PNG.to_vec())
+                .file_name("small.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let response = client
+        .http
+        .post(backend.api(&format!("/events/{}/media", client.event)))
+        .bearer_auth(&client.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let small: Value = response.json().await.unwrap();
+
+    client
+        .put(plan["url"].as_str().unwrap(), &plan["headers"], bytes)
+        .await;
+    let (status, media) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    backend.assert_only(&[&small, &media], "quota race").await;
+}
+
+#[tokio::test]
+async fn two_uploads_race_for_the_last_bytes_of_a_quota_embedded_default() {
+    quota_race(local(&[("QUOTA_EVENT_BYTES", "150000")])).await;
+}
+
+#[tokio::test]
+async fn two_uploads_race_for_the_last_bytes_of_a_quota_postgres_s3s_fs() {
+    let Some(server) = S3TestServer::s3s() else {
+        return;
+    };
+    let Some(backend) = s3(server, true, &[("QUOTA_EVENT_BYTES", "150000")]).await else {
+        return;
+    };
+    quota_race(backend).await;
+}

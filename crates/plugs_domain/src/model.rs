@@ -143,3 +143,38 @@ pub struct UploadSession {
     /// When the presigned URLs stop working and the upload may be swept.
     pub expires_at: DateTime<Utc>,
 }
+
+/// Limits on the bytes and media an event, and all of an owner's events, may hold. `None`: no
+/// limit. Enforced atomically with the insertion of every upload's pending record, which
+/// reserves its declared size (or the largest file allowed) until it finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes one event may hold.
+    pub event_bytes: Option<u64>,
+    /// Media one event may hold.
+    pub event_media: Option<u64>,
+    /// Bytes all of one owner's events may hold.
+    pub owner_bytes: Option<u64>,
+    /// Media all of one owner's events may hold.
+    pub owner_media: Option<u64>,
+}
+
+impl Quota {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.event_bytes.is_some()
+            || self.event_media.is_some()
+            || self.owner_bytes.is_some()
+            || self.owner_media.is_some()
+    }
+}
+
+/// What an event or an owner holds: bytes (reserved by uploads in flight, real for the rest)
+/// and media records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes held or reserved.
+    pub bytes: u64,
+    /// Media records (uploads in flight included).
+    pub media: u64,
+}

@@ -1,9 +1,19 @@
 //! The service's settings: plain values, filled in by the binary.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use plugs_domain::MediaPolicy;
-use plugs_storage::ServerSideEncryption;
+use plugs_storage::{ObjectKey, PresignedUrl, ServerSideEncryption, StoreError};
+
+/// Hands out download URLs in place of the store's presigned ones: a CDN in front of the bucket
+/// that checks its own signatures (CloudFront signed URLs). The binary implements it; the
+/// service only asks it for a URL.
+pub trait DownloadSigner: fmt::Debug + Send + Sync {
+    /// A URL that fetches `key` until `ttl` from now, without other credentials.
+    fn presign_get(&self, key: &ObjectKey, ttl: Duration) -> Result<PresignedUrl, StoreError>;
+}
 
 /// Everything the service needs to know besides its backends. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -35,6 +45,10 @@ pub struct ServiceConfig {
     /// Part size of a direct multipart upload (at least 5 MiB; larger when a file would need
     /// more than 10 000 parts).
     pub direct_part_size: u64,
+    /// Limits on what an event and an owner may hold; none by default.
+    pub quota: plugs_domain::Quota,
+    /// When set, presigned downloads are this signer's URLs (a CDN's) instead of the store's.
+    pub download_signer: Option<Arc<dyn DownloadSigner>>,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +64,8 @@ impl Default for ServiceConfig {
             direct_upload_ttl: Duration::from_secs(60 * 60),
             multipart_threshold: 64 * 1024 * 1024,
             direct_part_size: 16 * 1024 * 1024,
+            quota: plugs_domain::Quota::default(),
+            download_signer: None,
         }
     }
 }

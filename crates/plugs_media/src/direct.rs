@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt as _;
 use plugs_domain::{
-    Access, DirectUploadKind, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UploadSession,
-    UserId, sanitize_filename,
+    Access, DirectUploadKind, EventId, EventMedia, MediaId, MediaStatus, Quota, SNIFF_LEN,
+    UploadSession, Usage, UserId, sanitize_filename,
 };
 use plugs_persistence::{ReadyUpdate, RepoError};
 use plugs_storage::{
@@ -64,7 +64,29 @@ pub struct DirectUpload {
     pub plan: UploadPlan,
 }
 
+/// What an event and its owner hold, beside the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventUsage {
+    /// The event's bytes (reserved by uploads in flight, real for the rest) and media.
+    pub event: Usage,
+    /// The same over all the owner's events.
+    pub owner: Usage,
+    /// The limits in force.
+    pub quota: Quota,
+}
+
 impl MediaService {
+    /// What one of `user`'s events and all of `user`'s events hold, and the quotas.
+    pub async fn usage(&self, user: &UserId, event_id: EventId) -> Result<EventUsage, MediaError> {
+        let event = self.authorized_event(user, event_id, Access::Read).await?;
+        let (of_event, of_owner) = self.media.usage(event_id, &event.owner).await?;
+        Ok(EventUsage {
+            event: of_event,
+            owner: of_owner,
+            quota: self.config.quota,
+        })
+    }
+
     /// Starts a direct upload: checks the declared size, type, extension and fields against the
     /// policy before anything is written, writes a `pending` record whose lease runs to the
     /// upload's expiry, and presigns the client's PUT (or parts) to a staging key
@@ -134,30 +156,14 @@ impl MediaService {
             part_size,
             expires_at,
         };
-        // The key is fresh per microsecond and event; a collision moves on as a form upload does.
-        let mut inserted = Err(MediaError::from(RepoError::Duplicate { what: "s3_key" }));
-        for step in 0..5 {
-            media.s3_key = plugs_domain::keys::media_key(
-                event_id,
-                now + TimeDelta::microseconds(step),
+        let inserted = self
+            .insert_pending(
+                &mut media,
                 content_type.extension,
-            );
-            match self.media.insert_upload(&media, &session).await {
-                Ok(()) => {
-                    inserted = Ok(());
-                    break;
-                }
-                Err(RepoError::Duplicate { what: "s3_key" }) => {}
-                Err(RepoError::MissingParent { .. }) => {
-                    inserted = Err(MediaError::event_not_found(event_id));
-                    break;
-                }
-                Err(other) => {
-                    inserted = Err(other.into());
-                    break;
-                }
-            }
-        }
+                Some(&session),
+                request.size,
+            )
+            .await;
         if let Err(error) = inserted {
             if let Some(id) = &multipart_id {
                 let _ = self.store.abort_multipart(&staging, id).await;

@@ -71,6 +71,14 @@ pub enum MediaError {
         #[source]
         source: BoxError,
     },
+    /// The upload would take the event or its owner past a quota; nothing was kept.
+    #[error("the {which} quota of {limit} would be exceeded")]
+    QuotaExceeded {
+        /// Which limit: `event bytes`, `event media`, `owner bytes` or `owner media`.
+        which: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A direct upload was completed after its URLs expired; it has been removed.
     #[error("upload {id} has expired")]
     UploadExpired {

@@ -12,8 +12,8 @@ mod types;
 mod upload;
 
 pub use archive::{ArchiveMember, EventArchive};
-pub use config::ServiceConfig;
-pub use direct::{DirectUpload, DirectUploadRequest, UploadPlan};
+pub use config::{DownloadSigner, ServiceConfig};
+pub use direct::{DirectUpload, DirectUploadRequest, EventUsage, UploadPlan};
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
 pub use listing::MediaQuery;

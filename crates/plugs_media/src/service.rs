@@ -201,6 +201,9 @@ impl MediaService {
             Duration::from_secs(1),
             self.config.presign_max_ttl.max(Duration::from_secs(1)),
         );
+        if let Some(signer) = &self.config.download_signer {
+            return Ok(signer.presign_get(&key, ttl)?);
+        }
         let options = if may_run_code(&media.content_type) {
             PresignOptions::with_content_disposition("attachment")
         } else {

@@ -11,7 +11,8 @@ use chrono::TimeDelta;
 use futures::{Stream, StreamExt};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use plugs_domain::{
-    Access, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UserId, keys, sanitize_filename,
+    Access, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UploadSession, UserId, keys,
+    sanitize_filename,
 };
 use plugs_persistence::{ReadyUpdate, RepoError};
 use plugs_storage::{ByteStream, ObjectKey, PutOptions, StoreError};
@@ -109,7 +110,14 @@ impl MediaService {
             lease_until: Some(now + self.config.upload_lease),
         };
         if let Err(error) = self
-            .insert_pending(&mut media, content_type.extension)
+            // Until the bytes are counted, the record holds the declared size, or the most a file
+            // may be.
+            .insert_pending(
+                &mut media,
+                content_type.extension,
+                None,
+                declared.unwrap_or(limit),
+            )
             .await
         {
             // An outage may hide a commit that happened; the record is ours alone (fresh id),
@@ -205,19 +213,29 @@ impl MediaService {
         }
     }
 
-    /// Inserts the `pending` record under a fresh key, moving one microsecond on when an upload
-    /// to the same event in the same microsecond took the key.
-    async fn insert_pending(
+    /// Inserts the `pending` record (with a direct upload's session) under a fresh key, moving
+    /// one microsecond on when an upload to the same event in the same microsecond took the key.
+    /// The record reserves `reserved` bytes of the quotas, checked in the same transaction.
+    pub(crate) async fn insert_pending(
         &self,
         media: &mut EventMedia,
         extension: &str,
+        session: Option<&UploadSession>,
+        reserved: u64,
     ) -> Result<(), MediaError> {
         for step in 0..KEY_ATTEMPTS {
             let at = media.created_at + TimeDelta::microseconds(step);
             media.s3_key = keys::media_key(media.event_id, at, extension);
-            match self.media.insert_media(media).await {
+            match self
+                .media
+                .insert_pending(media, session, reserved, &self.config.quota)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(RepoError::Duplicate { what: "s3_key" }) => continue,
+                Err(RepoError::QuotaExceeded { which, limit }) => {
+                    return Err(MediaError::QuotaExceeded { which, limit });
+                }
                 // The event was deleted since we looked it up.
                 Err(RepoError::MissingParent { .. }) => {
                     return Err(MediaError::event_not_found(media.event_id));

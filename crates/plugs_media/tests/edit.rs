@@ -432,12 +432,23 @@ impl MediaRepository for AnotherEditorFirst {
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
         self.inner.renew_lease(id, until).await
     }
-    async fn insert_upload(
+    async fn insert_pending(
         &self,
         media: &EventMedia,
-        session: &plugs_domain::UploadSession,
+        session: Option<&plugs_domain::UploadSession>,
+        reserved: u64,
+        quota: &plugs_domain::Quota,
     ) -> Result<(), RepoError> {
-        self.inner.insert_upload(media, session).await
+        self.inner
+            .insert_pending(media, session, reserved, quota)
+            .await
+    }
+    async fn usage(
+        &self,
+        event_id: plugs_domain::EventId,
+        owner: &plugs_domain::UserId,
+    ) -> Result<(plugs_domain::Usage, plugs_domain::Usage), RepoError> {
+        self.inner.usage(event_id, owner).await
     }
     async fn find_upload_session(
         &self,

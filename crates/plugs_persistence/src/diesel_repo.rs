@@ -11,7 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Bool;
 use plugs_domain::{
     AllowedType, DirectUploadKind, Event, EventId, EventMedia, MediaId, MediaStatus, PageCursor,
-    UploadSession, UserId,
+    Quota, UploadSession, Usage, UserId,
 };
 use uuid::Uuid;
 
@@ -78,6 +78,8 @@ struct MediaRow {
     /// Derived from `content_type` on insert, for the listing filtered by kind; never read back.
     kind: Option<String>,
     lease_until: Option<NaiveDateTime>,
+    /// The bytes the record counts against its quotas.
+    reserved_bytes: i64,
 }
 
 impl MediaRow {
@@ -99,6 +101,7 @@ impl MediaRow {
             kind: AllowedType::from_mime(&media.content_type)
                 .map(|allowed| allowed.kind().as_str().to_owned()),
             lease_until: media.lease_until.map(db_time),
+            reserved_bytes: db_size(media.size_bytes)?,
         })
     }
 
@@ -333,6 +336,53 @@ fn stale(before: NaiveDateTime, now: NaiveDateTime) -> _ {
         .is_null()
         .and(event_media::updated_at.lt(before))
         .or(event_media::lease_until.lt(now))
+}
+
+/// An event's and an owner's usage (inside the caller's transaction, if any).
+fn usage_of(
+    conn: &mut AnyConnection,
+    event: SqlUuid,
+    owner: &str,
+) -> Result<(Usage, Usage), TxError> {
+    use diesel::sql_types::BigInt;
+    let usage = |(bytes, media): (i64, i64)| Usage {
+        bytes: u64::try_from(bytes).unwrap_or_default(),
+        media: u64::try_from(media).unwrap_or_default(),
+    };
+    let of_event: (i64, i64) = event_media::table
+        .filter(event_media::event_id.eq(event))
+        .select((
+            sql::<BigInt>("CAST(COALESCE(SUM(event_media.reserved_bytes), 0) AS BIGINT)"),
+            sql::<BigInt>("COUNT(*)"),
+        ))
+        .first(conn)?;
+    let of_owner: (i64, i64) = event_media::table
+        .inner_join(events::table)
+        .filter(events::owner.eq(owner))
+        .select((
+            sql::<BigInt>("CAST(COALESCE(SUM(event_media.reserved_bytes), 0) AS BIGINT)"),
+            sql::<BigInt>("COUNT(*)"),
+        ))
+        .first(conn)?;
+    Ok((usage(of_event), usage(of_owner)))
+}
+
+/// The first limit of `quota` that the usage (the new record counted) crosses.
+pub(crate) fn check_quota(quota: &Quota, event: Usage, owner: Usage) -> Result<(), RepoError> {
+    let checks = [
+        ("event bytes", quota.event_bytes, event.bytes),
+        ("event media", quota.event_media, event.media),
+        ("owner bytes", quota.owner_bytes, owner.bytes),
+        ("owner media", quota.owner_media, owner.media),
+    ];
+    for (which, limit, used) in checks {
+        if let Some(limit) = limit
+            && used > limit
+        {
+            return Err(RepoError::QuotaExceeded { which, limit });
+        }
+    }
+    Ok(())
 }
 
 /// Inserts a media row and its tags (inside the caller's transaction).
@@ -605,23 +655,52 @@ impl MediaRepository for Database {
         .await
     }
 
-    async fn insert_upload(
+    async fn insert_pending(
         &self,
         media: &EventMedia,
-        session: &UploadSession,
+        session: Option<&UploadSession>,
+        reserved: u64,
+        quota: &Quota,
     ) -> Result<(), RepoError> {
-        let row = MediaRow::from_media(media)?;
+        let mut row = MediaRow::from_media(media)?;
+        row.reserved_bytes = db_size(reserved)?;
         let tags = media.tags.clone();
-        let session = SessionRow::from_session(session)?;
+        let session = session.map(SessionRow::from_session).transpose()?;
+        let quota = *quota;
+        let owner = media.uploaded_by.as_str().to_owned();
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
+                if quota.is_set()
+                    && let AnyConnection::Postgresql(pg) = conn
+                {
+                    // One owner's uploads check and insert one at a time (read committed would
+                    // let two see the same usage). SQLite has one writer, and the insert below
+                    // takes the write lock before the usage is read.
+                    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                        .bind::<diesel::sql_types::Text, _>(&owner)
+                        .execute(pg)?;
+                }
                 insert_media_row(conn, &row, &tags)?;
-                diesel::insert_into(upload_sessions::table)
-                    .values(&session)
-                    .execute(conn)?;
+                if let Some(session) = &session {
+                    diesel::insert_into(upload_sessions::table)
+                        .values(session)
+                        .execute(conn)?;
+                }
+                if quota.is_set() {
+                    let (event, owner) = usage_of(conn, row.event_id, &owner)?;
+                    check_quota(&quota, event, owner).map_err(TxError::Repo)?;
+                }
                 Ok(())
             })
             .map_err(RepoError::from)
+        })
+        .await
+    }
+
+    async fn usage(&self, event_id: EventId, owner: &UserId) -> Result<(Usage, Usage), RepoError> {
+        let owner = owner.as_str().to_owned();
+        self.with_connection(move |conn| {
+            usage_of(conn, SqlUuid(event_id.as_uuid()), &owner).map_err(RepoError::from)
         })
         .await
     }
@@ -663,6 +742,7 @@ impl MediaRepository for Database {
                 .set((
                     event_media::status.eq(MediaStatus::Ready.as_str()),
                     event_media::size_bytes.eq(size),
+                    event_media::reserved_bytes.eq(size),
                     event_media::sha256.eq(Some(sha256)),
                     event_media::title.eq(fields.title),
                     event_media::description.eq(fields.description),

@@ -49,6 +49,14 @@ pub enum RepoError {
         /// The state the row is in.
         actual: &'static str,
     },
+    /// Inserting the record would take an event or an owner past its quota; nothing changed.
+    #[error("the {which} quota of {limit} would be exceeded")]
+    QuotaExceeded {
+        /// Which limit: `event bytes`, `event media`, `owner bytes` or `owner media`.
+        which: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// The database could not be reached (pool timeout, connection refused, server gone).
     #[error("database unavailable")]
     Unavailable {

@@ -9,6 +9,7 @@ mod explain_tests;
 mod memory;
 mod repository;
 mod schema;
+mod tus;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 
@@ -18,6 +19,7 @@ pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
 };
+pub use tus::{InMemoryTusRepository, TusPart, TusRepository, TusSession};
 
 /// The precision every repository keeps timestamps at (PostgreSQL's): what is read back equals
 /// what was written after this truncation, on every backend and in the fake.

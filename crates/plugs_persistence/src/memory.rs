@@ -7,10 +7,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plugs_domain::{
-    AllowedType, Event, EventId, EventMedia, MediaId, MediaKind, MediaStatus, PageCursor,
-    UploadSession, UserId,
+    AllowedType, Event, EventId, EventMedia, MediaId, MediaKind, MediaStatus, PageCursor, Quota,
+    UploadSession, Usage, UserId,
 };
 
+use crate::diesel_repo::check_quota;
 use crate::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
     RepoError, truncate_to_micros,
@@ -73,6 +74,35 @@ struct Tables {
     events: BTreeMap<EventId, Event>,
     media: BTreeMap<MediaId, EventMedia>,
     sessions: BTreeMap<MediaId, UploadSession>,
+    /// Quota reservations of records inserted pending; a record's size counts otherwise.
+    reserved: BTreeMap<MediaId, u64>,
+}
+
+impl Tables {
+    /// What an event and an owner hold, as the Diesel repository counts it.
+    fn usage(&self, event_id: EventId, owner: &UserId) -> (Usage, Usage) {
+        let mut of_event = Usage::default();
+        let mut of_owner = Usage::default();
+        for media in self.media.values() {
+            let bytes = match media.status {
+                MediaStatus::Pending => self.reserved.get(&media.id).copied().unwrap_or_default(),
+                _ => media.size_bytes,
+            };
+            if media.event_id == event_id {
+                of_event.bytes += bytes;
+                of_event.media += 1;
+            }
+            if self
+                .events
+                .get(&media.event_id)
+                .is_some_and(|event| &event.owner == owner)
+            {
+                of_owner.bytes += bytes;
+                of_owner.media += 1;
+            }
+        }
+        (of_event, of_owner)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -409,22 +439,58 @@ impl MediaRepository for InMemoryRepository {
         self.run(RepoOp::DeleteMedia, |tables| {
             tables.media.remove(&id);
             tables.sessions.remove(&id);
+            tables.reserved.remove(&id);
             Ok(())
         })
     }
 
-    async fn insert_upload(
+    async fn insert_pending(
         &self,
         media: &EventMedia,
-        session: &UploadSession,
+        session: Option<&UploadSession>,
+        reserved: u64,
+        quota: &Quota,
     ) -> Result<(), RepoError> {
-        self.insert_media(media).await?;
         self.run(RepoOp::InsertMedia, |tables| {
-            let mut stored = session.clone();
-            stored.expires_at = truncate_to_micros(stored.expires_at);
-            tables.sessions.insert(session.media_id, stored);
+            if tables.media.contains_key(&media.id) {
+                return Err(RepoError::Duplicate { what: "id" });
+            }
+            if tables.media.values().any(|m| m.s3_key == media.s3_key) {
+                return Err(RepoError::Duplicate { what: "s3_key" });
+            }
+            let Some(event) = tables.events.get(&media.event_id) else {
+                return Err(RepoError::MissingParent {
+                    entity: "media",
+                    parent: "event",
+                });
+            };
+            let owner = event.owner.clone();
+            let (mut of_event, mut of_owner) = tables.usage(media.event_id, &owner);
+            of_event.bytes += reserved;
+            of_event.media += 1;
+            of_owner.bytes += reserved;
+            of_owner.media += 1;
+            check_quota(quota, of_event, of_owner)?;
+            let mut stored = media.clone();
+            stored.created_at = truncate_to_micros(stored.created_at);
+            stored.updated_at = truncate_to_micros(stored.updated_at);
+            stored.lease_until = stored.lease_until.map(truncate_to_micros);
+            tables.reserved.insert(media.id, reserved);
+            tables.media.insert(media.id, stored);
+            if let Some(session) = session {
+                let mut stored = session.clone();
+                stored.expires_at = truncate_to_micros(stored.expires_at);
+                tables.sessions.insert(session.media_id, stored);
+            }
             Ok(())
         })
+    }
+
+    async fn usage(&self, event_id: EventId, owner: &UserId) -> Result<(Usage, Usage), RepoError> {
+        self.run(
+            RepoOp::FindMedia,
+            |tables| Ok(tables.usage(event_id, owner)),
+        )
     }
 
     async fn find_upload_session(

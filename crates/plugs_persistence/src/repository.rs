@@ -6,8 +6,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use plugs_domain::{
-    Event, EventId, EventMedia, MediaFields, MediaId, MediaKind, MediaStatus, PageCursor,
-    UploadSession, UserId,
+    Event, EventId, EventMedia, MediaFields, MediaId, MediaKind, MediaStatus, PageCursor, Quota,
+    UploadSession, Usage, UserId,
 };
 
 use crate::RepoError;
@@ -99,7 +99,7 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// existing id or `s3_key`; [`RepoError::MissingParent`] if the event does not exist.
     async fn insert_media(&self, media: &EventMedia) -> Result<(), RepoError>;
 
-    /// `Pending -> Ready` with the final size, checksum and fields (title, description and
+    /// `Pending -> Ready` with the final size (which becomes its quota reservation), checksum and fields (title, description and
     /// tags replace what the pending record held), stamped `update.at`; returns the updated
     /// record. [`RepoError::InvalidState`] from any other state, [`RepoError::NotFound`] if
     /// missing.
@@ -138,14 +138,23 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// pending (or gone), and then nothing changed.
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError>;
 
-    /// Stores a new `Pending` record and the direct upload session that goes with it, in one
-    /// transaction (as [`MediaRepository::insert_media`] for the record). The session goes
-    /// when the record is deleted.
-    async fn insert_upload(
+    /// Stores a new `Pending` record (and, for a direct upload, the session that goes with it)
+    /// reserving `reserved` bytes of its event's and its owner's quotas, in one transaction that
+    /// checks the usage with the record counted: [`RepoError::QuotaExceeded`] and nothing
+    /// stored when a limit of `quota` would be crossed. Concurrent calls for one owner are
+    /// serialised, so they cannot overshoot together. Otherwise as
+    /// [`MediaRepository::insert_media`]. The session goes when the record is deleted.
+    async fn insert_pending(
         &self,
         media: &EventMedia,
-        session: &UploadSession,
+        session: Option<&UploadSession>,
+        reserved: u64,
+        quota: &Quota,
     ) -> Result<(), RepoError>;
+
+    /// What an event, and all the events of `owner`, hold: bytes (reserved by uploads in flight,
+    /// real for the rest) and records.
+    async fn usage(&self, event_id: EventId, owner: &UserId) -> Result<(Usage, Usage), RepoError>;
 
     /// The direct upload session of a media record, if it has one.
     async fn find_upload_session(

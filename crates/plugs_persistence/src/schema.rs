@@ -35,6 +35,7 @@ diesel::table! {
         updated_at -> Timestamp,
         kind -> Nullable<Text>,
         lease_until -> Nullable<Timestamp>,
+        reserved_bytes -> BigInt,
     }
 }
 

@@ -24,6 +24,7 @@ all_backends!(
     state_machine_pending_ready_deleting,
     mark_ready_writes_fields_sent_after_the_file,
     leases_protect_uploads_in_flight_whatever_the_grace,
+    quotas_hold_under_concurrent_inserts,
     racing_mark_ready_lets_exactly_one_win,
     list_ready_shows_only_ready_media_newest_first,
     list_all_for_event_covers_every_state,

@@ -230,6 +230,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body stayed silent for UPLOAD_IDLE_TIMEOUT or arrived slower than UPLOAD_MIN_RATE; nothing is kept", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A quota would be exceeded (the detail names it)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "File larger than MAX_FILE_SIZE, or part headers and text fields above 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart/form-data, or a file type refused or not matching its declared type or extension", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, no file, two files, unknown field, an empty file, or a file whose length is not its declared `size`", body = Problem, content_type = "application/problem+json"),

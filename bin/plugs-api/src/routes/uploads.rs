@@ -32,7 +32,66 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .route(
         "/events/{event_id}/media/uploads/{upload_id}/parts",
         web::post().to(resign_parts),
+    )
+    .route(
+        "/events/{event_id}/usage",
+        crate::routes::get_or_head().to(usage),
     );
+}
+
+/// Bytes and media held, and the limit when one is set.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UsageBody {
+    /// Bytes held, counting what uploads in flight reserve.
+    pub bytes: u64,
+    /// Media records, uploads in flight included.
+    pub media: u64,
+    /// The bytes limit, if any.
+    pub max_bytes: Option<u64>,
+    /// The media limit, if any.
+    pub max_media: Option<u64>,
+}
+
+/// An event's usage and its owner's, against the quotas.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventUsageBody {
+    /// This event.
+    pub event: UsageBody,
+    /// All the owner's events.
+    pub owner: UsageBody,
+}
+
+/// What an event and its owner hold, against the quotas (`QUOTA_*` settings).
+#[utoipa::path(
+    get, path = "/api/v1/events/{event_id}/usage", tag = "uploads",
+    params(("event_id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The usage", body = EventUsageBody),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn usage(
+    user: AuthUser,
+    path: web::Path<EventId>,
+    service: web::Data<MediaService>,
+) -> Result<HttpResponse, ApiError> {
+    let usage = service.usage(&user.0, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(EventUsageBody {
+        event: UsageBody {
+            bytes: usage.event.bytes,
+            media: usage.event.media,
+            max_bytes: usage.quota.event_bytes,
+            max_media: usage.quota.event_media,
+        },
+        owner: UsageBody {
+            bytes: usage.owner.bytes,
+            media: usage.owner.media,
+            max_bytes: usage.quota.owner_bytes,
+            max_media: usage.quota.owner_media,
+        },
+    }))
 }
 
 /// What the client declares to start a direct upload.
@@ -152,6 +211,7 @@ fn part_urls(parts: Vec<(u32, PresignedUrl)>) -> Vec<PartUrl> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A quota would be exceeded (the detail names it)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A type refused, or an extension that does not match it", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, size 0 or a malformed sha256", body = Problem, content_type = "application/problem+json"),

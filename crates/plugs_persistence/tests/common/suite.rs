@@ -507,6 +507,80 @@ pub async fn leases_protect_uploads_in_flight_whatever_the_grace(repo: &dyn Repo
     );
 }
 
+/// Quotas are checked in the insert's own transaction: concurrent uploads cannot overshoot, a
+/// pending record holds its reservation, and finishing corrects it to the real size.
+pub async fn quotas_hold_under_concurrent_inserts(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let quota = plugs_domain::Quota {
+        event_media: Some(3),
+        owner_bytes: Some(10_000),
+        ..plugs_domain::Quota::default()
+    };
+    let candidates: Vec<EventMedia> = (0..6).map(|i| pending(event.id, at(i, 0), &[])).collect();
+    let results = futures::future::join_all(
+        candidates
+            .iter()
+            .map(|media| repo.insert_pending(media, None, 1_000, &quota)),
+    )
+    .await;
+    let landed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(landed, 3, "exactly the quota's count lands: {results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(
+                refused,
+                RepoError::QuotaExceeded {
+                    which: "event media",
+                    limit: 3
+                }
+            ),
+            "{refused:?}"
+        );
+    }
+    let (of_event, of_owner) = repo.usage(event.id, &user("alice")).await.unwrap();
+    assert_eq!((of_event.bytes, of_event.media), (3_000, 3));
+    assert_eq!((of_owner.bytes, of_owner.media), (3_000, 3));
+
+    // Finishing corrects the reservation to the real size.
+    let first = candidates
+        .iter()
+        .zip(&results)
+        .find(|(_, r)| r.is_ok())
+        .map(|(m, _)| m)
+        .unwrap();
+    repo.mark_ready(first.id, outcome(first, 10)).await.unwrap();
+    let (of_event, _) = repo.usage(event.id, &user("alice")).await.unwrap();
+    assert_eq!((of_event.bytes, of_event.media), (2_010, 3));
+
+    // Another event of the same owner: the owner's bytes are the limit now.
+    let other = new_event(repo, at(100, 0)).await;
+    let big = pending(other.id, at(101, 0), &[]);
+    let err = repo
+        .insert_pending(&big, None, 8_000, &quota)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::QuotaExceeded {
+                which: "owner bytes",
+                limit: 10_000
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        repo.find_media(big.id).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    repo.insert_pending(&big, None, 7_000, &quota)
+        .await
+        .unwrap();
+    let (_, of_owner) = repo.usage(other.id, &user("alice")).await.unwrap();
+    assert_eq!((of_owner.bytes, of_owner.media), (9_010, 4));
+}
+
 pub async fn racing_mark_ready_lets_exactly_one_win(repo: &dyn Repo) {
     let event = new_event(repo, at(0, 0)).await;
     let media = pending(event.id, at(1, 0), &[]);
