@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod body_guard;
+pub mod cdn;
 pub mod cli;
 pub mod commands;
 pub mod config;
