@@ -1,0 +1,1 @@
+DROP TABLE tus_sessions;
