@@ -451,6 +451,36 @@ async fn crash_between_put_and_complete(backend: Backend) {
         "{summary}"
     );
     backend.assert_only(&[], "expired, swept by gc").await;
+
+    // Bytes that arrive after an abort (the URL still works) belong to no upload: gc sweeps them.
+    let bytes = png_of_len(30 * 1024);
+    let (_, plan) = client
+        .create(&backend, declared("aborted.png", "image/png", &bytes))
+        .await;
+    let response = client
+        .http
+        .delete(backend.api(&format!(
+            "/events/{}/media/uploads/{}",
+            client.event,
+            plan["upload_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = client
+        .put(plan["url"].as_str().unwrap(), &plan["headers"], bytes)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(backend.objects().await.1.len(), 1, "late bytes staged");
+    let summary = backend.server.gc_apply_now();
+    backend
+        .assert_only(
+            &[],
+            &format!("late bytes after an abort, then gc: {summary}"),
+        )
+        .await;
 }
 
 #[tokio::test]

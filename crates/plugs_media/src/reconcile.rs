@@ -18,6 +18,9 @@ const BATCH: usize = 500;
 /// place must be skipped by id; this bounds that bookkeeping. The next run sees the rest.
 const MAX_UNCHANGED: usize = 10_000;
 
+/// Where direct and resumable uploads stage their bytes before they are verified.
+const STAGING_ROOT: &str = "uploads/";
+
 impl MediaService {
     /// One reconciler pass, in this order:
     /// 1. `pending` records older than the grace period: the upload died. Rolled back
@@ -169,8 +172,46 @@ impl MediaService {
         }
     }
 
+    /// Deletes objects under `events/` and `uploads/` that no record claims, once older than
+    /// the grace period.
     async fn collect_orphans(
         &self,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+        report: &mut ReconcileReport,
+    ) -> Result<(), MediaError> {
+        for prefix in [MEDIA_ROOT, STAGING_ROOT] {
+            self.collect_orphans_under(prefix, cutoff, dry_run, report)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a record claims the object: for `events/`, the record of that key; for staged
+    /// bytes under `uploads/{event_id}/{upload_id}[.suffix]`, a `pending` upload of that id
+    /// (bytes that arrived after an abort, or after their upload expired, are claimed by none).
+    async fn claimed(&self, key: &str) -> Result<bool, MediaError> {
+        if let Some(staged) = key.strip_prefix(STAGING_ROOT) {
+            let upload = staged
+                .split('/')
+                .nth(1)
+                .and_then(|name| name.split('.').next())
+                .and_then(|id| id.parse::<plugs_domain::MediaId>().ok());
+            return Ok(match upload {
+                Some(id) => self
+                    .media
+                    .find_media(id)
+                    .await?
+                    .is_some_and(|media| media.status == MediaStatus::Pending),
+                None => false,
+            });
+        }
+        Ok(self.media.find_by_key(key).await?.is_some())
+    }
+
+    async fn collect_orphans_under(
+        &self,
+        prefix: &str,
         cutoff: DateTime<Utc>,
         dry_run: bool,
         report: &mut ReconcileReport,
@@ -178,7 +219,7 @@ impl MediaService {
         let mut page_token = None;
         loop {
             let mut options = ListOptions::default();
-            options.prefix = Some(MEDIA_ROOT.to_owned());
+            options.prefix = Some(prefix.to_owned());
             options.page_token = page_token;
             options.max_keys = Some(BATCH);
             let page = self.store.list(options).await?;
@@ -187,9 +228,9 @@ impl MediaService {
                 if object.last_modified > cutoff {
                     continue;
                 }
-                match self.media.find_by_key(object.key.as_str()).await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => {}
+                match self.claimed(object.key.as_str()).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
                     Err(error) => {
                         tracing::warn!(key = %object.key, error = %error, "reconcile: could not look up an object's record");
                         report.failed += 1;
