@@ -295,6 +295,7 @@ impl MediaService {
     /// Removes what a direct upload staged: its open multipart upload and its staged object.
     /// Records without a session (form uploads) have nothing staged.
     pub(crate) async fn discard_staging(&self, media_id: MediaId) -> Result<(), MediaError> {
+        self.discard_tus_staging(media_id).await?;
         let Some(session) = self.media.find_upload_session(media_id).await? else {
             return Ok(());
         };
@@ -332,7 +333,7 @@ impl MediaService {
         Ok((media, session))
     }
 
-    async fn verify_and_move(
+    pub(crate) async fn verify_and_move(
         &self,
         media: &EventMedia,
         session: &UploadSession,

@@ -8,6 +8,7 @@ mod error;
 mod listing;
 mod reconcile;
 mod service;
+mod tus;
 mod types;
 mod upload;
 
@@ -18,6 +19,9 @@ pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
 pub use listing::MediaQuery;
 pub use service::MediaService;
+pub use tus::{
+    TUS_CHECKSUM_ALGORITHMS, TUS_PART_SIZE, TusChecksum, TusChunk, TusCreate, TusError, TusStatus,
+};
 pub use types::{
     Page, PageRequest, ReconcileOptions, ReconcileReport, UploadFields, UploadRequest,
 };

@@ -27,6 +27,8 @@ pub struct MediaService {
     pub(crate) health: Arc<dyn HealthCheck>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: ServiceConfig,
+    /// Resumable uploads' sessions ([`MediaService::with_tus`]); without it, tus is refused.
+    pub(crate) tus: Option<Arc<dyn plugs_persistence::TusRepository>>,
 }
 
 /// How many times deleting an event re-lists its media when an upload slipped in meanwhile.
@@ -48,6 +50,7 @@ impl MediaService {
             health,
             clock: Arc::new(SystemClock),
             config,
+            tus: None,
         }
     }
 
