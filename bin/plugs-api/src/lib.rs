@@ -72,6 +72,8 @@ pub fn build_app(
             .configure(routes::uploads::config)
             .configure(routes::media::config)
             .configure(routes::zip::config)
+            // Before the media routes: `tus` is not a media id.
+            .configure(routes::tus::config)
             .configure(routes::local_objects::config)
             .route(
                 "/openapi.json",

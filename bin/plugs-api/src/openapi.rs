@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{events, health, local_objects, media, uploads, zip};
+use crate::routes::{events, health, local_objects, media, tus, uploads, zip};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -36,6 +36,11 @@ use crate::routes::{events, health, local_objects, media, uploads, zip};
         uploads::complete_upload,
         uploads::abort_upload,
         uploads::resign_parts,
+        tus::options,
+        tus::create_upload,
+        tus::upload_status,
+        tus::append_chunk,
+        tus::terminate_upload,
         uploads::usage,
         local_objects::get_object,
         local_objects::put_object,
@@ -71,6 +76,7 @@ use crate::routes::{events, health, local_objects, media, uploads, zip};
         (name = "events", description = "Events owned by the caller"),
         (name = "media", description = "Files attached to events"),
         (name = "uploads", description = "Direct uploads: bytes sent straight to the store through presigned URLs, verified on completion"),
+        (name = "tus", description = "Resumable uploads over tus 1.0.0 (creation, creation-with-upload, creation-defer-length, termination, expiration, checksum)"),
         (name = "operations", description = "Probes, metrics and this document"),
     )
 )]

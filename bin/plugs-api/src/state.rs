@@ -232,7 +232,14 @@ pub async fn build_service(
         quota: settings.quota,
         ..ServiceConfig::default()
     };
-    let service = MediaService::new(store, database.clone(), database.clone(), database, config);
+    let service = MediaService::new(
+        store,
+        database.clone(),
+        database.clone(),
+        database.clone(),
+        config,
+    )
+    .with_tus(database);
     Ok((service, local))
 }
 

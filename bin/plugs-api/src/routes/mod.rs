@@ -5,6 +5,7 @@ pub mod health;
 pub mod local_objects;
 pub mod media;
 pub mod preconditions;
+pub mod tus;
 pub mod uploads;
 pub mod zip;
 
