@@ -101,10 +101,10 @@ fn tus_error(error: TusError) -> HttpResponse {
     tus_headers(response)
 }
 
-/// `412` unless the request speaks tus 1.0.0.
-fn check_resumable(req: &HttpRequest) -> Result<(), HttpResponse> {
+/// The `412` answer, unless the request speaks tus 1.0.0.
+fn check_resumable(req: &HttpRequest) -> Option<HttpResponse> {
     match header_str(req.headers(), "tus-resumable") {
-        Some(version) if version.trim() == TUS_VERSION => Ok(()),
+        Some(version) if version.trim() == TUS_VERSION => None,
         _ => {
             let mut response = Problem::new(
                 StatusCode::PRECONDITION_FAILED,
@@ -115,7 +115,7 @@ fn check_resumable(req: &HttpRequest) -> Result<(), HttpResponse> {
                 HeaderName::from_static("tus-version"),
                 HeaderValue::from_static(TUS_VERSION),
             );
-            Err(tus_headers(response))
+            Some(tus_headers(response))
         }
     }
 }
@@ -209,7 +209,7 @@ pub async fn create_upload(
     limits: web::Data<UploadLimits>,
     payload: web::Payload,
 ) -> HttpResponse {
-    if let Err(refused) = check_resumable(&req) {
+    if let Some(refused) = check_resumable(&req) {
         return refused;
     }
     let event_id = path.into_inner();
@@ -290,7 +290,7 @@ pub async fn upload_status(
     path: web::Path<(EventId, MediaId)>,
     service: web::Data<MediaService>,
 ) -> HttpResponse {
-    if let Err(refused) = check_resumable(&req) {
+    if let Some(refused) = check_resumable(&req) {
         return refused;
     }
     let (event_id, upload_id) = path.into_inner();
@@ -343,7 +343,7 @@ pub async fn append_chunk(
     limits: web::Data<UploadLimits>,
     payload: web::Payload,
 ) -> HttpResponse {
-    if let Err(refused) = check_resumable(&req) {
+    if let Some(refused) = check_resumable(&req) {
         return refused;
     }
     if !is_offset_stream(req.headers()) {
@@ -451,7 +451,7 @@ pub async fn terminate_upload(
     path: web::Path<(EventId, MediaId)>,
     service: web::Data<MediaService>,
 ) -> HttpResponse {
-    if let Err(refused) = check_resumable(&req) {
+    if let Some(refused) = check_resumable(&req) {
         return refused;
     }
     let (event_id, upload_id) = path.into_inner();
