@@ -80,6 +80,9 @@ pub enum ApiError {
     /// The request's `Content-Type` is not one this route accepts.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request conflicts with one in progress (an `Idempotency-Key` still being processed).
+    #[error("{0}")]
+    Conflict(String),
     /// Well-formed but semantically invalid input.
     #[error("{0}")]
     Unprocessable(String),
@@ -108,6 +111,7 @@ impl ApiError {
             },
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,6 +154,8 @@ fn media_status(err: &plugs_media::MediaError) -> StatusCode {
         MediaError::Store(StoreError::Unavailable { .. } | StoreError::Timeout { .. }) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        // GLACIER or DEEP_ARCHIVE: the bytes exist but need a restore first.
+        MediaError::Store(StoreError::Archived { .. }) => StatusCode::CONFLICT,
         MediaError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         MediaError::Repository(RepoError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         MediaError::Repository(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -183,6 +189,17 @@ impl ResponseError for ApiError {
         match self {
             Self::Media(plugs_media::MediaError::NotModified) => {
                 return HttpResponse::NotModified().finish();
+            }
+            Self::Media(plugs_media::MediaError::Store(plugs_storage::StoreError::Archived {
+                ..
+            })) => {
+                return Problem::new(
+                    status,
+                    "the file is archived (GLACIER or DEEP_ARCHIVE): restore it first, then retry; \
+                     restore: ask an operator to run `aws s3api restore-object` on its s3_key \
+                     (docs/S3.md, archived originals)",
+                )
+                .response();
             }
             Self::Media(plugs_media::MediaError::RangeNotSatisfiable { size }) => {
                 let mut response = Problem::new(status, self.detail(status)).response();

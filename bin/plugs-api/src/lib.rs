@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod jwks;
 pub mod metrics;
 pub mod openapi;
@@ -44,6 +45,7 @@ pub fn build_app(
         .app_data(web::Data::new(state.keys))
         .app_data(web::Data::new(state.metrics))
         .app_data(web::Data::new(state.limits))
+        .app_data(web::Data::from(state.idempotency))
         // One per worker: readiness probes share one check a second.
         .app_data(web::Data::new(routes::health::ReadyCache::default()))
         .app_data(
@@ -70,10 +72,10 @@ pub fn build_app(
             .configure(routes::events::config)
             // Before the media routes: `uploads` is not a media id.
             .configure(routes::uploads::config)
-            .configure(routes::media::config)
-            .configure(routes::zip::config)
             // Before the media routes: `tus` is not a media id.
             .configure(routes::tus::config)
+            .configure(routes::media::config)
+            .configure(routes::zip::config)
             .configure(routes::local_objects::config)
             .route(
                 "/openapi.json",

@@ -31,6 +31,8 @@ pub struct AppState {
     pub local_objects: Option<LocalObjects>,
     /// Browser origins allowed to call the API; empty: no CORS.
     pub cors_allowed_origins: Vec<String>,
+    /// The first answers to requests sent with an `Idempotency-Key`.
+    pub idempotency: Arc<dyn plugs_persistence::IdempotencyRepository>,
 }
 
 /// Whether to apply pending migrations while connecting.
@@ -216,6 +218,14 @@ pub async fn build_service(
     migrations: Migrations,
 ) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
     let database = Arc::new(connect_database(settings, migrations).await?);
+    build_service_on(settings, database).await
+}
+
+/// [`build_service`] over a database already open.
+async fn build_service_on(
+    settings: &Settings,
+    database: Arc<Database>,
+) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
     let (store, local) = build_store(settings).await?;
     let download_signer = cdn_signer(settings)?;
     let config = ServiceConfig {
@@ -263,9 +273,11 @@ fn cdn_signer(settings: &Settings) -> anyhow::Result<Option<Arc<dyn plugs_media:
 pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
     let keys = JwtKeys::from_settings(settings)?;
     keys.prefetch().await;
-    let (service, local_objects) = build_service(settings, Migrations::Apply).await?;
+    let database = Arc::new(connect_database(settings, Migrations::Apply).await?);
+    let (service, local_objects) = build_service_on(settings, database.clone()).await?;
     Ok(AppState {
         service,
+        idempotency: database,
         keys,
         metrics: Metrics::new().context("registering metrics failed")?,
         limits: UploadLimits {

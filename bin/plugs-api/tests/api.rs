@@ -63,6 +63,7 @@ fn fixture() -> Fixture {
             max_size: MAX_FILE,
         }),
         cors_allowed_origins: vec!["https://app.example.com".to_owned()],
+        idempotency: Arc::new(plugs_persistence::InMemoryIdempotency::new()),
     };
     Fixture { state, store, repo }
 }
@@ -1179,6 +1180,23 @@ async fn the_openapi_document_describes_every_route() {
             &["get"],
         ),
         ("/api/v1/events/{event_id}/media/{media_id}/url", &["get"]),
+        ("/api/v1/events/{event_id}/media/uploads", &["post"]),
+        (
+            "/api/v1/events/{event_id}/media/uploads/{upload_id}",
+            &["delete"],
+        ),
+        (
+            "/api/v1/events/{event_id}/media/uploads/{upload_id}/complete",
+            &["post"],
+        ),
+        (
+            "/api/v1/events/{event_id}/media/uploads/{upload_id}/parts",
+            &["post"],
+        ),
+        ("/api/v1/events/{event_id}/usage", &["get"]),
+        // The tus routes' methods are checked by the tus tests.
+        ("/api/v1/events/{event_id}/media/tus", &[]),
+        ("/api/v1/events/{event_id}/media/tus/{upload_id}", &[]),
         ("/api/v1/objects/{key}", &["get", "put"]),
         ("/api/v1/openapi.json", &["get"]),
         ("/healthz", &["get"]),
@@ -1751,4 +1769,91 @@ async fn browsers_on_a_configured_origin_may_call_the_api_and_read_its_headers()
             .headers()
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
     );
+}
+
+#[actix_web::test]
+async fn a_retry_with_the_same_idempotency_key_answers_the_first_answer_and_stores_once() {
+    let f = fixture();
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let form = || {
+        multipart(&[
+            Part::File("file", "cat.png", Some("image/png"), PNG),
+            Part::Text("title", "Once"),
+        ])
+    };
+    let with_key = |body: Vec<u8>, key: &str| {
+        test::TestRequest::post()
+            .uri(&format!("/api/v1/events/{event}/media"))
+            .insert_header(bearer("alice"))
+            .insert_header((header::CONTENT_TYPE, multipart_content_type()))
+            .insert_header(("Idempotency-Key", key.to_owned()))
+            .set_payload(body)
+            .to_request()
+    };
+    let first = test::call_service(&app, with_key(form(), "retry-1")).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers().get(header::LOCATION).unwrap().clone();
+    let first: Value = test::read_body_json(first).await;
+    let again = test::call_service(&app, with_key(form(), "retry-1")).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers().get(header::LOCATION), Some(&location));
+    let again: Value = test::read_body_json(again).await;
+    assert_eq!(again, first, "the first answer, not a second upload");
+    assert_eq!(f.store.len(), 1, "one object");
+
+    // The same key on another form: refused, nothing stored.
+    let other = multipart(&[
+        Part::File("file", "cat.png", Some("image/png"), PNG),
+        Part::Text("title", "Twice"),
+    ]);
+    assert_eq!(
+        problem(test::call_service(&app, with_key(other, "retry-1")).await)
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(f.store.len(), 1);
+    let event_id: plugs_domain::EventId = event.parse().unwrap();
+    assert_eq!(f.repo.list_all_for_event(event_id).await.unwrap().len(), 1);
+
+    // A failed request does not burn its key: the corrected retry is processed.
+    let bad = multipart(&[Part::File("file", "cat.png", Some("application/pdf"), PNG)]);
+    assert_eq!(
+        problem(test::call_service(&app, with_key(bad, "retry-2")).await)
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let response = test::call_service(&app, with_key(form(), "retry-2")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(f.store.len(), 2);
+
+    // Direct uploads: the same plan again for the same request.
+    let create = |title: &str| {
+        test::TestRequest::post()
+            .uri(&format!("/api/v1/events/{event}/media/uploads"))
+            .insert_header(bearer("alice"))
+            .insert_header(("Idempotency-Key", "plan-1"))
+            .set_json(json!({"filename": "a.png", "content_type": "image/png", "size": 10, "title": title}))
+            .to_request()
+    };
+    let first = test::call_service(&app, create("A")).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = test::read_body_json(first).await;
+    let again: Value = test::read_body_json(test::call_service(&app, create("A")).await).await;
+    assert_eq!(again["upload_id"], first["upload_id"]);
+    assert_eq!(
+        problem(test::call_service(&app, create("B")).await).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let pending: Vec<_> = f
+        .repo
+        .list_all_for_event(event_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.status == plugs_domain::MediaStatus::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1, "one direct upload started");
 }

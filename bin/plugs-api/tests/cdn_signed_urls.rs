@@ -99,13 +99,7 @@ fn state(signer: CloudFrontSigner) -> AppState {
         download_signer: Some(Arc::new(signer)),
         ..ServiceConfig::default()
     };
-    let service = MediaService::new(
-        Arc::new(store),
-        repo.clone(),
-        repo.clone(),
-        repo,
-        config,
-    );
+    let service = MediaService::new(Arc::new(store), repo.clone(), repo.clone(), repo, config);
     AppState {
         service,
         keys: JwtKeys::hs256(&Secret::new(SECRET)),
@@ -113,6 +107,7 @@ fn state(signer: CloudFrontSigner) -> AppState {
         limits: UploadLimits::with_max_file_size(1 << 20),
         local_objects: None,
         cors_allowed_origins: Vec::new(),
+        idempotency: std::sync::Arc::new(plugs_persistence::InMemoryIdempotency::new()),
     }
 }
 
@@ -305,7 +300,10 @@ async fn check_signed_urls(pair: &KeyPair, hash: HashAlgorithm) {
         .unwrap()
         .timestamp();
     assert_eq!(expires_at, signed.expires);
-    assert!(verify(&pair.public, &signed), "signature does not verify: {url}");
+    assert!(
+        verify(&pair.public, &signed),
+        "signature does not verify: {url}"
+    );
     if let Some(ok) = openssl_verifies(&pair.public_pem, &signed) {
         assert!(ok, "openssl does not verify {url}");
     }
@@ -345,8 +343,8 @@ async fn ecdsa_p256_urls_verify_with_sha256() {
 async fn keys_cloudfront_does_not_accept_are_refused_at_start() {
     let small = rsa::RsaPrivateKey::new(&mut Rng09, 1024).unwrap();
     let pem = small.to_pkcs1_pem(LineEnding::LF).unwrap();
-    let err = CloudFrontSigner::from_pem(CDN, KEY_PAIR_ID, &pem, HashAlgorithm::Sha256)
-        .unwrap_err();
+    let err =
+        CloudFrontSigner::from_pem(CDN, KEY_PAIR_ID, &pem, HashAlgorithm::Sha256).unwrap_err();
     assert!(err.contains("2048"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let err = CloudFrontSigner::load(

@@ -246,6 +246,44 @@ async fn direct_uploads(backend: Backend) {
     assert_eq!(again, media);
     backend.assert_only(&[&media], "single PUT").await;
 
+    // A retried create with the same Idempotency-Key answers the same plan (kept in the
+    // database); the same key on another request is 422. The plan is then aborted.
+    let keyed = |title: &str| {
+        let mut body = declared("keyed.png", "image/png", &bytes);
+        body["title"] = json!(title);
+        client
+            .http
+            .post(backend.api(&format!("/events/{}/media/uploads", client.event)))
+            .bearer_auth(&client.token)
+            .header("Idempotency-Key", "phone-42-retry")
+            .json(&body)
+            .send()
+    };
+    let first: Value = keyed("Same").await.unwrap().json().await.unwrap();
+    let again = keyed("Same").await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["upload_id"], first["upload_id"], "{again}");
+    assert_eq!(
+        keyed("Other").await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let response = client
+        .http
+        .delete(backend.api(&format!(
+            "/events/{}/media/uploads/{}",
+            client.event,
+            first["upload_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    backend
+        .assert_only(&[&media], "keyed create, then aborted")
+        .await;
+
     // A spoofed file: HTML bytes declared and named a JPEG are refused on completion.
     let html = b"<html><script>alert(1)</script></html>".repeat(10);
     let (status, plan) = client

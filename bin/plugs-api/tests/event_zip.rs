@@ -43,6 +43,7 @@ fn state() -> AppState {
         limits: UploadLimits::with_max_file_size(MAX_FILE),
         local_objects: None,
         cors_allowed_origins: Vec::new(),
+        idempotency: std::sync::Arc::new(plugs_persistence::InMemoryIdempotency::new()),
     }
 }
 

@@ -405,6 +405,11 @@ impl StagedUpload {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// The hex SHA-256 of the bytes stored.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
 }
 
 /// A declared size is refused on the client's word when it is above the limit (before a byte

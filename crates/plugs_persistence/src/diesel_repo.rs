@@ -183,7 +183,7 @@ impl From<TxError> for RepoError {
 }
 
 /// Classifies a Diesel error that the calling operation gave no special meaning.
-fn db_error(error: DieselError) -> RepoError {
+pub(crate) fn db_error(error: DieselError) -> RepoError {
     match &error {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
             RepoError::Duplicate {

@@ -6,6 +6,7 @@ mod diesel_repo;
 mod error;
 #[cfg(test)]
 mod explain_tests;
+mod idempotency;
 mod memory;
 mod repository;
 mod schema;
@@ -15,6 +16,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 
 pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
+pub use idempotency::{Claim, IdempotencyRepository, InMemoryIdempotency, StoredAnswer};
 pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,

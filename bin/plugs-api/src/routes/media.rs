@@ -24,9 +24,11 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::body_guard::{BodyGuard, BodyLimits};
 use crate::error::{ApiError, Problem};
+use crate::idempotency;
 use crate::metrics::Metrics;
 use crate::routes::get_or_head;
 use crate::routes::preconditions::{if_match, with_etag};
+use plugs_persistence::IdempotencyRepository;
 
 /// Room for the multipart framing and text fields on top of the file-size limit, when judging a
 /// request's `Content-Length` before reading it.
@@ -222,13 +224,17 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 /// ends, and if they are refused nothing is kept. Its type is decided by its content.
 #[utoipa::path(
     post, path = "/api/v1/events/{event_id}/media", tag = "media",
-    params(("event_id" = Uuid, Path, description = "Event id")),
+    params(
+        ("event_id" = Uuid, Path, description = "Event id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and form (fields, file name and bytes) within 24 hours answers the first answer and stores nothing again; the same key on another form is 422"),
+    ),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored", body = MediaBody, headers(("Location" = String))),
         (status = 400, description = "Malformed multipart or interrupted upload", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body stayed silent for UPLOAD_IDLE_TIMEOUT or arrived slower than UPLOAD_MIN_RATE; nothing is kept", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A quota would be exceeded (the detail names it)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "File larger than MAX_FILE_SIZE, or part headers and text fields above 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -245,9 +251,71 @@ pub async fn upload_media(
     service: web::Data<MediaService>,
     limits: web::Data<UploadLimits>,
     metrics: Option<web::Data<Metrics>>,
+    idempotency: web::Data<dyn IdempotencyRepository>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let event_id = path.into_inner();
+    let begin = idempotency::begin(&req, idempotency.get_ref(), &user.0).await?;
+    // The form's fingerprint needs the file's hash, known once its bytes have streamed.
+    let mut fingerprint = None;
+    let outcome = receive_form(
+        &req,
+        &user,
+        path.into_inner(),
+        &service,
+        &limits,
+        metrics.as_ref().map(|m| m.get_ref()),
+        payload,
+        &begin,
+        &mut fingerprint,
+    )
+    .await;
+    match begin {
+        idempotency::Begin::NoKey => {}
+        idempotency::Begin::Answered(answer) => {
+            return match (outcome, fingerprint) {
+                (Ok(_), Some(fingerprint)) => idempotency::replay(&answer, &fingerprint),
+                (Err(error), _) => Err(error),
+                (Ok(_), None) => Err(ApiError::Internal {
+                    context: "replaying an idempotent upload",
+                }),
+            };
+        }
+        idempotency::Begin::Claimed(claimed) => {
+            idempotency::finish(
+                idempotency.get_ref(),
+                claimed,
+                fingerprint.unwrap_or_default(),
+                &outcome,
+            )
+            .await;
+        }
+    }
+    let (status, body, location) = outcome?;
+    let mut response = HttpResponse::build(status);
+    if let Some(location) = location {
+        response.insert_header((header::LOCATION, location));
+    }
+    Ok(response.content_type("application/json").body(body))
+}
+
+/// The upload itself: the answer's status, JSON body and `Location`. With an `Idempotency-Key`
+/// answered before, the bytes are received and hashed only to compare the request with the
+/// first one, then removed.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the handler's extractors, passed on once"
+)]
+async fn receive_form(
+    req: &HttpRequest,
+    user: &AuthUser,
+    event_id: EventId,
+    service: &MediaService,
+    limits: &UploadLimits,
+    metrics: Option<&Metrics>,
+    payload: web::Payload,
+    begin: &idempotency::Begin,
+    fingerprint: &mut Option<String>,
+) -> Result<(actix_web::http::StatusCode, String, Option<String>), ApiError> {
     let limit = limits.max_file_size;
     let content_length = req
         .headers()
@@ -284,11 +352,10 @@ pub async fn upload_media(
     );
     let mut multipart = Multipart::new(req.headers(), body);
     let mut staged = None;
-    let metrics = metrics.as_ref().map(|m| m.get_ref());
     let form = read_form(
         &mut multipart,
-        &service,
-        &user,
+        service,
+        user,
         event_id,
         metrics,
         &guard,
@@ -312,12 +379,32 @@ pub async fn upload_media(
             return Err(error);
         }
     };
+    *fingerprint = Some(idempotency::fingerprint(&[
+        b"form upload",
+        event_id.to_string().as_bytes(),
+        form.title.as_deref().unwrap_or_default().as_bytes(),
+        form.description.as_deref().unwrap_or_default().as_bytes(),
+        form.tags.as_deref().unwrap_or_default().as_bytes(),
+        form.declared_size
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+        form.filename.as_deref().unwrap_or_default().as_bytes(),
+        staged.sha256().as_bytes(),
+    ]));
+    if let idempotency::Begin::Answered(_) = begin {
+        // A retry: the first answer stands, and these bytes are not kept twice.
+        service.abandon(staged).await;
+        return Ok((actix_web::http::StatusCode::OK, String::new(), None));
+    }
     let media = service.finalize(staged, form.fields()).await?;
 
     let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
-        .json(MediaBody::new(media, &service)))
+    let body =
+        serde_json::to_string(&MediaBody::new(media, service)).map_err(|_| ApiError::Internal {
+            context: "serialising a media record",
+        })?;
+    Ok((actix_web::http::StatusCode::CREATED, body, Some(location)))
 }
 
 /// Reads the form's parts in whatever order they come. The `file` part streams to the store as

@@ -1,11 +1,12 @@
 //! `/api/v1/events/{event_id}/media/uploads`: direct uploads. The client sends its bytes straight
 //! to the store through presigned URLs; completing the upload verifies them and makes the media.
 
-use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use plugs_domain::{EventId, MediaId};
 use plugs_media::{DirectUploadRequest, MediaService, UploadFields, UploadPlan};
+use plugs_persistence::IdempotencyRepository;
 use plugs_storage::{CompletedPart, PresignedUrl};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,6 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
+use crate::idempotency;
 use crate::routes::media::MediaBody;
 
 /// Registers the routes. Before the media routes: `uploads` is not a media id.
@@ -95,7 +97,7 @@ pub async fn usage(
 }
 
 /// What the client declares to start a direct upload.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUploadBody {
     /// The file's name; its extension must agree with `content_type`.
@@ -204,7 +206,10 @@ fn part_urls(parts: Vec<(u32, PresignedUrl)>) -> Vec<PartUrl> {
 /// becomes media until `complete` has verified the bytes.
 #[utoipa::path(
     post, path = "/api/v1/events/{event_id}/media/uploads", tag = "uploads",
-    params(("event_id" = Uuid, Path, description = "Event id")),
+    params(
+        ("event_id" = Uuid, Path, description = "Event id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and request within 24 hours answers the first answer; the same key on another request is 422"),
+    ),
     request_body = CreateUploadBody,
     responses(
         (status = 201, description = "The upload's plan", body = UploadPlanBody),
@@ -212,6 +217,7 @@ fn part_urls(parts: Vec<(u32, PresignedUrl)>) -> Vec<PartUrl> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A quota would be exceeded (the detail names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A type refused, or an extension that does not match it", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, size 0 or a malformed sha256", body = Problem, content_type = "application/problem+json"),
@@ -220,13 +226,47 @@ fn part_urls(parts: Vec<(u32, PresignedUrl)>) -> Vec<PartUrl> {
     security(("bearer" = []))
 )]
 pub async fn create_upload(
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<EventId>,
     service: web::Data<MediaService>,
+    idempotency: web::Data<dyn IdempotencyRepository>,
     body: web::Json<CreateUploadBody>,
 ) -> Result<HttpResponse, ApiError> {
     let event_id = path.into_inner();
     let body = body.into_inner();
+    let fingerprint = idempotency::fingerprint(&[
+        b"direct upload",
+        event_id.to_string().as_bytes(),
+        &serde_json::to_vec(&body).map_err(|_| ApiError::Internal {
+            context: "fingerprinting a request",
+        })?,
+    ]);
+    let begin = idempotency::begin(&req, idempotency.get_ref(), &user.0).await?;
+    let outcome = match begin {
+        idempotency::Begin::Answered(answer) => return idempotency::replay(&answer, &fingerprint),
+        idempotency::Begin::NoKey => start_upload(&user, event_id, &service, body).await,
+        idempotency::Begin::Claimed(claimed) => {
+            let outcome = start_upload(&user, event_id, &service, body).await;
+            idempotency::finish(idempotency.get_ref(), claimed, fingerprint, &outcome).await;
+            outcome
+        }
+    };
+    let (status, body, location) = outcome?;
+    let mut response = HttpResponse::build(status);
+    if let Some(location) = location {
+        response.insert_header((header::LOCATION, location));
+    }
+    Ok(response.content_type("application/json").body(body))
+}
+
+/// Starts the upload: the answer's status, JSON body and `Location`.
+async fn start_upload(
+    user: &AuthUser,
+    event_id: EventId,
+    service: &MediaService,
+    body: CreateUploadBody,
+) -> Result<(StatusCode, String, Option<String>), ApiError> {
     let request = DirectUploadRequest {
         filename: body.filename,
         content_type: body.content_type,
@@ -266,9 +306,10 @@ pub async fn create_upload(
         "/api/v1/events/{event_id}/media/uploads/{}",
         upload.upload_id
     );
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
-        .json(answer))
+    let body = serde_json::to_string(&answer).map_err(|_| ApiError::Internal {
+        context: "serialising an upload plan",
+    })?;
+    Ok((StatusCode::CREATED, body, Some(location)))
 }
 
 /// Completes a direct upload: verifies the bytes and answers the media record.
