@@ -109,7 +109,6 @@ mod tests {
 
     use super::*;
 
-
     #[test]
     fn page_limit_defaults_and_bounds() {
         assert_eq!(PageLimit::parse(None), Ok(PageLimit(20)));
