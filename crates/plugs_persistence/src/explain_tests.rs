@@ -315,6 +315,20 @@ async fn listing_50_of_100k_rows_reads_the_index() {
                     &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}{args}"),
                 );
                 assert_plan(&analyzed, case, name);
+                // Should the statement ever be cached, PostgreSQL may switch it to a generic
+                // plan, blind to the tag's frequency: that plan must still read an index, and
+                // for a listing without a tag the same index in order.
+                conn.batch_execute("SET plan_cache_mode = force_generic_plan")
+                    .unwrap();
+                let generic = explain(&mut conn, &format!("EXPLAIN EXECUTE {name}{args}"));
+                conn.batch_execute("SET plan_cache_mode = auto").unwrap();
+                assert!(
+                    !generic.contains("Seq Scan") && generic.contains("Index"),
+                    "{name} (generic plan) does not read an index:\n{generic}"
+                );
+                if case.filter.tag.is_none() {
+                    assert_plan(&generic, case, &format!("{name} (generic plan)"));
+                }
                 plans.push(((*name).clone(), plan, analyzed));
             }
             report.cases.push(CaseReport {
@@ -385,9 +399,12 @@ impl Report {
              same event and 10 000 rows of another event; the table is `ANALYZE`d. The \
              statements are the exact SQL the repository sends for \
              `MediaRepository::list_ready(event, filter, cursor, {PAGE})` to PostgreSQL ({}), \
-             read back from Diesel's instrumentation. The status filter is a SQL literal, which \
-             also makes Diesel send them unprepared: PostgreSQL plans each with its actual \
-             parameters (a custom plan), so the plan follows how common the tag asked for is.\n\n\
+             read back from Diesel's instrumentation. The status filter is a SQL literal (so the \
+             partial indexes match), which also keeps Diesel from caching the statements as \
+             named prepared statements: PostgreSQL plans each with its actual parameters (a \
+             custom plan), so the plan follows how common the tag asked for is. The test also \
+             checks the generic plan PostgreSQL would use for a cached statement: it reads an \
+             index too, and without a tag the same index in order.\n\n\
              Reproduce: `PLUGS_UPDATE_PERF_DOC=1 cargo test -p plugs_persistence --lib \
              listing_50_of_100k -- --nocapture` (debug build; the database does the work). The \
              test fails if a plan below scans a table, stops using the index named, or sorts \
