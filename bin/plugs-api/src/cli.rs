@@ -70,6 +70,14 @@ pub enum Command {
     /// fetched through a presigned URL and deleted, migrations, the clock. Exits non-zero when
     /// any check fails.
     Check,
+    /// Bucket setup (S3 only): `init` applies encryption, public access block, lifecycle rules
+    /// and CORS, merged with rules plugs-media did not write; `show` prints the configuration
+    /// and what `init` would change; `replicate` sets up replication to another bucket.
+    Bucket {
+        /// What to do with the bucket.
+        #[command(subcommand)]
+        command: crate::commands::bucket::BucketCommand,
+    },
 }
 
 /// Parses a duration flag: `90s`, `15m`, `1h 30m`, `7d` (humantime's units), or a bare number

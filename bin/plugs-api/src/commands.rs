@@ -1,6 +1,7 @@
 //! What each subcommand does. The operator commands that grow beyond a few lines live in
 //! `commands/`, one file each.
 
+pub mod bucket;
 pub mod check;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result
         Command::Token { user, ttl } => token(&settings, &user, ttl),
         Command::Gc { apply, grace } => gc(&settings, apply, grace).await,
         Command::Check => check::run(&settings).await,
+        Command::Bucket { command } => bucket::run(&settings, command).await,
     }
 }
 

@@ -35,6 +35,13 @@ pub enum StoreError {
         /// The object's size, for a `Content-Range: bytes */size` answer.
         size: u64,
     },
+    /// The object is in an archive storage class (GLACIER, DEEP_ARCHIVE) and must be restored
+    /// before it can be read (S3 `InvalidObjectState`).
+    #[error("{key} is archived and must be restored before it can be read")]
+    Archived {
+        /// The key read.
+        key: String,
+    },
     /// The credentials are valid but not allowed to do this (S3 `AccessDenied`).
     #[error("access denied for {key}")]
     AccessDenied {

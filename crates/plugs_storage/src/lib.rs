@@ -18,7 +18,11 @@ pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
-pub use s3::{CredentialSource, MIN_PART_SIZE, PendingUpload, ProbeEncryption, S3Config, S3Store};
+pub use s3::{
+    ABORT_RULE_ID, BucketPlan, BucketSetup, BucketState, CORS_RULE_ID, CredentialSource,
+    MIN_PART_SIZE, PendingUpload, ProbeEncryption, REPLICATION_RULE_ID, RULE_PREFIX, S3Config,
+    S3Store, STAGING_RULE_ID,
+};
 pub use signing::PresignedParams;
 pub use store::{
     ByteRange, ByteStream, CompletedPart, GetOptions, GetResult, ListOptions, ListPage,

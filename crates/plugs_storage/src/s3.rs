@@ -24,7 +24,12 @@ use futures::stream::FuturesUnordered;
 use http_body::{Frame, SizeHint};
 
 mod admin;
+mod bucket;
 pub use admin::{CredentialSource, ProbeEncryption};
+pub use bucket::{
+    ABORT_RULE_ID, BucketPlan, BucketSetup, BucketState, CORS_RULE_ID, REPLICATION_RULE_ID,
+    RULE_PREFIX, STAGING_RULE_ID,
+};
 
 use crate::body::BodyCheck;
 use crate::signing::encode_key;
@@ -988,6 +993,8 @@ where
         ) => StoreError::InvalidCredentials {
             source: error.into(),
         },
+        // GetObject of an object in GLACIER or DEEP_ARCHIVE that has not been restored (403).
+        (_, Some("InvalidObjectState")) => StoreError::Archived { key },
         (_, Some("AccessDenied")) | (Some(403), _) => StoreError::AccessDenied {
             key,
             source: error.into(),

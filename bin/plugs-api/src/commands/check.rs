@@ -280,8 +280,9 @@ async fn delete_probe(store: &dyn ObjectStore, key: &ObjectKey) -> CheckLine {
     }
 }
 
-/// The S3 store as `serve` builds it (see `state::s3`).
-async fn s3_store(settings: &Settings) -> anyhow::Result<S3Store> {
+/// The S3 store as `serve` builds it (see `state::s3`), answering within a minute (also for
+/// `bucket`).
+pub(crate) async fn s3_store(settings: &Settings) -> anyhow::Result<S3Store> {
     let StorageSettings::S3 {
         bucket,
         region,
