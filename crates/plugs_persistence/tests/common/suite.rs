@@ -931,7 +931,7 @@ pub async fn update_event_title_applies_only_to_the_version_read(repo: &dyn Repo
     );
     assert_eq!(
         repo.list_events(&user("alice"), None, 10).await.unwrap(),
-        [edited.clone()]
+        std::slice::from_ref(&edited)
     );
 
     // The version read before that edit is stale now.
@@ -1014,7 +1014,7 @@ pub async fn update_fields_applies_only_to_a_ready_record_at_the_version_read(re
         repo.list_ready(event.id, &MediaFilter::default(), None, 10)
             .await
             .unwrap(),
-        [edited.clone()]
+        std::slice::from_ref(&edited)
     );
     // Replaying the same edit: its version is stale now.
     assert_eq!(repo.update_fields(media.id, edit).await.unwrap(), None);
@@ -1080,7 +1080,7 @@ pub async fn racing_field_updates_from_one_version_let_exactly_one_win(repo: &dy
         repo.update_fields(ready.id, update("second", "two")),
     )
     .await;
-    let wins: Vec<EventMedia> = results.into_iter().map(Result::unwrap).flatten().collect();
+    let wins: Vec<EventMedia> = results.into_iter().filter_map(Result::unwrap).collect();
     assert_eq!(wins.len(), 1, "{wins:?}");
     assert_eq!(
         repo.find_media(ready.id).await.unwrap().as_ref(),
