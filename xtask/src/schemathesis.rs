@@ -17,6 +17,14 @@ use crate::services::{Guard, cache_dir};
 
 /// Pinned so every machine generates the same cases from the same seed.
 const REQUIREMENT: &str = "schemathesis==4.32.5";
+
+/// Registers raw bytes for the media types the API takes as raw bodies (tus uploads).
+const HOOKS: &str = "\
+from hypothesis import strategies as st
+import schemathesis
+
+schemathesis.openapi.media_type(\"application/offset+octet-stream\", st.binary(max_size=4096))
+";
 const SEED: &str = "20261124";
 /// Cases per operation and phase; with 15 operations and four phases this generates well over
 /// 1000 cases (the step fails below [`MIN_CASES`]).
@@ -54,6 +62,10 @@ pub(crate) fn run() -> Result<()> {
     let token = api.token("fuzz")?;
     let server = api.start()?;
     let url = format!("{}/api/v1/openapi.json", server.base_url());
+    // tus PATCH and creation-with-upload bodies are raw bytes of a media type schemathesis has
+    // no serializer for: generate them as bytes.
+    std::fs::write(scratch.dir().join("plugs_hooks.py"), HOOKS)
+        .context("writing the schemathesis hooks")?;
     let mut command = Command::new(&schemathesis);
     command
         .args(["run", &url])
@@ -64,6 +76,8 @@ pub(crate) fn run() -> Result<()> {
         .args(["--report", "junit", "--report-dir"])
         .arg(scratch.dir().join("report"))
         .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "plugs_hooks")
+        .env("PYTHONPATH", scratch.dir())
         .current_dir(scratch.dir())
         .stdin(Stdio::null());
     eprintln!(
