@@ -759,7 +759,7 @@ async fn form_parts_in_any_order_make_the_same_media() {
     assert_eq!(orders.len(), 120);
     let mut keys = std::collections::HashSet::new();
     for order in &orders {
-        let form: Vec<Part<'_>> = order.iter().map(|&i| parts[i].clone()).collect();
+        let form: Vec<Part<'_>> = order.iter().map(|&i| parts[i]).collect();
         let response =
             test::call_service(&app, upload_request("alice", &event, multipart(&form))).await;
         assert_eq!(response.status(), StatusCode::CREATED, "order {order:?}");

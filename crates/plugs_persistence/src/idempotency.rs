@@ -200,10 +200,17 @@ impl IdempotencyRepository for Database {
     }
 }
 
+/// A key of the fake: user and key.
+type KeyId = (String, String);
+
+/// When a key was claimed, and its answer once given.
+type KeyState = (DateTime<Utc>, Option<StoredAnswer>);
+
 /// The in-memory fake, for tests of the layers above.
 #[derive(Debug, Default)]
 pub struct InMemoryIdempotency {
-    keys: Mutex<BTreeMap<(String, String), (DateTime<Utc>, Option<StoredAnswer>)>>,
+    /// When each key was claimed, and its answer once given.
+    keys: Mutex<BTreeMap<KeyId, KeyState>>,
 }
 
 impl InMemoryIdempotency {

@@ -244,6 +244,10 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     ),
     security(("bearer" = []))
 )]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "an actix-web handler takes what it needs as extractors"
+)]
 pub async fn upload_media(
     req: HttpRequest,
     user: AuthUser,
