@@ -21,7 +21,7 @@ const NEXTEST_TOOL_CONFIG: &str =
 
 type Step = (&'static str, &'static str, fn() -> Result<()>);
 
-const STEPS: [Step; 7] = [
+const STEPS: [Step; 8] = [
     ("fmt", "cargo fmt --all -- --check", fmt),
     ("layers", "dependencies point downward only", layers::run),
     (
@@ -38,6 +38,11 @@ const STEPS: [Step; 7] = [
         "schemathesis",
         "generated requests from the served OpenAPI document: no 5xx, responses as documented",
         crate::schemathesis::run,
+    ),
+    (
+        "tus",
+        "tuspy and tus-js-client upload through tus on both backends, cut connections resumed",
+        crate::tus::run,
     ),
     (
         "load",

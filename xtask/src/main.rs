@@ -16,6 +16,7 @@ mod load;
 mod process;
 mod schemathesis;
 mod services;
+mod tus;
 
 use std::process::ExitCode;
 
