@@ -113,6 +113,15 @@ pub mod s3 {
 
     /// The S3 store itself.
     async fn store(settings: &Settings) -> anyhow::Result<S3Store> {
+        let config = config(settings)?;
+        let (bucket, endpoint_url) = (config.bucket.clone(), config.endpoint_url.clone());
+        let store = S3Store::new(config).await.context("S3 settings refused")?;
+        tracing::info!(bucket = %bucket, endpoint = ?endpoint_url, "objects stored in S3");
+        Ok(store)
+    }
+
+    /// The S3 client settings the settings name (bucket, region, endpoint, credentials).
+    pub fn config(settings: &Settings) -> anyhow::Result<S3Config> {
         let StorageSettings::S3 {
             bucket,
             region,
@@ -137,9 +146,7 @@ pub mod s3 {
                 config.secret_access_key = Some(secret_access_key.expose().to_owned());
             }
         }
-        let store = S3Store::new(config).await.context("S3 settings refused")?;
-        tracing::info!(bucket = %bucket, endpoint = ?endpoint_url, "objects stored in S3");
-        Ok(store)
+        Ok(config)
     }
 }
 

@@ -188,6 +188,21 @@ impl Client {
         (response.status(), response.json().await.unwrap())
     }
 
+    /// `DELETE` of the upload a plan names.
+    async fn abort(&self, backend: &Backend, plan: &Value) -> StatusCode {
+        self.http
+            .delete(backend.api(&format!(
+                "/events/{}/media/uploads/{}",
+                self.event,
+                plan["upload_id"].as_str().unwrap()
+            )))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// A PUT as a phone sends it: the URL, the headers the plan names, the bytes.
     async fn put(&self, url: &str, headers: &Value, bytes: Vec<u8>) -> reqwest::Response {
         let mut request = self.http.put(url).body(bytes);
@@ -268,18 +283,7 @@ async fn direct_uploads(backend: Backend) {
         keyed("Other").await.unwrap().status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
-    let response = client
-        .http
-        .delete(backend.api(&format!(
-            "/events/{}/media/uploads/{}",
-            client.event,
-            first["upload_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&client.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(client.abort(&backend, &first).await, StatusCode::NO_CONTENT);
     backend
         .assert_only(&[&media], "keyed create, then aborted")
         .await;
@@ -349,18 +353,7 @@ async fn direct_uploads(backend: Backend) {
         let url = format!("{}{flipped}", &url[..url.len() - 1]);
         let response = client.put(&url, &plan["headers"], other.clone()).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "tampered URL");
-        let response = client
-            .http
-            .delete(backend.api(&format!(
-                "/events/{}/media/uploads/{}",
-                client.event,
-                plan["upload_id"].as_str().unwrap()
-            )))
-            .bearer_auth(&client.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(client.abort(&backend, &plan).await, StatusCode::NO_CONTENT);
         backend
             .assert_only(&[&media], "tampered, then aborted")
             .await;
@@ -411,18 +404,7 @@ async fn direct_uploads(backend: Backend) {
             big[..part_size].to_vec(),
         )
         .await;
-    let response = client
-        .http
-        .delete(backend.api(&format!(
-            "/events/{}/media/uploads/{}",
-            client.event,
-            plan["upload_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&client.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(client.abort(&backend, &plan).await, StatusCode::NO_CONTENT);
     backend.assert_only(&[&media, &big_media], "aborted").await;
 
     // Someone else's event: 404, as everywhere.
@@ -495,18 +477,7 @@ async fn crash_between_put_and_complete(backend: Backend) {
     let (_, plan) = client
         .create(&backend, declared("aborted.png", "image/png", &bytes))
         .await;
-    let response = client
-        .http
-        .delete(backend.api(&format!(
-            "/events/{}/media/uploads/{}",
-            client.event,
-            plan["upload_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&client.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(client.abort(&backend, &plan).await, StatusCode::NO_CONTENT);
     let response = client
         .put(plan["url"].as_str().unwrap(), &plan["headers"], bytes)
         .await;

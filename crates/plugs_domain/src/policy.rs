@@ -131,19 +131,7 @@ impl MediaPolicy {
                 mime: allowed.mime().to_owned(),
             });
         }
-        if let Some(extension) = filename
-            .and_then(sanitize_filename)
-            .as_deref()
-            .and_then(filename_extension)
-            && !mime_guess::from_ext(&extension)
-                .iter_raw()
-                .any(|m| AllowedType::from_mime(m) == Some(allowed))
-        {
-            return Err(DomainError::ExtensionMismatch {
-                extension: echo(&extension, 32),
-                sniffed: allowed.mime().to_owned(),
-            });
-        }
+        check_extension(filename, allowed)?;
         Ok(allowed.content_type())
     }
 
@@ -189,23 +177,28 @@ impl MediaPolicy {
             });
         }
 
-        // The extension is judged on the name as it will be shown and offered on download.
-        if let Some(extension) = filename
-            .and_then(sanitize_filename)
-            .as_deref()
-            .and_then(filename_extension)
-            && !mime_guess::from_ext(&extension)
-                .iter_raw()
-                .any(|m| AllowedType::from_mime(m) == Some(sniffed))
-        {
-            return Err(DomainError::ExtensionMismatch {
-                extension: echo(&extension, 32),
-                sniffed: sniffed.mime().to_owned(),
-            });
-        }
-
+        check_extension(filename, sniffed)?;
         Ok(sniffed.content_type())
     }
+}
+
+/// A file name's extension, if it has one, must be one of `t`'s. It is judged on the name as it
+/// will be shown and offered on download; a name without extension is fine.
+fn check_extension(filename: Option<&str>, t: AllowedType) -> Result<(), DomainError> {
+    if let Some(extension) = filename
+        .and_then(sanitize_filename)
+        .as_deref()
+        .and_then(filename_extension)
+        && !mime_guess::from_ext(&extension)
+            .iter_raw()
+            .any(|m| AllowedType::from_mime(m) == Some(t))
+    {
+        return Err(DomainError::ExtensionMismatch {
+            extension: echo(&extension, 32),
+            sniffed: t.mime().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What the bytes are.
@@ -494,6 +487,40 @@ mod tests {
             })
         );
         assert!(images.classify(&heads::heic(), None, None).is_ok());
+    }
+
+    #[test]
+    fn a_direct_upload_is_judged_on_its_declared_type_and_name_before_any_byte() {
+        let policy = MediaPolicy::default();
+        assert_eq!(
+            policy.check_declared("IMAGE/JPG", Some("IMG_0042.jpeg")),
+            Ok(AllowedType::Jpeg.content_type())
+        );
+        assert_eq!(
+            policy.check_declared("image/png", Some("scan")),
+            Ok(AllowedType::Png.content_type()),
+            "a name without extension is fine"
+        );
+        assert_eq!(
+            policy.check_declared("image/png", Some("cat.jpg")),
+            Err(DomainError::ExtensionMismatch {
+                extension: "jpg".into(),
+                sniffed: "image/png".into()
+            })
+        );
+        assert_eq!(
+            policy.check_declared("text/html", Some("page.html")),
+            Err(DomainError::TypeNotAllowed {
+                mime: "text/html".into()
+            })
+        );
+        let images = MediaPolicy::from_entries(["image"]).unwrap();
+        assert_eq!(
+            images.check_declared("application/pdf", Some("a.pdf")),
+            Err(DomainError::TypeNotAllowed {
+                mime: "application/pdf".into()
+            })
+        );
     }
 
     #[test]

@@ -283,33 +283,10 @@ async fn delete_probe(store: &dyn ObjectStore, key: &ObjectKey) -> CheckLine {
 /// The S3 store as `serve` builds it (see `state::s3`), answering within a minute (also for
 /// `bucket`).
 pub(crate) async fn s3_store(settings: &Settings) -> anyhow::Result<S3Store> {
-    let StorageSettings::S3 {
-        bucket,
-        region,
-        endpoint_url,
-        force_path_style,
-        credentials,
-    } = &settings.storage
-    else {
-        anyhow::bail!("S3_BUCKET_NAME: not set");
-    };
-    let mut config = S3Config::new(bucket.clone(), region.clone());
-    config.endpoint_url = endpoint_url.clone();
-    config.force_path_style = *force_path_style;
+    let mut config = crate::state::s3::config(settings)?;
     // A check should answer within a minute, not wait out the server's retries.
     config.max_attempts = 1;
     config.operation_timeout = Some(Duration::from_secs(30));
-    match credentials {
-        S3Credentials::DefaultChain => config.use_iam_role = true,
-        S3Credentials::Static {
-            access_key_id,
-            secret_access_key,
-        } => {
-            config.use_iam_role = false;
-            config.access_key_id = Some(access_key_id.expose().to_owned());
-            config.secret_access_key = Some(secret_access_key.expose().to_owned());
-        }
-    }
     S3Store::new(config).await.context("S3 settings refused")
 }
 
