@@ -366,8 +366,25 @@ async fn direct_uploads(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{plan}");
     let part_size = plan["part_size"].as_u64().unwrap() as usize;
-    let parts = plan["parts"].as_array().unwrap();
+    let mut parts = plan["parts"].as_array().unwrap().clone();
     assert_eq!(parts.len(), 3);
+    // A client whose URL for part 2 expired asks for it again; the new one works the same.
+    let response = client
+        .http
+        .post(backend.api(&format!(
+            "/events/{}/media/uploads/{}/parts",
+            client.event,
+            plan["upload_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&client.token)
+        .json(&json!({"part_numbers": [2]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let resigned: Value = response.json().await.unwrap();
+    assert_eq!(resigned["parts"][0]["part_number"], 2);
+    parts[1] = resigned["parts"][0].clone();
     let mut completed = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let chunk = big[i * part_size..((i + 1) * part_size).min(big.len())].to_vec();
@@ -450,8 +467,18 @@ async fn crash_between_put_and_complete(backend: Backend) {
     // Within the upload's life gc leaves it alone, whatever the grace.
     let summary = backend.server.gc_apply_now();
     assert_eq!(media_rows(&backend.database).len(), 1, "{summary}");
-    // DIRECT_UPLOAD_TTL=2: wait it out.
+    // DIRECT_UPLOAD_TTL=2: wait it out. The URL no longer works where the store checks it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    if backend.verifies {
+        let response = client
+            .put(
+                plan["url"].as_str().unwrap(),
+                &plan["headers"],
+                png_of_len(50 * 1024),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "expired URL");
+    }
     let (status, problem) = client.complete(&backend, &plan, json!({})).await;
     assert_eq!(status, StatusCode::GONE, "{problem}");
     backend.assert_only(&[], "expired and completed late").await;
