@@ -2,6 +2,8 @@
 //! answered with the first answer instead of storing twice; the same key on another request is
 //! 422; a key whose first request is still running is 409.
 
+use std::sync::Arc;
+
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{TimeDelta, Utc};
@@ -17,11 +19,38 @@ pub const HEADER: &str = "idempotency-key";
 /// How long a first answer is kept.
 const TTL: TimeDelta = TimeDelta::hours(24);
 
-/// A key the caller claimed: answer it or release it.
+/// How long a claim without an answer holds its key: a request that died without answering
+/// or releasing (a crash) no longer blocks its retries after this.
+const CLAIM_TTL: TimeDelta = TimeDelta::hours(1);
+
+/// A key the caller claimed: [`finish`] answers or releases it; dropped unfinished (the client
+/// went away and the handler with it), it is released, so the retry is processed anew.
 #[derive(Debug)]
 pub struct Claimed {
+    store: Arc<dyn IdempotencyRepository>,
     user: UserId,
     key: String,
+    settled: bool,
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (store, user, key) = (
+            Arc::clone(&self.store),
+            self.user.clone(),
+            std::mem::take(&mut self.key),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release(&user, &key).await {
+                    tracing::warn!(error = %error, "could not release an abandoned Idempotency-Key");
+                }
+            });
+        }
+    }
 }
 
 /// What the request carries and what the key's history says.
@@ -38,7 +67,7 @@ pub enum Begin {
 /// Reads the header and claims the key. A key in progress is 409 at once.
 pub async fn begin(
     req: &HttpRequest,
-    store: &dyn IdempotencyRepository,
+    store: Arc<dyn IdempotencyRepository>,
     user: &UserId,
 ) -> Result<Begin, ApiError> {
     let Some(value) = req.headers().get(HEADER) else {
@@ -55,13 +84,15 @@ pub async fn begin(
         })?
         .to_owned();
     let claim = store
-        .claim(user, &key, Utc::now(), TTL)
+        .claim(user, &key, Utc::now(), TTL, CLAIM_TTL)
         .await
         .map_err(plugs_media::MediaError::from)?;
     match claim {
         Claim::Claimed => Ok(Begin::Claimed(Claimed {
+            store,
             user: user.clone(),
             key,
+            settled: false,
         })),
         Claim::InProgress => Err(ApiError::Conflict(
             "a request with this Idempotency-Key is still being processed; retry later".to_owned(),
@@ -91,8 +122,7 @@ pub fn replay(answer: &StoredAnswer, fingerprint: &str) -> Result<HttpResponse, 
 /// stored, so a retry is processed anew). A failure to keep the answer is logged: the request
 /// itself succeeded.
 pub async fn finish(
-    store: &dyn IdempotencyRepository,
-    claimed: Claimed,
+    mut claimed: Claimed,
     fingerprint: String,
     outcome: &Result<(StatusCode, String, Option<String>), ApiError>,
 ) {
@@ -104,10 +134,14 @@ pub async fn finish(
                 body: body.clone(),
                 location: location.clone(),
             };
-            store.answer(&claimed.user, &claimed.key, &answer).await
+            claimed
+                .store
+                .answer(&claimed.user, &claimed.key, &answer)
+                .await
         }
-        Err(_) => store.release(&claimed.user, &claimed.key).await,
+        Err(_) => claimed.store.release(&claimed.user, &claimed.key).await,
     };
+    claimed.settled = true;
     if let Err(error) = result {
         tracing::warn!(error = %error, "could not keep an Idempotency-Key's answer");
     }

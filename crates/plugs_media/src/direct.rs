@@ -171,7 +171,14 @@ impl MediaService {
             return Err(error);
         }
 
-        let plan = self.sign_plan(&session, &media, sha256, ttl).await?;
+        let plan = match self.sign_plan(&session, &media, sha256, ttl).await {
+            Ok(plan) => plan,
+            Err(error) => {
+                // Nothing was handed out: the record and its reservation go at once.
+                self.abandon_direct(&media).await;
+                return Err(error);
+            }
+        };
         tracing::info!(upload_id = %upload_id, %event_id, size = request.size, multipart, "direct upload started");
         Ok(DirectUpload {
             upload_id,
@@ -256,6 +263,13 @@ impl MediaService {
                 id: upload_id.to_string(),
             });
         }
+        // Verification may read a large object back: hold the record for as long as that may
+        // take, so gc cannot roll the upload back under it near its expiry.
+        let hold = self.clock.now()
+            + TimeDelta::from_std(self.config.direct_upload_ttl).unwrap_or(TimeDelta::MAX);
+        self.media
+            .renew_lease(upload_id, hold.max(session.expires_at))
+            .await?;
         match self.verify_and_move(&media, &session, parts).await {
             Ok(done) => {
                 tracing::info!(media_id = %done.id, %event_id, size = done.size_bytes, "direct upload completed");
@@ -270,7 +284,12 @@ impl MediaService {
             ) => Err(error),
             Err(error) => {
                 self.abandon_direct(&media).await;
-                Err(error)
+                // Another completion of the same upload may have won the race: its media is
+                // this completion's answer too.
+                match self.media.find_media(upload_id).await {
+                    Ok(Some(done)) if done.status == MediaStatus::Ready => Ok(done),
+                    _ => Err(error),
+                }
             }
         }
     }
@@ -285,8 +304,17 @@ impl MediaService {
     ) -> Result<(), MediaError> {
         self.authorized_event(user, event_id, Access::Write).await?;
         match self.media.find_media(upload_id).await? {
-            Some(media) if media.event_id == event_id && media.status != MediaStatus::Ready => {
+            // A delete that failed half-way: finish it.
+            Some(media) if media.event_id == event_id && media.status == MediaStatus::Deleting => {
                 self.remove_media(&media).await
+            }
+            // Only while still pending: a completion that won the race keeps its media.
+            Some(media) if media.event_id == event_id && media.status == MediaStatus::Pending => {
+                if self.give_up_upload(&media).await? {
+                    Ok(())
+                } else {
+                    Err(MediaError::media_not_found(upload_id))
+                }
             }
             _ => Err(MediaError::media_not_found(upload_id)),
         }
@@ -444,10 +472,25 @@ impl MediaService {
 
     /// Removes a refused or expired direct upload: staged bytes, multipart upload, record.
     async fn abandon_direct(&self, media: &EventMedia) {
-        if let Err(error) = self.remove_media(media).await {
+        if let Err(error) = self.give_up_upload(media).await {
             tracing::warn!(media_id = %media.id, error = %error,
                 "could not remove a refused direct upload; gc will once its lease lapses");
         }
+    }
+
+    /// Gives up an upload in flight: its record is claimed only while still `pending`, so a
+    /// racing completion that made it media keeps its record and object; then the staged bytes,
+    /// the object and the record go. `false` when the upload is no longer pending.
+    pub(crate) async fn give_up_upload(&self, media: &EventMedia) -> Result<bool, MediaError> {
+        let Some(claimed) = self
+            .media
+            .abandon_pending(media.id, self.clock.now())
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.remove_media(&claimed).await?;
+        Ok(true)
     }
 
     async fn sign_plan(

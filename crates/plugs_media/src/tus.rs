@@ -431,7 +431,12 @@ impl MediaService {
         id: MediaId,
     ) -> Result<(), TusError> {
         let (media, _) = self.open_tus(user, event_id, id, false).await?;
-        Ok(self.remove_media(&media).await?)
+        // Only while still pending: a PATCH that finished the upload meanwhile keeps its media.
+        if self.give_up_upload(&media).await? {
+            Ok(())
+        } else {
+            Err(MediaError::media_not_found(id).into())
+        }
     }
 
     /// Appends one request's bytes at `chunk.offset` (`PATCH`). Full parts go to the multipart
@@ -884,7 +889,7 @@ impl MediaService {
 
     /// Removes a refused or expired upload; gc finishes what this cannot.
     async fn abandon_tus(&self, media: &EventMedia) {
-        if let Err(error) = self.remove_media(media).await {
+        if let Err(error) = self.give_up_upload(media).await {
             tracing::warn!(media_id = %media.id, error = %error,
                 "could not remove a refused tus upload; gc will once its lease lapses");
         }

@@ -322,8 +322,13 @@ impl MediaService {
         let mut seen = 0;
         loop {
             tokio::time::sleep(every).await;
-            let bytes = meter.lock().unwrap_or_else(PoisonError::into_inner).bytes;
-            if bytes == seen {
+            let (bytes, complete) = {
+                let meter = meter.lock().unwrap_or_else(PoisonError::into_inner);
+                (meter.bytes, meter.complete)
+            };
+            // Renewed while bytes arrive, and once they all have while the store finishes
+            // writing them (a last part, a multipart completion); a stalled client renews nothing.
+            if bytes == seen && !complete {
                 continue;
             }
             seen = bytes;

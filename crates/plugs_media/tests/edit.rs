@@ -429,6 +429,13 @@ impl MediaRepository for AnotherEditorFirst {
             .mark_deleting_if_stale(id, expected, updated_before, at)
             .await
     }
+    async fn abandon_pending(
+        &self,
+        id: MediaId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.inner.abandon_pending(id, at).await
+    }
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
         self.inner.renew_lease(id, until).await
     }

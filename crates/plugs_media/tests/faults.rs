@@ -641,6 +641,13 @@ impl MediaRepository for UploadFinishesWhileListed {
             .mark_deleting_if_stale(id, expected, updated_before, at)
             .await
     }
+    async fn abandon_pending(
+        &self,
+        id: MediaId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.abandon_pending(id, at).await
+    }
     async fn renew_lease(
         &self,
         id: MediaId,

@@ -826,6 +826,35 @@ impl MediaRepository for Database {
         .await
     }
 
+    async fn abandon_pending(
+        &self,
+        id: MediaId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.with_connection(move |conn| {
+            conn.transaction::<_, TxError, _>(|conn| {
+                let key = SqlUuid(id.as_uuid());
+                let updated = diesel::update(
+                    event_media::table
+                        .filter(event_media::id.eq(key))
+                        .filter(event_media::status.eq(MediaStatus::Pending.as_str())),
+                )
+                .set((
+                    event_media::status.eq(MediaStatus::Deleting.as_str()),
+                    event_media::updated_at.eq(db_time(at)),
+                    event_media::lease_until.eq(None::<NaiveDateTime>),
+                ))
+                .execute(conn)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                load_media(conn, key).map_err(TxError::Repo)
+            })
+            .map_err(RepoError::from)
+        })
+        .await
+    }
+
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
         self.with_connection(move |conn| {
             let renewed = diesel::update(

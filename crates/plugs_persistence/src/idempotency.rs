@@ -58,13 +58,15 @@ pub enum Claim {
 /// Where idempotency keys are kept.
 #[async_trait]
 pub trait IdempotencyRepository: std::fmt::Debug + Send + Sync {
-    /// Claims `key` of `user` at `now`; an answer older than `ttl` no longer counts.
+    /// Claims `key` of `user` at `now`; an answer older than `ttl` no longer counts, nor does a
+    /// claim left unanswered for `claim_ttl` (its request died without answering or releasing).
     async fn claim(
         &self,
         user: &UserId,
         key: &str,
         now: DateTime<Utc>,
         ttl: TimeDelta,
+        claim_ttl: TimeDelta,
     ) -> Result<Claim, RepoError>;
 
     /// Keeps the answer given to the claimed request.
@@ -113,17 +115,24 @@ impl IdempotencyRepository for Database {
         key: &str,
         now: DateTime<Utc>,
         ttl: TimeDelta,
+        claim_ttl: TimeDelta,
     ) -> Result<Claim, RepoError> {
         let (user, key) = (user.as_str().to_owned(), key.to_owned());
         let now = truncate_to_micros(now).naive_utc();
-        let expired_before = now - ttl;
+        let (expired_before, abandoned_before) = (now - ttl, now - claim_ttl);
         self.with_connection(move |conn| {
-            // An expired answer no longer counts: forget it first.
+            // An expired answer, or a claim whose request died, no longer counts: forget it.
             diesel::delete(
                 idempotency_keys::table
                     .filter(idempotency_keys::user_id.eq(&user))
                     .filter(idempotency_keys::key.eq(&key))
-                    .filter(idempotency_keys::created_at.lt(expired_before)),
+                    .filter(
+                        idempotency_keys::created_at.lt(expired_before).or(
+                            idempotency_keys::answer_status
+                                .is_null()
+                                .and(idempotency_keys::created_at.lt(abandoned_before)),
+                        ),
+                    ),
             )
             .execute(conn)
             .map_err(db_error)?;
@@ -228,14 +237,13 @@ impl IdempotencyRepository for InMemoryIdempotency {
         key: &str,
         now: DateTime<Utc>,
         ttl: TimeDelta,
+        claim_ttl: TimeDelta,
     ) -> Result<Claim, RepoError> {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let id = (user.as_str().to_owned(), key.to_owned());
         match keys.get(&id) {
-            Some((at, answer)) if *at >= now - ttl => Ok(match answer {
-                Some(answer) => Claim::Answered(answer.clone()),
-                None => Claim::InProgress,
-            }),
+            Some((at, Some(answer))) if *at >= now - ttl => Ok(Claim::Answered(answer.clone())),
+            Some((at, None)) if *at >= now - claim_ttl => Ok(Claim::InProgress),
             _ => {
                 keys.insert(id, (now, None));
                 Ok(Claim::Claimed)

@@ -423,6 +423,24 @@ impl MediaRepository for InMemoryRepository {
         })
     }
 
+    async fn abandon_pending(
+        &self,
+        id: MediaId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError> {
+        self.run(RepoOp::MarkDeleting, |tables| {
+            match tables.media.get_mut(&id) {
+                Some(media) if media.status == MediaStatus::Pending => {
+                    media.status = MediaStatus::Deleting;
+                    media.updated_at = truncate_to_micros(at);
+                    media.lease_until = None;
+                    Ok(Some(media.clone()))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError> {
         self.run(RepoOp::RenewLease, |tables| {
             match tables.media.get_mut(&id) {

@@ -134,6 +134,16 @@ pub trait MediaRepository: Debug + Send + Sync {
         update: FieldsUpdate,
     ) -> Result<Option<EventMedia>, RepoError>;
 
+    /// `Pending -> Deleting`, stamped `at`, but only if the record is still `Pending`; `None`
+    /// when it no longer is (or is gone), and then nothing changed. How an upload that is given
+    /// up (refused, aborted, expired) claims its record: a racing completion that made it
+    /// `Ready` keeps its record and object.
+    async fn abandon_pending(
+        &self,
+        id: MediaId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EventMedia>, RepoError>;
+
     /// Extends a `Pending` record's lease to `until`; `false` when the record is no longer
     /// pending (or gone), and then nothing changed.
     async fn renew_lease(&self, id: MediaId, until: DateTime<Utc>) -> Result<bool, RepoError>;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt as _, Empty};
 use plugs_storage::{
-    ObjectKey, ObjectStore, ObjectStoreExt as _, PresignMethod, PresignOptions, S3Config, S3Store,
+    ObjectKey, ObjectStore, ObjectStoreExt as _, PresignMethod, PresignOptions, S3Store,
     ServerSideEncryption, StoreError,
 };
 

@@ -258,7 +258,7 @@ pub async fn upload_media(
     idempotency: web::Data<dyn IdempotencyRepository>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let begin = idempotency::begin(&req, idempotency.get_ref(), &user.0).await?;
+    let begin = idempotency::begin(&req, idempotency.into_inner(), &user.0).await?;
     // The form's fingerprint needs the file's hash, known once its bytes have streamed.
     let mut fingerprint = None;
     let outcome = receive_form(
@@ -285,13 +285,7 @@ pub async fn upload_media(
             };
         }
         idempotency::Begin::Claimed(claimed) => {
-            idempotency::finish(
-                idempotency.get_ref(),
-                claimed,
-                fingerprint.unwrap_or_default(),
-                &outcome,
-            )
-            .await;
+            idempotency::finish(claimed, fingerprint.unwrap_or_default(), &outcome).await;
         }
     }
     let (status, body, location) = outcome?;

@@ -242,13 +242,13 @@ pub async fn create_upload(
             context: "fingerprinting a request",
         })?,
     ]);
-    let begin = idempotency::begin(&req, idempotency.get_ref(), &user.0).await?;
+    let begin = idempotency::begin(&req, idempotency.into_inner(), &user.0).await?;
     let outcome = match begin {
         idempotency::Begin::Answered(answer) => return idempotency::replay(&answer, &fingerprint),
         idempotency::Begin::NoKey => start_upload(&user, event_id, &service, body).await,
         idempotency::Begin::Claimed(claimed) => {
             let outcome = start_upload(&user, event_id, &service, body).await;
-            idempotency::finish(idempotency.get_ref(), claimed, fingerprint, &outcome).await;
+            idempotency::finish(claimed, fingerprint, &outcome).await;
             outcome
         }
     };
