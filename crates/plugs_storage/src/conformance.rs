@@ -999,6 +999,26 @@ pub async fn sweep_removes_only_stale_leftovers(store: &dyn ObjectStore, caps: &
     );
     assert_eq!((leftovers.count)().await, 0, "the stale leftover is gone");
     assert_eq!(store.sweep(later(), false).await.unwrap().found(), 0);
+
+    // A staged upload belongs to its upload session, however old: the sweep leaves it alone.
+    let staged = ObjectKey::parse(format!(
+        "{}{}/{}",
+        crate::STAGING_PREFIX,
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    ))
+    .unwrap();
+    let upload_id = store
+        .create_multipart(&staged, &PutOptions::default())
+        .await
+        .unwrap();
+    let report = store.sweep(later(), false).await.unwrap();
+    assert_eq!(
+        (report.found(), report.removed()),
+        (0, 0),
+        "a staged upload is not a leftover: {report:?}"
+    );
+    store.abort_multipart(&staged, &upload_id).await.unwrap();
     assert_eq!(
         store.get_bytes(&kept).await.unwrap(),
         Bytes::from_static(b"finished"),

@@ -13,6 +13,13 @@ mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+/// Where direct and resumable uploads stage their bytes before they are verified:
+/// `uploads/{event_id}/{upload_id}`. Multipart uploads under it belong to upload sessions, which
+/// abort them when the upload is given up or expires, so [`ObjectStore::sweep`] leaves them
+/// alone (the bucket lifecycle rule of `plugs-api bucket init` is the net for a process that
+/// died before its session was written).
+pub const STAGING_PREFIX: &str = "uploads/";
+
 pub use error::{BoxError, Result, StoreError};
 pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;

@@ -635,6 +635,13 @@ fn sweep_uploads(root: &Path, cutoff: SystemTime, dry_run: bool) -> Result<Sweep
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::other("cannot list parts/", e))?;
         let dir = entry.path();
+        let staged = fs::read(dir.join("upload.json"))
+            .ok()
+            .and_then(|json| serde_json::from_slice::<UploadManifest>(&json).ok())
+            .is_some_and(|manifest| manifest.key.starts_with(crate::STAGING_PREFIX));
+        if staged {
+            continue;
+        }
         let newest = fs::read_dir(&dir)
             .into_iter()
             .flatten()

@@ -1598,6 +1598,12 @@ impl ObjectStore for S3Store {
         };
         let now = Utc::now();
         for upload in uploads {
+            // Staged uploads belong to their upload sessions, which abort them when the upload
+            // is given up or expires; their initiation time says nothing of whether they are
+            // still in use (a resumable upload may run for hours).
+            if upload.key.starts_with(crate::STAGING_PREFIX) {
+                continue;
+            }
             let stale = match upload.initiated {
                 Some(initiated) => initiated < older_than,
                 None => older_than >= now,

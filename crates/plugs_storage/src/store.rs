@@ -482,7 +482,9 @@ pub trait ObjectStore: Debug + Send + Sync + 'static {
     /// Removes what writes that never finished left behind and no caller can reach by key:
     /// leftovers last touched before `older_than` (temporary files of a local put, unfinished S3
     /// multipart uploads). With `dry_run` it only counts them. Objects are never touched, and a
-    /// write still in progress is spared as long as it is younger than the cutoff.
+    /// write still in progress is spared as long as it is younger than the cutoff. Multipart
+    /// uploads under [`STAGING_PREFIX`](crate::STAGING_PREFIX) are never swept: their upload
+    /// sessions own them, and a resumable upload may rightly run for hours.
     ///
     /// The default finds nothing, for stores whose writes leave nothing behind (memory).
     /// Wrappers must forward it. A store that cannot look for its leftovers (a server without
