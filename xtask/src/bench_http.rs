@@ -401,10 +401,16 @@ pub(crate) const PNG: &[u8] = b"\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d
 
 /// `wrk`, installed with apt-get when missing and we may (root on Debian).
 pub(crate) fn find_or_install_wrk() -> Result<PathBuf> {
+    find_or_install("wrk", "wrk", "the load generator wrk")
+}
+
+/// The command `program`, installed with apt-get from `package` when missing and we may (root
+/// on Debian); `what` names it in messages.
+pub(crate) fn find_or_install(program: &str, package: &str, what: &str) -> Result<PathBuf> {
     let found = || {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
-                .map(|dir| dir.join("wrk"))
+                .map(|dir| dir.join(program))
                 .find(|path| path.is_file())
         })
     };
@@ -418,22 +424,22 @@ pub(crate) fn find_or_install_wrk() -> Result<PathBuf> {
     });
     ensure!(
         root && Path::new("/usr/bin/apt-get").is_file(),
-        "the load generator wrk is not installed: apt-get install wrk"
+        "{what} is not installed: apt-get install {package}"
     );
-    eprintln!("bench: installing wrk with apt-get (once per machine)");
+    eprintln!("xtask: installing {what} with apt-get (once per machine)");
     let install = || {
         process::run_quietly(
             Command::new("apt-get")
-                .args(["install", "-y", "-qq", "wrk"])
+                .args(["install", "-y", "-qq", package])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
     if install().is_err() {
         // A fresh machine's package lists may be missing or stale.
         process::run_quietly(Command::new("apt-get").args(["update", "-qq"]))?;
-        install().context("could not install wrk")?;
+        install().with_context(|| format!("could not install {package}"))?;
     }
-    found().context("apt-get installed wrk but it is not on PATH")
+    found().with_context(|| format!("apt-get installed {package} but {program} is not on PATH"))
 }
 
 /// One request of a wrk script.

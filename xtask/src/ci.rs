@@ -106,6 +106,8 @@ fn clippy() -> Result<()> {
 /// binaries), then doctests, which nextest does not run. Both run even if the first fails, so one
 /// pass shows every failure.
 fn tests() -> Result<()> {
+    // The imaging tests write and read GPS tags with exiftool, as a user's tools would.
+    crate::bench_api::http::find_or_install("exiftool", "libimage-exiftool-perl", "exiftool")?;
     let services = Services::start()?;
     let skip_log = services.scratch_dir().join("skipped-tests.log");
     let mut env = services.env();
