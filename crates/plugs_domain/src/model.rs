@@ -160,6 +160,19 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// The first limit that these usages cross, by name (`event bytes`, `event media`,
+    /// `owner bytes`, `owner media`) and value; `None` when all hold.
+    pub fn crossed(&self, event: Usage, owner: Usage) -> Option<(&'static str, u64)> {
+        [
+            ("event bytes", self.event_bytes, event.bytes),
+            ("event media", self.event_media, event.media),
+            ("owner bytes", self.owner_bytes, owner.bytes),
+            ("owner media", self.owner_media, owner.media),
+        ]
+        .into_iter()
+        .find_map(|(which, limit, used)| limit.filter(|&limit| used > limit).map(|l| (which, l)))
+    }
+
     /// Whether any limit is set.
     pub fn is_set(&self) -> bool {
         self.event_bytes.is_some()

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::connection::{AnyConnection, MultiBackend, SqlUuid};
 use crate::database::Database;
+use crate::repository::check_quota;
 use crate::schema::{event_media, event_media_tags, events, upload_sessions};
 use crate::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
@@ -365,24 +366,6 @@ fn usage_of(
         ))
         .first(conn)?;
     Ok((usage(of_event), usage(of_owner)))
-}
-
-/// The first limit of `quota` that the usage (the new record counted) crosses.
-pub(crate) fn check_quota(quota: &Quota, event: Usage, owner: Usage) -> Result<(), RepoError> {
-    let checks = [
-        ("event bytes", quota.event_bytes, event.bytes),
-        ("event media", quota.event_media, event.media),
-        ("owner bytes", quota.owner_bytes, owner.bytes),
-        ("owner media", quota.owner_media, owner.media),
-    ];
-    for (which, limit, used) in checks {
-        if let Some(limit) = limit
-            && used > limit
-        {
-            return Err(RepoError::QuotaExceeded { which, limit });
-        }
-    }
-    Ok(())
 }
 
 /// Inserts a media row and its tags (inside the caller's transaction).

@@ -11,7 +11,7 @@ use plugs_domain::{
     UploadSession, Usage, UserId,
 };
 
-use crate::diesel_repo::check_quota;
+use crate::repository::check_quota;
 use crate::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,
     RepoError, truncate_to_micros,

@@ -212,3 +212,12 @@ pub trait HealthCheck: Debug + Send + Sync {
     /// Runs a trivial query.
     async fn ping(&self) -> Result<(), RepoError>;
 }
+
+/// Refuses a usage (the new record counted) that crosses a limit of `quota`: the rule every
+/// repository's `insert_pending` applies.
+pub(crate) fn check_quota(quota: &Quota, event: Usage, owner: Usage) -> Result<(), RepoError> {
+    match quota.crossed(event, owner) {
+        Some((which, limit)) => Err(RepoError::QuotaExceeded { which, limit }),
+        None => Ok(()),
+    }
+}
