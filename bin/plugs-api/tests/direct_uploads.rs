@@ -467,8 +467,9 @@ async fn crash_between_put_and_complete(backend: Backend) {
     // Within the upload's life gc leaves it alone, whatever the grace.
     let summary = backend.server.gc_apply_now();
     assert_eq!(media_rows(&backend.database).len(), 1, "{summary}");
-    // DIRECT_UPLOAD_TTL=2: wait it out. The URL no longer works where the store checks it.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // DIRECT_UPLOAD_TTL=2: wait it out. The URL no longer works where the store checks it;
+    // presigned expiries are whole seconds, so a URL may outlive its upload by up to one.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     if backend.verifies {
         let response = client
             .put(
