@@ -6,6 +6,7 @@ mod fault;
 mod key;
 mod local;
 mod memory;
+mod readahead;
 mod s3;
 mod signing;
 mod store;
@@ -25,6 +26,7 @@ pub use fault::{FaultKind, FaultyStore, Operation};
 pub use key::ObjectKey;
 pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
+pub use readahead::{MIN_READ_AHEAD_RANGE, MemoryBudget, ReadAhead, Reservation};
 pub use s3::{
     ABORT_RULE_ID, BucketPlan, BucketSetup, BucketState, CORS_RULE_ID, CredentialSource,
     MIN_PART_SIZE, PendingUpload, ProbeEncryption, REPLICATION_RULE_ID, RULE_PREFIX, S3Config,
