@@ -152,6 +152,15 @@ impl ApiServer {
         }
     }
 
+    /// The server's CPU time so far, user and system, in seconds (`utime + stime` of
+    /// /proc/PID/stat): the difference of two readings is what the server spent between them.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = fs::read_to_string(&path).with_context(|| format!("could not read {path}"))?;
+        let ticks = parse_cpu_ticks(&stat).with_context(|| format!("{path} has no utime/stime"))?;
+        Ok(ticks as f64 / clock_ticks_per_second())
+    }
+
     /// VmRSS and VmHWM of the server process.
     pub(crate) fn memory(&self) -> Result<Memory> {
         let path = format!("/proc/{}/status", self.child.id());
@@ -182,6 +191,33 @@ fn parse_memory(status: &str) -> Option<Memory> {
         rss_kib: field("VmRSS")?,
         hwm_kib: field("VmHWM")?,
     })
+}
+
+/// `utime + stime` in clock ticks from the text of /proc/PID/stat. Fields are counted after the
+/// last `)`, since the command name in parentheses may itself hold spaces and parentheses.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // After the name: state is field 3, utime field 14 and stime field 15.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `getconf CLK_TCK`, the unit of /proc's CPU times (100 on Linux unless configured otherwise).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|ticks| *ticks > 0.0)
+        .unwrap_or(100.0)
 }
 
 /// The status code of a plain GET, or `None` if nothing answers.
@@ -589,6 +625,14 @@ mod tests {
             })
         );
         assert_eq!(parse_memory("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn proc_stat_cpu_ticks_are_utime_plus_stime() {
+        // A command name with a space and a parenthesis, as /proc prints it.
+        let stat = "4242 (plugs api) x) S 1 4242 4242 0 -1 4194304 900 0 0 0 250 37 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(287));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1"), None);
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! drained). Prints one JSON line: `{"mode","bytes","seconds","mib_per_s","peak_rss_kib"}`.
 //! `sdk-put-many` (bare PutObject of the file `--count` times under distinct keys, `--concurrency`
 //! at once: the reference for many small uploads) adds `count`, `p50_ms` and `p99_ms`.
+//! `sdk-get-parallel` (bare ranged GetObjects of `--range-size-mib` each, `--concurrency` in
+//! flight, joined in order: what boto3's download_file does with its 8 MiB and 10 threads) and
+//! `sdk-put-multipart` (bare CreateMultipartUpload, UploadPart of `--part-size-mib` parts with
+//! `--parts-in-flight` at once read from the file, CompleteMultipartUpload: the fair reference
+//! for an upload whose length is unknown, since it pays the same completion on the store).
 //! Optional: `--key` (default `bench/object.bin`), `--region`, `--part-size-mib`,
 //! `--parts-in-flight`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
@@ -62,11 +67,14 @@ fn parse_args() -> anyhow::Result<HashMap<String, String>> {
         "store-put-unsized",
         "store-get",
         "sdk-put-many",
+        "sdk-get-parallel",
+        "sdk-put-multipart",
     ]
     .contains(&args["mode"].as_str())
     {
         bail!(
-            "unknown --mode {} (sdk-put, sdk-get, store-put, store-put-unsized, store-get, sdk-put-many)",
+            "unknown --mode {} (sdk-put, sdk-get, store-put, store-put-unsized, store-get, \
+             sdk-put-many, sdk-get-parallel, sdk-put-multipart)",
             args["mode"]
         );
     }
@@ -157,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             size
         }
+        "sdk-get-parallel" => get_parallel(&args, &client, store.bucket(), &key).await?,
+        "sdk-put-multipart" => put_multipart(&args, &client, store.bucket(), &key, &file).await?,
         "sdk-get" => {
             let output = client
                 .get_object()
@@ -259,4 +269,120 @@ async fn put_many(
         percentile(0.99)
     );
     Ok(())
+}
+
+/// `--name N` as a number, or `default`.
+fn number_arg(args: &HashMap<String, String>, name: &str, default: u64) -> anyhow::Result<u64> {
+    args.get(name).map_or(Ok(default), |v| {
+        v.parse()
+            .with_context(|| format!("--{name} must be a number"))
+    })
+}
+
+/// `sdk-get-parallel`: a HeadObject for the size, then ranged GetObjects of `--range-size-mib`
+/// (default 8) with `--concurrency` (default 10) in flight, each range read whole and handed on
+/// in order, as boto3's transfer manager does; answers the bytes read.
+async fn get_parallel(
+    args: &HashMap<String, String>,
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let range = number_arg(args, "range-size-mib", 8)? * 1024 * 1024;
+    let concurrency = usize::try_from(number_arg(args, "concurrency", 10)?)?.max(1);
+    let head = client.head_object().bucket(bucket).key(key).send().await?;
+    let size = u64::try_from(head.content_length().unwrap_or(0))?;
+    let starts = (0..size).step_by(usize::try_from(range.max(1))?);
+    let mut ranges = futures::stream::iter(starts)
+        .map(|start| async move {
+            let end = (start + range).min(size);
+            let output = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .range(format!("bytes={start}-{}", end - 1))
+                .send()
+                .await?;
+            let bytes = output.body.collect().await?.into_bytes();
+            anyhow::ensure!(
+                bytes.len() as u64 == end - start,
+                "range {start}-{end} came back with {} bytes",
+                bytes.len()
+            );
+            anyhow::Ok(bytes)
+        })
+        .buffered(concurrency);
+    let mut bytes = 0u64;
+    while let Some(chunk) = ranges.try_next().await? {
+        bytes += chunk.len() as u64;
+    }
+    Ok(bytes)
+}
+
+/// `sdk-put-multipart`: the file as a multipart upload of `--part-size-mib` parts (default 8),
+/// `--parts-in-flight` (default 2) at once, each part read from the file when its turn comes;
+/// answers the bytes stored.
+async fn put_multipart(
+    args: &HashMap<String, String>,
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &str,
+) -> anyhow::Result<u64> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+    let part_size = number_arg(args, "part-size-mib", 8)? * 1024 * 1024;
+    let in_flight = usize::try_from(number_arg(args, "parts-in-flight", 2)?)?.max(1);
+    let size = tokio::fs::metadata(file).await?.len();
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await?;
+    let upload_id = upload.upload_id().context("no upload id")?.to_owned();
+    let parts: Vec<CompletedPart> = futures::stream::iter((0..size.div_ceil(part_size)).map(|i| {
+        let upload_id = upload_id.clone();
+        async move {
+            let start = i * part_size;
+            let length = part_size.min(size - start);
+            let mut reader = tokio::fs::File::open(file).await?;
+            reader.seek(std::io::SeekFrom::Start(start)).await?;
+            let mut buffer = Vec::with_capacity(usize::try_from(length)?);
+            reader.take(length).read_to_end(&mut buffer).await?;
+            let number = i32::try_from(i + 1)?;
+            let output = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .body(SdkByteStream::from(buffer))
+                .send()
+                .await?;
+            anyhow::Ok(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(output.e_tag().map(str::to_owned))
+                    .build(),
+            )
+        }
+    }))
+    .buffered(in_flight)
+    .try_collect()
+    .await?;
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(size)
 }
