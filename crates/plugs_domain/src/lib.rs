@@ -19,5 +19,8 @@ pub use filename::{MAX_FILENAME_CHARS, sanitize_filename};
 pub use ids::{EventId, MediaId, UserId};
 pub use keys::{Clock, ManualClock, SystemClock};
 pub use media_type::{AllowedType, ContentType, MediaKind, may_run_code, normalize_mime};
-pub use model::{DirectUploadKind, Event, EventMedia, MediaStatus, Quota, UploadSession, Usage};
+pub use model::{
+    DerivedVersion, DirectUploadKind, Event, EventMedia, MediaProcessing, MediaStatus,
+    ProcessingState, Quota, UploadSession, Usage,
+};
 pub use policy::{DEFAULT_MAX_SIZE_BYTES, MediaPolicy, SNIFF_LEN};

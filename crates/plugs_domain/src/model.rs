@@ -191,3 +191,91 @@ pub struct Usage {
     /// Media records (uploads in flight included).
     pub media: u64,
 }
+
+/// Where a media's derived versions (thumbnails, display copy) stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingState {
+    /// Its type has no derived versions (documents, audio, and types no worker reads).
+    None,
+    /// A job is queued or running.
+    Pending,
+    /// Every variant asked for is stored.
+    Ready,
+    /// Its job failed too often (or on a file that can never be read) and was parked.
+    Failed,
+}
+
+impl ProcessingState {
+    /// The lower-case name stored in the database and answered by the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "none" => Some(Self::None),
+            "pending" => Some(Self::Pending),
+            "ready" => Some(Self::Ready),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// Whether a media of this (sniffed) content type gets derived versions: the still-image
+    /// formats the workers decode (JPEG, PNG, GIF's first frame, WebP). The repository enqueues
+    /// a job for these when their upload finishes.
+    pub fn is_processable(content_type: &str) -> bool {
+        crate::AllowedType::from_mime(content_type)
+            .is_some_and(|allowed| Self::PROCESSABLE.contains(&allowed))
+    }
+
+    /// The types [`ProcessingState::is_processable`] accepts.
+    pub const PROCESSABLE: [crate::AllowedType; 4] = [
+        crate::AllowedType::Jpeg,
+        crate::AllowedType::Png,
+        crate::AllowedType::Gif,
+        crate::AllowedType::Webp,
+    ];
+}
+
+/// One stored derived version of a media (a thumbnail or the display copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DerivedVersion {
+    /// The media it was made from.
+    pub media_id: MediaId,
+    /// The variant's name (`thumb-256`, `display`, ...).
+    pub variant: String,
+    /// Where it is stored: a key derived from the original's, so a retry overwrites it.
+    pub s3_key: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size of the encoded bytes.
+    pub size_bytes: u64,
+    /// `image/jpeg` or `image/webp`.
+    pub content_type: String,
+}
+
+/// What processing knows of one media: the original's upright dimensions, once read, its state,
+/// and its stored derived versions (by variant name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaProcessing {
+    /// The media.
+    pub media_id: MediaId,
+    /// Where its derived versions stand.
+    pub state: ProcessingState,
+    /// The original's width after orientation; `None` until a worker read it.
+    pub width: Option<u32>,
+    /// The original's height after orientation; `None` until a worker read it.
+    pub height: Option<u32>,
+    /// Its stored derived versions, ordered by variant name.
+    pub variants: Vec<DerivedVersion>,
+}

@@ -739,9 +739,12 @@ impl MediaRepository for Database {
                     return Err(TxError::Repo(refused));
                 }
                 replace_tags(conn, key, &fields.tags)?;
-                load_media(conn, key)
+                let ready = load_media(conn, key)
                     .map_err(TxError::Repo)?
-                    .ok_or_else(|| TxError::Repo(media_not_found(id)))
+                    .ok_or_else(|| TxError::Repo(media_not_found(id)))?;
+                // Its processing job commits with it: a media answered `ready` always has one.
+                crate::jobs::enqueue_on_ready(conn, key, &ready.content_type, at)?;
+                Ok(ready)
             })
             .map_err(RepoError::from)
         })

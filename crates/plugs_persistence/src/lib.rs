@@ -7,6 +7,7 @@ mod error;
 #[cfg(test)]
 mod explain_tests;
 mod idempotency;
+mod jobs;
 mod memory;
 mod repository;
 mod schema;
@@ -16,6 +17,7 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 
 pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
+pub use jobs::{JobClaim, JobOutcome, JobRepository, JobState, ProcessingJob};
 pub use idempotency::{Claim, IdempotencyRepository, InMemoryIdempotency, StoredAnswer};
 pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{

@@ -55,6 +55,18 @@ pub enum RepoOp {
     ListStale,
     /// [`HealthCheck::ping`].
     Ping,
+    /// [`crate::JobRepository::claim_job`].
+    ClaimJob,
+    /// [`crate::JobRepository::renew_job`].
+    RenewJob,
+    /// [`crate::JobRepository::complete_job`].
+    CompleteJob,
+    /// [`crate::JobRepository::fail_job`].
+    FailJob,
+    /// [`crate::JobRepository::enqueue_job`].
+    EnqueueJob,
+    /// The reads of [`crate::JobRepository`] (jobs, processing, derived versions).
+    ReadJobs,
 }
 
 /// How an injected fault fails a call.
@@ -76,6 +88,8 @@ struct Tables {
     sessions: BTreeMap<MediaId, UploadSession>,
     /// Quota reservations of records inserted pending; a record's size counts otherwise.
     reserved: BTreeMap<MediaId, u64>,
+    /// The processing queue and derived versions ([`crate::JobRepository`]).
+    jobs: crate::jobs::MemoryJobs,
 }
 
 impl Tables {
@@ -122,6 +136,8 @@ pub struct InMemoryRepository {
     tables: Mutex<Tables>,
     faults: Mutex<Faults>,
 }
+
+mod jobs;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test that panicked while holding the lock left consistent data (every operation validates
@@ -361,7 +377,12 @@ impl MediaRepository for InMemoryRepository {
             media.tags = update.fields.tags;
             media.updated_at = truncate_to_micros(update.at);
             media.lease_until = None;
-            Ok(media.clone())
+            let ready = media.clone();
+            // The processing job is enqueued in the same step, as in the Diesel transaction.
+            tables
+                .jobs
+                .enqueue_on_ready(id, &ready.content_type, update.at);
+            Ok(ready)
         })
     }
 
@@ -458,6 +479,7 @@ impl MediaRepository for InMemoryRepository {
             tables.media.remove(&id);
             tables.sessions.remove(&id);
             tables.reserved.remove(&id);
+            tables.jobs.forget_media(id);
             Ok(())
         })
     }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+pub mod jobs;
 pub mod suite;
 
 use std::any::Any;
@@ -10,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plugs_persistence::{
-    Database, DatabaseOptions, EventRepository, HealthCheck, InMemoryRepository, MediaRepository,
+    Database, DatabaseOptions, EventRepository, HealthCheck, InMemoryRepository, JobRepository,
+    MediaRepository,
 };
 use plugs_test_support::pg::TestDatabase;
 
 /// Everything a repository under test implements.
-pub trait Repo: EventRepository + MediaRepository + HealthCheck {}
-impl<T: EventRepository + MediaRepository + HealthCheck> Repo for T {}
+pub trait Repo: EventRepository + MediaRepository + HealthCheck + JobRepository {}
+impl<T: EventRepository + MediaRepository + HealthCheck + JobRepository> Repo for T {}
 
 /// A fresh repository and whatever must live as long as it (temp dir, test database).
 pub struct Subject {
