@@ -49,6 +49,9 @@ pub const ENV_NAMES: &[&str] = &[
     "QUOTA_OWNER_MEDIA",
     "DIRECT_UPLOAD_MULTIPART_THRESHOLD",
     "DIRECT_UPLOAD_PART_SIZE",
+    "DOWNLOAD_RANGE_SIZE",
+    "DOWNLOAD_RANGES_IN_FLIGHT",
+    "DOWNLOAD_MEMORY_BUDGET",
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
@@ -153,6 +156,9 @@ struct RawSettings {
     quota_owner_media: Option<u64>,
     direct_upload_multipart_threshold: u64,
     direct_upload_part_size: u64,
+    download_range_size: u64,
+    download_ranges_in_flight: usize,
+    download_memory_budget: u64,
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
@@ -254,6 +260,9 @@ pub struct CdnSigning {
     pub hash: crate::cdn::HashAlgorithm,
 }
 
+/// The most one download's read-ahead may hold (issue 15: memory per transfer <= 64 MiB).
+pub const MAX_DOWNLOAD_MEMORY: u64 = 64 * 1024 * 1024;
+
 /// `JWT_MAX_LIFETIME` when unset: one day.
 pub const DEFAULT_JWT_MAX_LIFETIME_SECS: u64 = 86_400;
 
@@ -309,6 +318,15 @@ pub struct Settings {
     pub direct_upload_multipart_threshold: u64,
     /// Part size of a direct multipart upload (`DIRECT_UPLOAD_PART_SIZE`, at least 5 MiB).
     pub direct_upload_part_size: u64,
+    /// Downloads of large objects read ahead in ranges of this many bytes
+    /// (`DOWNLOAD_RANGE_SIZE`, at least 1 MiB).
+    pub download_range_size: u64,
+    /// Ranges one download fetches at once (`DOWNLOAD_RANGES_IN_FLIGHT`; 0: one plain GET per
+    /// download). One download holds at most `DOWNLOAD_RANGE_SIZE × (this + 1)`, at most 64 MiB.
+    pub download_ranges_in_flight: usize,
+    /// Bytes the read-ahead buffers of all downloads may hold at once (`DOWNLOAD_MEMORY_BUDGET`);
+    /// downloads wait for budget rather than allocate past it.
+    pub download_memory_budget: u64,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
@@ -359,6 +377,9 @@ impl Settings {
             .set_default("direct_upload_ttl", 3600)?
             .set_default("direct_upload_multipart_threshold", 64 * 1024 * 1024)?
             .set_default("direct_upload_part_size", 16 * 1024 * 1024)?
+            .set_default("download_range_size", 8 * 1024 * 1024)?
+            .set_default("download_ranges_in_flight", 4)?
+            .set_default("download_memory_budget", 256 * 1024 * 1024)?
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
             .set_default("s3_sse", "AES256")?;
@@ -494,6 +515,30 @@ impl RawSettings {
                 "must be at least 5 MiB (5242880 bytes), S3's smallest part",
             ));
         }
+        if self.download_range_size < plugs_storage::MIN_READ_AHEAD_RANGE {
+            return Err(invalid(
+                "DOWNLOAD_RANGE_SIZE",
+                "must be at least 1 MiB (1048576 bytes)",
+            ));
+        }
+        let per_download = (self.download_ranges_in_flight as u64)
+            .saturating_add(1)
+            .saturating_mul(self.download_range_size);
+        if per_download > MAX_DOWNLOAD_MEMORY {
+            return Err(invalid(
+                "DOWNLOAD_RANGES_IN_FLIGHT",
+                format!(
+                    "one download would hold DOWNLOAD_RANGE_SIZE x (DOWNLOAD_RANGES_IN_FLIGHT + 1) \
+                     = {per_download} bytes, more than 64 MiB"
+                ),
+            ));
+        }
+        if self.download_memory_budget < self.download_range_size {
+            return Err(invalid(
+                "DOWNLOAD_MEMORY_BUDGET",
+                "must hold at least one range (DOWNLOAD_RANGE_SIZE)",
+            ));
+        }
 
         let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
             (Some(url), None, None) => {
@@ -608,6 +653,9 @@ impl RawSettings {
             },
             direct_upload_multipart_threshold: self.direct_upload_multipart_threshold,
             direct_upload_part_size: self.direct_upload_part_size,
+            download_range_size: self.download_range_size,
+            download_ranges_in_flight: self.download_ranges_in_flight,
+            download_memory_budget: self.download_memory_budget,
             upload_lease: self.upload_lease.map_or(
                 Duration::from_secs((self.upload_idle_timeout.saturating_mul(2)).max(60)),
                 Duration::from_secs,
@@ -716,6 +764,39 @@ mod tests {
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::load_from(None, &env(pairs), &FlagOverrides::default())
+    }
+
+    #[test]
+    fn download_read_ahead_is_bounded_per_download_and_server_wide() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            (
+                settings.download_range_size,
+                settings.download_ranges_in_flight,
+                settings.download_memory_budget
+            ),
+            (8 << 20, 4, 256 << 20)
+        );
+        let settings = load(&[
+            ("DOWNLOAD_RANGE_SIZE", "16777216"),
+            ("DOWNLOAD_RANGES_IN_FLIGHT", "3"),
+            ("DOWNLOAD_MEMORY_BUDGET", "67108864"),
+        ])
+        .unwrap();
+        assert_eq!(settings.download_range_size * 4, MAX_DOWNLOAD_MEMORY);
+        let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        assert!(refused(&[("DOWNLOAD_RANGES_IN_FLIGHT", "8")]).contains("DOWNLOAD_RANGES_IN_FLIGHT"));
+        assert!(refused(&[("DOWNLOAD_RANGE_SIZE", "65536")]).contains("DOWNLOAD_RANGE_SIZE"));
+        assert!(
+            refused(&[("DOWNLOAD_MEMORY_BUDGET", "1048576")]).contains("DOWNLOAD_MEMORY_BUDGET")
+        );
+        assert_eq!(
+            load(&[("DOWNLOAD_RANGES_IN_FLIGHT", "0")])
+                .unwrap()
+                .download_ranges_in_flight,
+            0,
+            "0 turns read-ahead off"
+        );
     }
 
     #[test]

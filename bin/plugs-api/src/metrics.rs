@@ -22,6 +22,8 @@ pub struct Metrics {
     pub upload_bytes: IntCounter,
     /// Objects no record claims, as of the last reconciler run.
     pub orphans_found: IntGauge,
+    /// Downloads' read-ahead budget, read at every scrape.
+    download_budget: Option<BudgetGauges>,
     /// Whether the main listener answers `/metrics` (false when `METRICS_BIND_ADDR` gives
     /// them a listener of their own, so that they stay off the public address).
     on_main_listener: bool,
@@ -67,8 +69,34 @@ impl Metrics {
             durations,
             upload_bytes,
             orphans_found,
+            download_budget: None,
             on_main_listener: true,
         })
+    }
+
+    /// The same metrics, also showing the read-ahead budget of downloads: its size
+    /// (`plugs_download_buffer_budget_bytes`) and what buffers hold of it now
+    /// (`plugs_download_buffer_bytes`), read at each scrape.
+    pub fn with_download_budget(
+        mut self,
+        budget: &plugs_storage::MemoryBudget,
+    ) -> Result<Self, prometheus::Error> {
+        let capacity = IntGauge::new(
+            "plugs_download_buffer_budget_bytes",
+            "Bytes the read-ahead buffers of all downloads may hold at once (DOWNLOAD_MEMORY_BUDGET)",
+        )?;
+        capacity.set(i64::try_from(budget.capacity()).unwrap_or(i64::MAX));
+        let in_use = IntGauge::new(
+            "plugs_download_buffer_bytes",
+            "Bytes the read-ahead buffers of downloads hold now",
+        )?;
+        self.registry.register(Box::new(capacity))?;
+        self.registry.register(Box::new(in_use.clone()))?;
+        self.download_budget = Some(BudgetGauges {
+            budget: budget.clone(),
+            in_use,
+        });
+        Ok(self)
     }
 
     /// The same metrics, served only on a listener of their own ([`metrics_app`]): the main
@@ -90,10 +118,22 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        if let Some(gauges) = &self.download_budget {
+            gauges
+                .in_use
+                .set(i64::try_from(gauges.budget.in_use()).unwrap_or(i64::MAX));
+        }
         let mut buffer = Vec::new();
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))
     }
+}
+
+/// A budget and the gauge its use is copied into.
+#[derive(Clone)]
+struct BudgetGauges {
+    budget: plugs_storage::MemoryBudget,
+    in_use: IntGauge,
 }
 
 /// The label of a request's method: one of the standard methods, else `other`. HTTP lets a

@@ -257,6 +257,20 @@ async fn build_service_on(
         config,
     )
     .with_tus(database);
+    // Large downloads read ahead in ranges, all of them within one memory budget.
+    let service = if settings.download_ranges_in_flight > 0 {
+        service.with_read_ahead(
+            plugs_storage::ReadAhead::new(
+                settings.download_range_size,
+                settings.download_ranges_in_flight,
+            )
+            .with_budget(plugs_storage::MemoryBudget::new(
+                settings.download_memory_budget,
+            )),
+        )
+    } else {
+        service
+    };
     Ok((service, local))
 }
 
@@ -282,11 +296,17 @@ pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
     keys.prefetch().await;
     let database = Arc::new(connect_database(settings, Migrations::Apply).await?);
     let (service, local_objects) = build_service_on(settings, database.clone()).await?;
+    let mut metrics = Metrics::new().context("registering metrics failed")?;
+    if let Some(budget) = service.read_ahead().and_then(plugs_storage::ReadAhead::budget) {
+        metrics = metrics
+            .with_download_budget(budget)
+            .context("registering metrics failed")?;
+    }
     Ok(AppState {
         service,
         idempotency: database,
         keys,
-        metrics: Metrics::new().context("registering metrics failed")?,
+        metrics,
         limits: UploadLimits {
             idle_timeout: settings.upload_idle_timeout,
             min_bytes_per_sec: settings.upload_min_rate,

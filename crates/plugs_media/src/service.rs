@@ -29,6 +29,9 @@ pub struct MediaService {
     pub(crate) config: ServiceConfig,
     /// Resumable uploads' sessions ([`MediaService::with_tus`]); without it, tus is refused.
     pub(crate) tus: Option<Arc<dyn plugs_persistence::TusRepository>>,
+    /// How large objects are read for downloads ([`MediaService::with_read_ahead`]); without
+    /// it, every download is one plain GET.
+    pub(crate) read_ahead: Option<plugs_storage::ReadAhead>,
 }
 
 /// How many times deleting an event re-lists its media when an upload slipped in meanwhile.
@@ -51,6 +54,7 @@ impl MediaService {
             clock: Arc::new(SystemClock),
             config,
             tus: None,
+            read_ahead: None,
         }
     }
 
@@ -59,6 +63,19 @@ impl MediaService {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The same service reading large objects for downloads through `read_ahead`: several
+    /// ranged GETs in flight, delivered in order through the one stream the caller gets.
+    #[must_use]
+    pub fn with_read_ahead(mut self, read_ahead: plugs_storage::ReadAhead) -> Self {
+        self.read_ahead = Some(read_ahead);
+        self
+    }
+
+    /// How large objects are read for downloads, when set.
+    pub fn read_ahead(&self) -> Option<&plugs_storage::ReadAhead> {
+        self.read_ahead.as_ref()
     }
 
     /// The settings in use.
@@ -161,7 +178,17 @@ impl MediaService {
     ) -> Result<(EventMedia, GetResult), MediaError> {
         let media = self.get_media(user, event_id, media_id).await?;
         let key = object_key(&media)?;
-        match self.store.get(&key, options).await {
+        // The record's size decides whether to read ahead; the store's answer to the first
+        // range is what the rest is planned from.
+        let result = match &self.read_ahead {
+            Some(read_ahead) => {
+                read_ahead
+                    .get(&self.store, &key, options, media.size_bytes)
+                    .await
+            }
+            None => self.store.get(&key, options).await,
+        };
+        match result {
             Ok(result) => Ok((media, result)),
             Err(error) => Err(object_error(&media, &key, error)),
         }

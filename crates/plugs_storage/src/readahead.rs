@@ -125,6 +125,11 @@ impl ReadAhead {
         self
     }
 
+    /// The budget range buffers take from, if any.
+    pub fn budget(&self) -> Option<&MemoryBudget> {
+        self.budget.as_ref()
+    }
+
     /// The range size.
     pub fn range_size(&self) -> u64 {
         self.range_size

@@ -636,6 +636,7 @@ pub struct MediaListQuery {
     security(("bearer" = []))
 )]
 pub async fn list_media(
+    req: HttpRequest,
     user: AuthUser,
     path: web::Path<EventId>,
     service: web::Data<MediaService>,
@@ -655,7 +656,7 @@ pub async fn list_media(
             PageRequest { cursor, limit },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(MediaPage {
+    Ok(page_response(&req, &MediaPage {
         items: page
             .items
             .into_iter()
@@ -663,6 +664,42 @@ pub async fn list_media(
             .collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// A list page as JSON with an `ETag` naming exactly these bytes (a SHA-256 of them), or 304 when
+/// the request's `If-None-Match` names it: a gallery polled for news costs the client no
+/// transfer while nothing changed. The tag covers everything the page says (records, processing
+/// state, cursor), so any change shows; it is computed per request, with no state kept.
+fn page_response(req: &HttpRequest, page: &MediaPage) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    use sha2::Digest as _;
+    let Ok(body) = serde_json::to_vec(page) else {
+        return ApiError::Internal {
+            context: "serialising a media page",
+        }
+        .error_response();
+    };
+    let digest = sha2::Sha256::digest(&body);
+    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+    let matched = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| etag_matches(tags, &etag));
+    let mut response = if matched {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    // Revalidated on every use: the page is the caller's alone and changes with every upload.
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"));
+    if matched {
+        response.finish()
+    } else {
+        response.content_type("application/json").body(body)
+    }
 }
 
 /// One media record. The `ETag` names this version of the record, for `If-Match` on `PATCH`
