@@ -22,7 +22,12 @@ const LIBRARIES: &[(&str, &[&str])] = &[
     ("plugs_persistence", &["plugs_domain"]),
     (
         "plugs_media",
-        &["plugs_domain", "plugs_storage", "plugs_persistence"],
+        &[
+            "plugs_domain",
+            "plugs_imaging",
+            "plugs_storage",
+            "plugs_persistence",
+        ],
     ),
 ];
 

@@ -6,6 +6,7 @@ mod direct;
 mod edit;
 mod error;
 mod listing;
+mod processing;
 mod reconcile;
 mod service;
 mod tus;
@@ -18,6 +19,10 @@ pub use direct::{DirectUpload, DirectUploadRequest, EventUsage, UploadPlan};
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
 pub use listing::MediaQuery;
+pub use processing::{
+    DISPLAY_VARIANT, DerivedFormat, JobReport, ProcessingConfig, ProcessingWorker, VariantRequest,
+    VariantState, derived_key, parse_derived_key, thumbnail_variant,
+};
 pub use service::MediaService;
 pub use tus::{
     TUS_CHECKSUM_ALGORITHMS, TUS_PART_SIZE, TusChecksum, TusChunk, TusCreate, TusError, TusStatus,

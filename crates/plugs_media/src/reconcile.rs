@@ -206,6 +206,9 @@ impl MediaService {
                 None => false,
             });
         }
+        if let Some(claimed) = self.derived_claimed(key).await? {
+            return Ok(claimed);
+        }
         Ok(self.media.find_by_key(key).await?.is_some())
     }
 

@@ -32,6 +32,8 @@ pub struct MediaService {
     /// How large objects are read for downloads ([`MediaService::with_read_ahead`]); without
     /// it, every download is one plain GET.
     pub(crate) read_ahead: Option<plugs_storage::ReadAhead>,
+    /// The processing queue and derived versions ([`MediaService::with_jobs`]).
+    pub(crate) jobs: Option<Arc<dyn plugs_persistence::JobRepository>>,
 }
 
 /// How many times deleting an event re-lists its media when an upload slipped in meanwhile.
@@ -55,6 +57,7 @@ impl MediaService {
             config,
             tus: None,
             read_ahead: None,
+            jobs: None,
         }
     }
 
@@ -320,6 +323,7 @@ impl MediaService {
             // An upload in flight (or rolled back) may have staged bytes elsewhere.
             self.discard_staging(media.id).await?;
         }
+        self.delete_derived(media).await?;
         self.delete_object(&media.s3_key).await?;
         self.media.delete_media(media.id).await?;
         Ok(())

@@ -269,9 +269,8 @@ impl JobRow {
             state: JobState::parse(&self.state).ok_or_else(|| {
                 corrupt("processing_jobs", format!("unknown state {:?}", self.state))
             })?,
-            attempts: u32::try_from(self.attempts).map_err(|_| {
-                corrupt("processing_jobs", format!("attempts {}", self.attempts))
-            })?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| corrupt("processing_jobs", format!("attempts {}", self.attempts)))?,
             lease_until: self.lease_until.map(|at| at.and_utc()),
             last_error: self.last_error,
             created_at: self.created_at.and_utc(),
@@ -473,15 +472,7 @@ impl JobRepository for Database {
                     let park_jobs = sqlite_text(PARK_LAPSED_JOBS);
                     let claim_sql = sqlite_text(&CLAIM.replace("{lock}", ""));
                     sqlite.immediate_transaction(|sqlite| {
-                        claim_on!(
-                            sqlite,
-                            &park_media,
-                            &park_jobs,
-                            &claim_sql,
-                            now,
-                            max,
-                            lease
-                        )
+                        claim_on!(sqlite, &park_media, &park_jobs, &claim_sql, now, max, lease)
                     })
                 }
             }
@@ -727,9 +718,8 @@ impl JobRepository for Database {
                     let dimension = |value: Option<i32>| {
                         value
                             .map(|v| {
-                                u32::try_from(v).map_err(|_| {
-                                    corrupt("event_media", format!("dimension {v}"))
-                                })
+                                u32::try_from(v)
+                                    .map_err(|_| corrupt("event_media", format!("dimension {v}")))
                             })
                             .transpose()
                     };
@@ -845,8 +835,10 @@ impl MemoryJobs {
                 updated_at: at,
             },
         );
-        self.media.entry(media_id).or_insert((ProcessingState::None, None, None)).0 =
-            ProcessingState::Pending;
+        self.media
+            .entry(media_id)
+            .or_insert((ProcessingState::None, None, None))
+            .0 = ProcessingState::Pending;
     }
 
     /// What deleting a media record takes with it (the tables' CASCADE).
@@ -857,7 +849,10 @@ impl MemoryJobs {
     }
 
     pub(crate) fn set_state(&mut self, media_id: MediaId, state: ProcessingState) {
-        self.media.entry(media_id).or_insert((ProcessingState::None, None, None)).0 = state;
+        self.media
+            .entry(media_id)
+            .or_insert((ProcessingState::None, None, None))
+            .0 = state;
     }
 
     pub(crate) fn claim(&mut self, claim: JobClaim) -> Option<ProcessingJob> {
@@ -904,11 +899,11 @@ impl MemoryJobs {
     }
 
     pub(crate) fn processing_of(&self, media_id: MediaId) -> MediaProcessing {
-        let (state, width, height) = self
-            .media
-            .get(&media_id)
-            .copied()
-            .unwrap_or((ProcessingState::None, None, None));
+        let (state, width, height) =
+            self.media
+                .get(&media_id)
+                .copied()
+                .unwrap_or((ProcessingState::None, None, None));
         MediaProcessing {
             media_id,
             state,

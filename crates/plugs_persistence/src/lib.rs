@@ -17,8 +17,8 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 
 pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
-pub use jobs::{JobClaim, JobOutcome, JobRepository, JobState, ProcessingJob};
 pub use idempotency::{Claim, IdempotencyRepository, InMemoryIdempotency, StoredAnswer};
+pub use jobs::{JobClaim, JobOutcome, JobRepository, JobState, ProcessingJob};
 pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use plugs_domain::{
-    DerivedVersion, Event, EventId, EventMedia, MediaFields, MediaId, MediaStatus,
-    ProcessingState, UserId,
+    DerivedVersion, Event, EventId, EventMedia, MediaFields, MediaId, MediaStatus, ProcessingState,
+    UserId,
 };
 use plugs_persistence::{JobClaim, JobOutcome, JobState, ReadyUpdate};
 
@@ -154,7 +154,10 @@ pub async fn claim_complete_and_read_back(repo: &dyn Repo) {
     assert_eq!(processing.len(), 1);
     let processing = &processing[0];
     assert_eq!(processing.state, ProcessingState::Ready);
-    assert_eq!((processing.width, processing.height), (Some(4000), Some(3000)));
+    assert_eq!(
+        (processing.width, processing.height),
+        (Some(4000), Some(3000))
+    );
     let names: Vec<&str> = processing
         .variants
         .iter()
@@ -243,7 +246,11 @@ pub async fn a_lapsed_lease_lets_another_worker_take_the_job_over(repo: &dyn Rep
             .unwrap(),
         None
     );
-    assert!(repo.processing_of(&[photo.id]).await.unwrap()[0].variants.is_empty());
+    assert!(
+        repo.processing_of(&[photo.id]).await.unwrap()[0]
+            .variants
+            .is_empty()
+    );
     assert!(
         repo.complete_job(second.id, 2, &outcome, at(33))
             .await
@@ -298,7 +305,11 @@ pub async fn failures_are_retried_then_parked_with_their_error(repo: &dyn Repo) 
     let jobs = repo.jobs_of(other.id).await.unwrap();
     assert_eq!(jobs[0].state, JobState::Parked);
     assert!(
-        jobs[0].last_error.as_deref().unwrap().contains("lease lapsed"),
+        jobs[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("lease lapsed"),
         "{jobs:?}"
     );
     assert_eq!(state_of(repo, &other).await, ProcessingState::Failed);
@@ -310,21 +321,23 @@ pub async fn concurrent_claimers_never_get_the_same_job(repo: &dyn Repo) {
     for i in 0..24 {
         expected.insert(ready(repo, event, "image/jpeg", i).await.id);
     }
-    let claims = (0..6).map(|_| {
-        async move {
-            let mut mine = Vec::new();
-            while let Some(job) = repo.claim_job(claim(100, 600, 3)).await.unwrap() {
-                mine.push((job.id, job.media_id));
-            }
-            mine
+    let claims = (0..6).map(|_| async move {
+        let mut mine = Vec::new();
+        while let Some(job) = repo.claim_job(claim(100, 600, 3)).await.unwrap() {
+            mine.push((job.id, job.media_id));
         }
+        mine
     });
     let claimed: Vec<_> = futures::future::join_all(claims)
         .await
         .into_iter()
         .flatten()
         .collect();
-    assert_eq!(claimed.len(), expected.len(), "every job claimed exactly once");
+    assert_eq!(
+        claimed.len(),
+        expected.len(),
+        "every job claimed exactly once"
+    );
     let jobs: HashSet<_> = claimed.iter().map(|(job, _)| *job).collect();
     let media: HashSet<_> = claimed.iter().map(|(_, media)| *media).collect();
     assert_eq!(jobs.len(), claimed.len(), "a job claimed twice");
