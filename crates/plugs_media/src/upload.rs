@@ -359,6 +359,10 @@ impl MediaService {
         options.metadata = metadata;
         options.encryption = self.config.encryption.clone();
         options.create_only = true;
+        // What a bucket's archive rule selects (`plugs-api bucket init --archive-after-days`):
+        // originals only, so derived versions stay in the hot class.
+        let (tag, value) = plugs_storage::ORIGINAL_TAG;
+        options.tags.insert(tag.to_owned(), value.to_owned());
         options
     }
 

@@ -28,14 +28,14 @@ pub use local::{LocalFsConfig, LocalFsStore};
 pub use memory::MemoryStore;
 pub use readahead::{MIN_READ_AHEAD_RANGE, MemoryBudget, ReadAhead, Reservation};
 pub use s3::{
-    ABORT_RULE_ID, BucketPlan, BucketSetup, BucketState, CORS_RULE_ID, CredentialSource,
-    MIN_PART_SIZE, PendingUpload, ProbeEncryption, REPLICATION_RULE_ID, RULE_PREFIX, S3Config,
-    S3Store, STAGING_RULE_ID,
+    ABORT_RULE_ID, ARCHIVE_RULE_ID, ArchiveRule, BucketPlan, BucketSetup, BucketState,
+    CORS_RULE_ID, CredentialSource, MIN_PART_SIZE, PendingUpload, ProbeEncryption,
+    REPLICATION_RULE_ID, RULE_PREFIX, S3Config, S3Store, STAGING_RULE_ID,
 };
 pub use signing::PresignedParams;
 pub use store::{
     ByteRange, ByteStream, CompletedPart, GetOptions, GetResult, ListOptions, ListPage,
-    MAX_PART_NUMBER, ObjectMeta, ObjectStore, ObjectStoreExt, PartInfo, PresignMethod,
-    PresignOptions, PresignedUrl, PutOptions, PutResult, READY_PROBE_KEY, ServerSideEncryption,
-    SweepCount, SweepReport, etag_matches,
+    MAX_PART_NUMBER, ORIGINAL_TAG, ObjectMeta, ObjectStore, ObjectStoreExt, PartInfo,
+    PresignMethod, PresignOptions, PresignedUrl, PutOptions, PutResult, READY_PROBE_KEY,
+    ServerSideEncryption, SweepCount, SweepReport, etag_matches,
 };

@@ -15,6 +15,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, CompletedMultipartUpload, CompletedPart as S3CompletedPart, MetadataDirective,
+    TaggingDirective,
 };
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
@@ -27,8 +28,8 @@ mod admin;
 mod bucket;
 pub use admin::{CredentialSource, ProbeEncryption};
 pub use bucket::{
-    ABORT_RULE_ID, BucketPlan, BucketSetup, BucketState, CORS_RULE_ID, REPLICATION_RULE_ID,
-    RULE_PREFIX, STAGING_RULE_ID,
+    ABORT_RULE_ID, ARCHIVE_RULE_ID, ArchiveRule, BucketPlan, BucketSetup, BucketState,
+    CORS_RULE_ID, REPLICATION_RULE_ID, RULE_PREFIX, STAGING_RULE_ID,
 };
 
 use crate::body::BodyCheck;
@@ -366,7 +367,8 @@ impl S3Store {
             .content_length(size as i64)
             .body(body)
             .set_content_type(options.content_type.clone())
-            .set_metadata(metadata_map(options));
+            .set_metadata(metadata_map(options))
+            .set_tagging(tagging(options));
         request = apply_sse!(request, &options.encryption);
         if let Some(sha256) = options.sha256 {
             // The server checks the bytes it received against this, end to end.
@@ -425,7 +427,7 @@ impl S3Store {
         }
     }
 
-    /// `CreateMultipartUpload` with the options' content type, metadata and encryption.
+    /// `CreateMultipartUpload` with the options' content type, metadata, tags and encryption.
     async fn start_multipart(&self, key: &ObjectKey, options: &PutOptions) -> Result<String> {
         let mut create = self
             .client
@@ -433,7 +435,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key.as_str())
             .set_content_type(options.content_type.clone())
-            .set_metadata(metadata_map(options));
+            .set_metadata(metadata_map(options))
+            .set_tagging(tagging(options));
         create = apply_sse!(create, &options.encryption);
         let created = create
             .send()
@@ -660,6 +663,31 @@ fn metadata_map(options: &PutOptions) -> Option<std::collections::HashMap<String
             .collect()
     })
 }
+
+/// The `x-amz-tagging` value: `key=value` pairs joined by `&`, each part URL-encoded.
+fn tagging(options: &PutOptions) -> Option<String> {
+    (!options.tags.is_empty()).then(|| {
+        options
+            .tags
+            .iter()
+            .map(|(key, value)| {
+                format!(
+                    "{}={}",
+                    percent_encoding::utf8_percent_encode(key, TAG_ENCODE),
+                    percent_encoding::utf8_percent_encode(value, TAG_ENCODE)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+/// Everything but the unreserved characters of RFC 3986, as a query string's values need.
+const TAG_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn quoted(etag: &str) -> String {
     if etag.starts_with('"') || etag.starts_with("W/") {
@@ -1394,7 +1422,11 @@ impl ObjectStore for S3Store {
             .copy_source(format!("{}/{}", self.bucket, encode_key(from.as_str())))
             .metadata_directive(MetadataDirective::Replace)
             .set_content_type(options.content_type.clone())
-            .set_metadata(metadata_map(&options));
+            .set_metadata(metadata_map(&options))
+            // The copy's tags are the options', as its metadata is: staged bytes become an
+            // original with the original's tag.
+            .tagging_directive(TaggingDirective::Replace)
+            .set_tagging(tagging(&options));
         request = apply_sse!(request, &options.encryption);
         let output = request
             .send()

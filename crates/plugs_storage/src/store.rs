@@ -50,7 +50,15 @@ pub struct PutOptions {
     /// The exact body size, when the caller knows it; a body of any other size is refused with
     /// [`StoreError::SizeMismatch`] and nothing is stored.
     pub size: Option<u64>,
+    /// Object tags (S3 object tagging, sent as `x-amz-tagging` with the write), which bucket
+    /// lifecycle rules can select on: originals carry [`ORIGINAL_TAG`] so a rule can move them
+    /// to a colder class while derived versions stay. Stores without tagging ignore them.
+    pub tags: BTreeMap<String, String>,
 }
+
+/// The tag `(key, value)` on every original a user uploaded (not on derived versions): what the
+/// storage-class transition of `plugs-api bucket init --archive-after-days` selects.
+pub const ORIGINAL_TAG: (&str, &str) = ("plugs-media-role", "original");
 
 impl PutOptions {
     /// Options with a content type and everything else at its default.

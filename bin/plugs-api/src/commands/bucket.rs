@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use plugs_storage::{BucketSetup, BucketState, S3Store, ServerSideEncryption};
+use plugs_storage::{ArchiveRule, BucketSetup, BucketState, S3Store, ServerSideEncryption};
 
 use crate::config::Settings;
 
@@ -56,6 +56,16 @@ pub struct LifecycleArgs {
     /// Expire staged direct uploads (`uploads/`) after this many days.
     #[arg(long, default_value_t = 2)]
     pub staging_expire_days: i32,
+    /// Automatic archiving (off unless given): move originals (objects tagged
+    /// plugs-media-role=original at upload; thumbnails are not) to --archive-storage-class this
+    /// many days after upload.
+    #[arg(long)]
+    pub archive_after_days: Option<i32>,
+    /// The class originals move to: GLACIER_IR (default; downloads keep working), STANDARD_IA,
+    /// ONEZONE_IA, INTELLIGENT_TIERING, or GLACIER / DEEP_ARCHIVE (downloads answer 409 until
+    /// an operator restores the object).
+    #[arg(long, default_value = "GLACIER_IR", requires = "archive_after_days")]
+    pub archive_storage_class: String,
 }
 
 /// The prefix every media object lives under.
@@ -169,12 +179,26 @@ fn setup(settings: &Settings, lifecycle: &LifecycleArgs) -> anyhow::Result<Bucke
     if lifecycle.abort_multipart_days < 1 || lifecycle.staging_expire_days < 1 {
         anyhow::bail!("lifecycle days must be at least 1");
     }
+    let archive = lifecycle
+        .archive_after_days
+        .map(|after_days| {
+            let rule = ArchiveRule {
+                after_days,
+                storage_class: lifecycle.archive_storage_class.to_ascii_uppercase(),
+                prefix: MEDIA_PREFIX.to_owned(),
+            };
+            rule.validate().map(|()| rule).map_err(|why| {
+                anyhow::anyhow!("--archive-after-days/--archive-storage-class: {why}")
+            })
+        })
+        .transpose()?;
     Ok(BucketSetup {
         encryption: settings.encryption.clone(),
         abort_multipart_days: lifecycle.abort_multipart_days,
         staging_expire_days: lifecycle.staging_expire_days,
         staging_prefix: STAGING_PREFIX.to_owned(),
         cors_origins: settings.cors_allowed_origins.clone(),
+        archive,
     })
 }
 

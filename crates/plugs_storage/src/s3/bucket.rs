@@ -12,14 +12,15 @@ use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
     CorsConfiguration, CorsRule, DeleteMarkerReplication, DeleteMarkerReplicationStatus,
     Destination, EncryptionConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, PublicAccessBlockConfiguration, ReplicationConfiguration, ReplicationRule,
-    ReplicationRuleFilter, ReplicationRuleStatus, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, SourceSelectionCriteria,
-    SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, VersioningConfiguration,
+    LifecycleRuleAndOperator, LifecycleRuleFilter, PublicAccessBlockConfiguration,
+    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, Tag, Transition,
+    TransitionStorageClass, VersioningConfiguration,
 };
 
 use super::{S3Store, map_error};
-use crate::{Result, ServerSideEncryption, StoreError};
+use crate::{ORIGINAL_TAG, Result, ServerSideEncryption, StoreError};
 
 /// The id prefix of every rule this service writes; rules without it are someone else's.
 pub const RULE_PREFIX: &str = "plugs-media-";
@@ -31,6 +32,45 @@ pub const STAGING_RULE_ID: &str = "plugs-media-expire-staging";
 pub const CORS_RULE_ID: &str = "plugs-media-browser-uploads";
 /// Our replication rule.
 pub const REPLICATION_RULE_ID: &str = "plugs-media-replicate-events";
+/// Our rule moving originals (objects tagged [`ORIGINAL_TAG`]) to a colder storage class.
+pub const ARCHIVE_RULE_ID: &str = "plugs-media-archive-originals";
+
+/// Automatic archiving: originals under `prefix` move to `storage_class` `after_days` days after
+/// they were written. Selected by [`ORIGINAL_TAG`], which uploads write on originals only, so
+/// derived versions (thumbnails, display copies) stay in the hot class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRule {
+    /// Days after creation.
+    pub after_days: i32,
+    /// An S3 transition class: `STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING`,
+    /// `GLACIER_IR`, `GLACIER` or `DEEP_ARCHIVE` (the last two need a restore before a
+    /// download: those answer 409).
+    pub storage_class: String,
+    /// The media prefix, `events/`.
+    pub prefix: String,
+}
+
+impl ArchiveRule {
+    /// Checks the class and the days against what S3 accepts: a known class, at least one day,
+    /// and at least 30 for the infrequent-access classes.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let class = self.storage_class.as_str();
+        if !TransitionStorageClass::values().contains(&class) {
+            return Err(format!(
+                "unknown storage class {class:?}: one of {}",
+                TransitionStorageClass::values().join(", ")
+            ));
+        }
+        let minimum = if class.ends_with("_IA") { 30 } else { 1 };
+        if self.after_days < minimum {
+            return Err(format!(
+                "S3 moves objects to {class} after {minimum} day(s) at the earliest, not {}",
+                self.after_days
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What `bucket init` asks of the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +85,8 @@ pub struct BucketSetup {
     pub staging_prefix: String,
     /// Browser origins allowed to GET, HEAD and PUT presigned URLs; empty: no CORS rule of ours.
     pub cors_origins: Vec<String>,
+    /// Automatic archiving of originals; `None` (the default): no transition rule of ours.
+    pub archive: Option<ArchiveRule>,
 }
 
 /// A lifecycle rule reduced to what this module compares and prints.
@@ -55,6 +97,10 @@ struct RuleShape {
     enabled: bool,
     abort_days: Option<i32>,
     expire_days: Option<i32>,
+    /// `(days, class)` of each transition by age.
+    transitions: Vec<(Option<i32>, String)>,
+    /// The filter's tags, `key=value`.
+    tags: Vec<String>,
     other_actions: bool,
 }
 
@@ -75,7 +121,30 @@ impl RuleShape {
                 .abort_incomplete_multipart_upload()
                 .and_then(|a| a.days_after_initiation()),
             expire_days: rule.expiration().and_then(|e| e.days()),
-            other_actions: !rule.transitions().is_empty()
+            transitions: rule
+                .transitions()
+                .iter()
+                .map(|t| {
+                    (
+                        t.days(),
+                        t.storage_class()
+                            .map(|c| c.as_str().to_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            tags: rule
+                .filter()
+                .map(|f| {
+                    f.tag()
+                        .into_iter()
+                        .chain(f.and().map(|a| a.tags()).unwrap_or_default())
+                        .map(|t| format!("{}={}", t.key(), t.value()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            other_actions: rule.transitions().iter().any(|t| t.date().is_some())
+                || !rule.noncurrent_version_transitions().is_empty()
                 || rule.noncurrent_version_expiration().is_some()
                 || rule.expiration().is_some_and(|e| e.date().is_some()),
         }
@@ -89,6 +158,12 @@ impl RuleShape {
         if let Some(days) = self.expire_days {
             actions.push(format!("expire objects after {days} d"));
         }
+        for (days, class) in &self.transitions {
+            match days {
+                Some(days) => actions.push(format!("move to {class} after {days} d")),
+                None => actions.push(format!("move to {class}")),
+            }
+        }
         if self.other_actions {
             actions.push("other actions".to_owned());
         }
@@ -97,8 +172,17 @@ impl RuleShape {
         } else {
             format!("prefix {}", self.prefix)
         };
+        let tagged = if self.tags.is_empty() {
+            String::new()
+        } else {
+            format!(" tagged {}", self.tags.join(" and "))
+        };
         let status = if self.enabled { "" } else { " (disabled)" };
-        format!("{} on {prefix}: {}{status}", self.id, actions.join(", "))
+        format!(
+            "{} on {prefix}{tagged}: {}{status}",
+            self.id,
+            actions.join(", ")
+        )
     }
 
     /// Whether `self` (someone else's) does one of `ours`'s jobs on an overlapping prefix.
@@ -106,7 +190,8 @@ impl RuleShape {
         let prefixes =
             self.prefix.starts_with(&ours.prefix) || ours.prefix.starts_with(&self.prefix);
         let same_job = (self.abort_days.is_some() && ours.abort_days.is_some())
-            || (self.expire_days.is_some() && ours.expire_days.is_some());
+            || (self.expire_days.is_some() && ours.expire_days.is_some())
+            || (!self.transitions.is_empty() && !ours.transitions.is_empty());
         self.enabled && prefixes && same_job
     }
 }
@@ -434,7 +519,39 @@ impl S3Store {
             )
             .build()
             .map_err(|e| build_error("lifecycle rule", e))?;
-        let wanted = [abort, staging];
+        let mut wanted = vec![abort, staging];
+        if let Some(archive) = &setup.archive {
+            archive
+                .validate()
+                .map_err(|why| StoreError::other("the archive rule", why))?;
+            let (key, value) = ORIGINAL_TAG;
+            let filter = LifecycleRuleAndOperator::builder()
+                .prefix(&archive.prefix)
+                .tags(
+                    Tag::builder()
+                        .key(key)
+                        .value(value)
+                        .build()
+                        .map_err(|e| build_error("lifecycle tag", e))?,
+                )
+                .build();
+            wanted.push(
+                LifecycleRule::builder()
+                    .id(ARCHIVE_RULE_ID)
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().and(filter).build())
+                    .transitions(
+                        Transition::builder()
+                            .days(archive.after_days)
+                            .storage_class(TransitionStorageClass::from(
+                                archive.storage_class.as_str(),
+                            ))
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| build_error("lifecycle rule", e))?,
+            );
+        }
         let current = self.lifecycle_rules().await?;
         let mut merged = Vec::new();
         let mut changed = false;
