@@ -1,8 +1,10 @@
 //! What each subcommand does. The operator commands that grow beyond a few lines live in
 //! `commands/`, one file each.
 
+pub mod backfill;
 pub mod bucket;
 pub mod check;
+pub mod scrub;
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result
         Command::Gc { apply, grace } => gc(&settings, apply, grace).await,
         Command::Check => check::run(&settings).await,
         Command::Bucket { command } => bucket::run(&settings, command).await,
+        Command::Scrub(args) => scrub::run(&settings, args).await,
+        Command::Backfill(args) => backfill::run(&settings, args).await,
     }
 }
 

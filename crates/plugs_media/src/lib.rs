@@ -5,6 +5,7 @@ mod config;
 mod direct;
 mod edit;
 mod error;
+mod import;
 mod listing;
 mod processing;
 mod reconcile;
@@ -18,6 +19,7 @@ pub use config::{DownloadSigner, ServiceConfig};
 pub use direct::{DirectUpload, DirectUploadRequest, EventUsage, UploadPlan};
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
+pub use import::{ImportRequest, Verification};
 pub use listing::MediaQuery;
 pub use processing::{
     DISPLAY_VARIANT, DerivedFormat, JobReport, ProcessingConfig, ProcessingWorker, VariantRequest,

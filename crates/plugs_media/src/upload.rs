@@ -20,6 +20,16 @@ use sha2::{Digest, Sha256};
 
 use crate::{MediaError, MediaService, UploadFields, UploadRequest};
 
+/// Who made a media and when, as its record will say.
+pub(crate) struct Provenance {
+    /// The media id.
+    pub(crate) id: MediaId,
+    /// Who uploaded it.
+    pub(crate) uploaded_by: UserId,
+    /// When it was created (it dates the object key); `None`: now.
+    pub(crate) created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// How many next-microsecond keys to try when another upload to the same event took the key.
 const KEY_ATTEMPTS: i64 = 5;
 
@@ -59,9 +69,26 @@ impl MediaService {
         user: &UserId,
         event_id: EventId,
         request: &UploadRequest,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<StagedUpload, MediaError> {
         self.authorized_event(user, event_id, Access::Write).await?;
+        let provenance = Provenance {
+            id: MediaId::new(),
+            uploaded_by: user.clone(),
+            created_at: None,
+        };
+        self.receive_as(provenance, event_id, request, body).await
+    }
+
+    /// [`MediaService::receive`] after authorisation, for a media whose id, uploader and
+    /// creation time are given (`import`: a legacy row keeps its own).
+    pub(crate) async fn receive_as(
+        &self,
+        provenance: Provenance,
+        event_id: EventId,
+        request: &UploadRequest,
+        mut body: ByteStream,
+    ) -> Result<StagedUpload, MediaError> {
         // Fields sent before the file are refused before a byte is stored; the finalize step
         // checks them again together with any that follow the file.
         let fields = request.fields().parse()?;
@@ -92,8 +119,9 @@ impl MediaService {
         )?;
 
         let now = self.clock.now();
+        let created_at = provenance.created_at.unwrap_or(now);
         let mut media = EventMedia {
-            id: MediaId::new(),
+            id: provenance.id,
             event_id,
             title: fields.title,
             description: fields.description,
@@ -104,8 +132,8 @@ impl MediaService {
             sha256: None,
             s3_key: String::new(),
             status: MediaStatus::Pending,
-            uploaded_by: user.clone(),
-            created_at: now,
+            uploaded_by: provenance.uploaded_by,
+            created_at,
             updated_at: now,
             lease_until: Some(now + self.config.upload_lease),
         };

@@ -484,6 +484,13 @@ impl MediaRepository for AnotherEditorFirst {
     async fn list_all_for_event(&self, event_id: EventId) -> Result<Vec<EventMedia>, RepoError> {
         self.inner.list_all_for_event(event_id).await
     }
+    async fn list_ready_by_id(
+        &self,
+        after: Option<MediaId>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError> {
+        self.inner.list_ready_by_id(after, limit).await
+    }
     async fn list_stale(
         &self,
         status: MediaStatus,

@@ -716,6 +716,13 @@ impl MediaRepository for UploadFinishesWhileListed {
     ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
         self.inner.list_all_for_event(event_id).await
     }
+    async fn list_ready_by_id(
+        &self,
+        after: Option<MediaId>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, plugs_persistence::RepoError> {
+        self.inner.list_ready_by_id(after, limit).await
+    }
     async fn list_stale(
         &self,
         status: MediaStatus,

@@ -956,6 +956,31 @@ impl MediaRepository for Database {
         .await
     }
 
+    async fn list_ready_by_id(
+        &self,
+        after: Option<MediaId>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError> {
+        self.with_connection(move |conn| {
+            // The primary key's order: PostgreSQL compares uuids bytewise, SQLite their
+            // lower-case hyphenated text, which sorts the same.
+            let mut query = event_media::table
+                .into_boxed::<MultiBackend>()
+                .filter(ready_only());
+            if let Some(after) = after {
+                query = query.filter(event_media::id.gt(SqlUuid(after.as_uuid())));
+            }
+            let rows: Vec<MediaRow> = query
+                .order(event_media::id.asc())
+                .limit(db_limit(limit))
+                .select(MediaRow::as_select())
+                .load(conn)
+                .map_err(db_error)?;
+            with_tags(conn, rows)
+        })
+        .await
+    }
+
     async fn list_stale(
         &self,
         status: MediaStatus,

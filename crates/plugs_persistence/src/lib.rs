@@ -8,6 +8,7 @@ mod error;
 mod explain_tests;
 mod idempotency;
 mod jobs;
+mod legacy;
 mod memory;
 mod repository;
 mod schema;
@@ -19,6 +20,7 @@ pub use database::{Backend, Database, DatabaseOptions};
 pub use error::{BoxError, RepoError};
 pub use idempotency::{Claim, IdempotencyRepository, InMemoryIdempotency, StoredAnswer};
 pub use jobs::{JobClaim, JobOutcome, JobRepository, JobState, ProcessingJob};
+pub use legacy::{LegacyColumns, LegacyError, LegacyRow, LegacyTable};
 pub use memory::{FaultKind, InMemoryRepository, RepoOp};
 pub use repository::{
     EventRepository, FieldsUpdate, HealthCheck, MediaFilter, MediaRepository, ReadyUpdate,

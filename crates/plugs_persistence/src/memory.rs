@@ -53,6 +53,8 @@ pub enum RepoOp {
     ListAllForEvent,
     /// [`MediaRepository::list_stale`].
     ListStale,
+    /// [`MediaRepository::list_ready_by_id`].
+    ListReadyById,
     /// [`HealthCheck::ping`].
     Ping,
     /// [`crate::JobRepository::claim_job`].
@@ -588,6 +590,25 @@ impl MediaRepository for InMemoryRepository {
                 .filter(|m| m.event_id == event_id)
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn list_ready_by_id(
+        &self,
+        after: Option<MediaId>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError> {
+        self.run(RepoOp::ListReadyById, |tables| {
+            let mut media: Vec<EventMedia> = tables
+                .media
+                .values()
+                .filter(|m| m.status == MediaStatus::Ready)
+                .filter(|m| after.is_none_or(|after| m.id.as_uuid() > after.as_uuid()))
+                .cloned()
+                .collect();
+            media.sort_by_key(|m| m.id.as_uuid());
+            media.truncate(limit);
+            Ok(media)
         })
     }
 

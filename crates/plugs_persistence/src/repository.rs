@@ -194,6 +194,15 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// All of an event's media in every state (for deleting the event), any order.
     async fn list_all_for_event(&self, event_id: EventId) -> Result<Vec<EventMedia>, RepoError>;
 
+    /// Every event's `Ready` media in id order, strictly after `after`, at most `limit`: a walk
+    /// of the whole table one page at a time (`plugs-api scrub`). Ids never change, so a record
+    /// edited during the walk is neither skipped nor seen twice.
+    async fn list_ready_by_id(
+        &self,
+        after: Option<MediaId>,
+        limit: usize,
+    ) -> Result<Vec<EventMedia>, RepoError>;
+
     /// Stale records in `status`, oldest first, at most `limit` (the reconciler's work list): a
     /// record is stale when its lease lapsed before `now`, or, without a lease, when it was not
     /// updated since `before`. A live lease protects a record however old it is.

@@ -29,6 +29,7 @@ all_backends!(
     list_ready_shows_only_ready_media_newest_first,
     list_all_for_event_covers_every_state,
     list_stale_by_status_and_age,
+    list_ready_by_id_walks_every_event_in_pages,
     find_by_key_in_any_state,
     delete_media_is_idempotent_and_takes_its_tags,
     ping_answers,

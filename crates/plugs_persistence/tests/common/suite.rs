@@ -691,6 +691,38 @@ pub async fn list_all_for_event_covers_every_state(repo: &dyn Repo) {
     assert_eq!(all, vec![p, r, d]);
 }
 
+/// Every event's ready media, page by page in id order: nothing skipped or repeated, other
+/// states left out (what `plugs-api scrub` walks).
+pub async fn list_ready_by_id_walks_every_event_in_pages(repo: &dyn Repo) {
+    let first = new_event(repo, at(0, 0)).await;
+    let second = new_event(repo, at(0, 0)).await;
+    let mut expected = Vec::new();
+    for minute in 1..=7 {
+        let event = if minute % 2 == 0 { &first } else { &second };
+        expected.push(ready_media(repo, event.id, at(minute, 0)).await.id);
+    }
+    repo.insert_media(&pending(first.id, at(8, 0), &[]))
+        .await
+        .unwrap();
+    let gone = ready_media(repo, second.id, at(9, 0)).await;
+    repo.mark_deleting(gone.id, Utc::now()).await.unwrap();
+    expected.sort_by_key(|id| id.as_uuid());
+
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repo.list_ready_by_id(after, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        assert!(page.iter().all(|m| m.status == MediaStatus::Ready));
+        walked.extend(page.iter().map(|m| m.id));
+        match page.last() {
+            Some(last) if page.len() == 3 => after = Some(last.id),
+            _ => break,
+        }
+    }
+    assert_eq!(walked, expected);
+}
+
 pub async fn list_stale_by_status_and_age(repo: &dyn Repo) {
     let event = new_event(repo, at(0, 0)).await;
     let now = Utc::now();
