@@ -1,10 +1,10 @@
 //! What each subcommand does. The operator commands that grow beyond a few lines live in
 //! `commands/`, one file each.
 
-pub mod backfill;
 pub mod bucket;
 pub mod check;
-pub mod scrub;
+pub mod reprocess;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -35,8 +35,8 @@ pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result
         Command::Gc { apply, grace } => gc(&settings, apply, grace).await,
         Command::Check => check::run(&settings).await,
         Command::Bucket { command } => bucket::run(&settings, command).await,
-        Command::Scrub(args) => scrub::run(&settings, args).await,
-        Command::Backfill(args) => backfill::run(&settings, args).await,
+        Command::Worker(args) => worker::run(&settings, args).await,
+        Command::Reprocess(args) => reprocess::run(&settings, args).await,
     }
 }
 
@@ -64,6 +64,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let metrics = state.metrics.clone();
         actix_web::rt::spawn(reconcile_periodically(service, metrics, interval));
     }
+    worker::spawn(
+        &state.service,
+        &settings.processing,
+        settings.processing_workers,
+    );
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     tracing::info!(addr = %settings.bind_addr, workers, "listening");
     let metrics = state.metrics.clone();

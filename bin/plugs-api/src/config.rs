@@ -56,6 +56,15 @@ pub const ENV_NAMES: &[&str] = &[
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
     "ALLOWED_TYPES",
+    "PROCESSING_WORKERS",
+    "THUMBNAIL_WIDTHS",
+    "DISPLAY_LONG_EDGE",
+    "DERIVED_FORMAT",
+    "DERIVED_QUALITY",
+    "PROCESSING_MAX_PIXELS",
+    "PROCESSING_MAX_ATTEMPTS",
+    "PROCESSING_JOB_LEASE",
+    "PROCESSING_JOB_TIMEOUT",
 ];
 
 /// A value that must never reach a log line, an error message or `Debug` output.
@@ -163,6 +172,15 @@ struct RawSettings {
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
     allowed_types: Option<String>,
+    processing_workers: usize,
+    thumbnail_widths: String,
+    display_long_edge: u32,
+    derived_format: String,
+    derived_quality: u8,
+    processing_max_pixels: u64,
+    processing_max_attempts: u32,
+    processing_job_lease: u64,
+    processing_job_timeout: u64,
 }
 
 /// How log lines are written.
@@ -333,6 +351,13 @@ pub struct Settings {
     pub encryption: plugs_storage::ServerSideEncryption,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Processing workers `serve` runs (`PROCESSING_WORKERS`, default 1; 0: none, leave the
+    /// queue to `plugs-api worker` processes).
+    pub processing_workers: usize,
+    /// Derived versions and the workers' limits (`THUMBNAIL_WIDTHS`, `DISPLAY_LONG_EDGE`,
+    /// `DERIVED_FORMAT`, `DERIVED_QUALITY`, `PROCESSING_MAX_PIXELS`, `PROCESSING_MAX_ATTEMPTS`,
+    /// `PROCESSING_JOB_LEASE`, `PROCESSING_JOB_TIMEOUT`).
+    pub processing: plugs_media::ProcessingConfig,
 }
 
 impl Settings {
@@ -382,7 +407,16 @@ impl Settings {
             .set_default("download_memory_budget", 256 * 1024 * 1024)?
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
-            .set_default("s3_sse", "AES256")?;
+            .set_default("s3_sse", "AES256")?
+            .set_default("processing_workers", 1)?
+            .set_default("thumbnail_widths", "256,1024")?
+            .set_default("display_long_edge", 2048)?
+            .set_default("derived_format", "jpeg")?
+            .set_default("derived_quality", 82)?
+            .set_default("processing_max_pixels", 100_000_000)?
+            .set_default("processing_max_attempts", 5)?
+            .set_default("processing_job_lease", 60)?
+            .set_default("processing_job_timeout", 120)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
@@ -618,6 +652,16 @@ impl RawSettings {
             }
             _ => return Err(invalid("S3_SSE", "expected AES256, aws:kms or none")),
         };
+        let processing = processing_config(
+            &self.thumbnail_widths,
+            self.display_long_edge,
+            &self.derived_format,
+            self.derived_quality,
+            self.processing_max_pixels,
+            self.processing_max_attempts,
+            self.processing_job_lease,
+            self.processing_job_timeout,
+        )?;
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -663,8 +707,94 @@ impl RawSettings {
             policy,
             encryption,
             log_format,
+            processing_workers: self.processing_workers,
+            processing,
         })
     }
+}
+
+/// The derived versions' settings: `THUMBNAIL_WIDTHS` (comma-separated pixels, each 16 to
+/// 8192, at most 8), `DISPLAY_LONG_EDGE` (16 to 16384), `DERIVED_FORMAT` (`jpeg` or `webp`,
+/// which is lossless), `DERIVED_QUALITY` (1 to 100), `PROCESSING_MAX_PIXELS`,
+/// `PROCESSING_MAX_ATTEMPTS` (at least 1), `PROCESSING_JOB_LEASE` and `PROCESSING_JOB_TIMEOUT`
+/// (seconds, at least 1).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one per setting, named at the call"
+)]
+fn processing_config(
+    widths: &str,
+    display_long_edge: u32,
+    format: &str,
+    quality: u8,
+    max_pixels: u64,
+    max_attempts: u32,
+    lease: u64,
+    timeout: u64,
+) -> Result<plugs_media::ProcessingConfig, ConfigError> {
+    let mut thumbnail_widths = Vec::new();
+    for part in widths
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
+        let width: u32 = part
+            .parse()
+            .ok()
+            .filter(|width| (16..=8192).contains(width))
+            .ok_or_else(|| {
+                invalid(
+                    "THUMBNAIL_WIDTHS",
+                    "expected comma-separated widths in pixels, each 16 to 8192, like 256,1024",
+                )
+            })?;
+        if !thumbnail_widths.contains(&width) {
+            thumbnail_widths.push(width);
+        }
+    }
+    if thumbnail_widths.len() > 8 {
+        return Err(invalid("THUMBNAIL_WIDTHS", "at most 8 widths"));
+    }
+    if !(16..=16_384).contains(&display_long_edge) {
+        return Err(invalid("DISPLAY_LONG_EDGE", "expected 16 to 16384 pixels"));
+    }
+    let format = match format.to_ascii_lowercase().as_str() {
+        "jpeg" | "jpg" => plugs_media::DerivedFormat::Jpeg,
+        "webp" => plugs_media::DerivedFormat::Webp,
+        _ => return Err(invalid("DERIVED_FORMAT", "expected jpeg or webp")),
+    };
+    if !(1..=100).contains(&quality) {
+        return Err(invalid("DERIVED_QUALITY", "expected 1 to 100"));
+    }
+    if max_pixels == 0 {
+        return Err(invalid("PROCESSING_MAX_PIXELS", "expected at least 1"));
+    }
+    if max_attempts == 0 {
+        return Err(invalid("PROCESSING_MAX_ATTEMPTS", "expected at least 1"));
+    }
+    if lease == 0 {
+        return Err(invalid(
+            "PROCESSING_JOB_LEASE",
+            "expected at least 1 second",
+        ));
+    }
+    if timeout == 0 {
+        return Err(invalid(
+            "PROCESSING_JOB_TIMEOUT",
+            "expected at least 1 second",
+        ));
+    }
+    Ok(plugs_media::ProcessingConfig {
+        thumbnail_widths,
+        display_long_edge,
+        format,
+        quality,
+        max_pixels,
+        max_attempts,
+        job_lease: Duration::from_secs(lease),
+        job_timeout: Duration::from_secs(timeout),
+        ..plugs_media::ProcessingConfig::default()
+    })
 }
 
 /// `CDN_KEY_PAIR_ID` and `CDN_PRIVATE_KEY_PEM` (both or neither, and only with `CDN_BASE_URL`),

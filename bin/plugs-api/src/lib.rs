@@ -75,6 +75,7 @@ pub fn build_app(
             // Before the media routes: `tus` is not a media id.
             .configure(routes::tus::config)
             .configure(routes::media::config)
+            .configure(routes::variants::config)
             .configure(routes::zip::config)
             .configure(routes::local_objects::config)
             .route(

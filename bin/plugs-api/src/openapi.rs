@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
-use crate::routes::{events, health, local_objects, media, tus, uploads, zip};
+use crate::routes::{events, health, local_objects, media, tus, uploads, variants, zip};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use crate::routes::{events, health, local_objects, media, tus, uploads, zip};
         media::download_media,
         media::stream_media,
         media::presign_media,
+        variants::thumbnail,
         zip::event_zip,
         uploads::create_upload,
         uploads::complete_upload,
@@ -60,6 +61,8 @@ use crate::routes::{events, health, local_objects, media, tus, uploads, zip};
         media::MediaPatch,
         media::PresignedUrlBody,
         media::UploadForm,
+        variants::VariantBody,
+        variants::ProcessingBody,
         health::Status,
         uploads::CreateUploadBody,
         uploads::UploadPlanBody,

@@ -256,6 +256,7 @@ async fn build_service_on(
         database.clone(),
         config,
     )
+    .with_jobs(database.clone())
     .with_tus(database);
     // Large downloads read ahead in ranges, all of them within one memory budget.
     let service = if settings.download_ranges_in_flight > 0 {

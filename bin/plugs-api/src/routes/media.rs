@@ -95,11 +95,20 @@ pub struct MediaBody {
     pub uploaded_by: String,
     /// Upload time (UTC).
     pub created_at: DateTime<Utc>,
+    /// The original's width in pixels (orientation applied), once a worker has read it.
+    pub width: Option<u32>,
+    /// The original's height in pixels (orientation applied), once a worker has read it.
+    pub height: Option<u32>,
+    /// Where its derived versions (thumbnails, display copy) stand.
+    pub processing: crate::routes::variants::ProcessingBody,
+    /// Its derived versions, by name.
+    pub variants: Vec<crate::routes::variants::VariantBody>,
 }
 
 impl MediaBody {
     pub(crate) fn new(media: EventMedia, service: &MediaService) -> Self {
         let url = media_url(&media, service.config().cdn_base_url.as_deref());
+        let processing = crate::routes::variants::initial_processing(&media.content_type);
         Self {
             id: media.id.as_uuid(),
             event_id: media.event_id.as_uuid(),
@@ -114,7 +123,22 @@ impl MediaBody {
             url,
             uploaded_by: media.uploaded_by.into(),
             created_at: media.created_at,
+            width: None,
+            height: None,
+            processing,
+            variants: Vec::new(),
         }
+    }
+
+    /// [`MediaBody::new`] with what processing knows of the record.
+    pub(crate) async fn with_processing(
+        media: EventMedia,
+        service: &MediaService,
+    ) -> Result<Self, ApiError> {
+        let mut body = [Self::new(media, service)];
+        crate::routes::variants::attach_processing(&mut body, service).await?;
+        let [body] = body;
+        Ok(body)
     }
 }
 
@@ -656,14 +680,19 @@ pub async fn list_media(
             PageRequest { cursor, limit },
         )
         .await?;
-    Ok(page_response(&req, &MediaPage {
-        items: page
-            .items
-            .into_iter()
-            .map(|m| MediaBody::new(m, &service))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    let mut items: Vec<MediaBody> = page
+        .items
+        .into_iter()
+        .map(|m| MediaBody::new(m, &service))
+        .collect();
+    crate::routes::variants::attach_processing(&mut items, &service).await?;
+    Ok(page_response(
+        &req,
+        &MediaPage {
+            items,
+            next_cursor: page.next_cursor,
+        },
+    ))
 }
 
 /// A list page as JSON with an `ETag` naming exactly these bytes (a SHA-256 of them), or 304 when
@@ -721,7 +750,9 @@ pub async fn get_media(
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, media_id) = path.into_inner();
     let media = service.get_media(&user.0, event_id, media_id).await?;
-    Ok(with_etag(HttpResponse::Ok(), media.updated_at).json(MediaBody::new(media, &service)))
+    let version = media.updated_at;
+    Ok(with_etag(HttpResponse::Ok(), version)
+        .json(MediaBody::with_processing(media, &service).await?))
 }
 
 /// Deserialises a field that is present, `null` included, as `Some`: with `#[serde(default)]`
@@ -802,7 +833,9 @@ pub async fn patch_media(
     let media = service
         .edit_media(&user.0, event_id, media_id, &edit, &if_match(&req))
         .await?;
-    Ok(with_etag(HttpResponse::Ok(), media.updated_at).json(MediaBody::new(media, &service)))
+    let version = media.updated_at;
+    Ok(with_etag(HttpResponse::Ok(), version)
+        .json(MediaBody::with_processing(media, &service).await?))
 }
 
 /// Deletes a media: its object and its record.
@@ -845,12 +878,10 @@ pub async fn delete_media(
             ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
             ("ETag" = String, description = "The object's strong entity tag"),
-            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
             ("Content-Range" = String, description = "`bytes first-last/size`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
-            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 304, description = "Not modified"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -891,12 +922,10 @@ pub async fn download_media(
             ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
             ("ETag" = String, description = "The object's strong entity tag"),
-            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
             ("Content-Range" = String, description = "`bytes first-last/size`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
-            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Malformed query (`inline` is `true` or `false`)", body = Problem, content_type = "application/problem+json"),
@@ -1072,27 +1101,6 @@ fn byte_headers(
             presentation.disposition(&media.content_type),
             filename,
         ));
-    if let Some(digest) = repr_digest(media) {
-        response.insert_header((REPR_DIGEST, digest));
-    }
-}
-
-/// `Repr-Digest` (RFC 9530 §3).
-const REPR_DIGEST: &str = "repr-digest";
-
-/// `sha-256=:<base64>:` from the SHA-256 recorded at upload. It is the digest of the whole
-/// selected representation, not of the bytes in this message, so it is the same on a 200, a
-/// 206 of any range and a HEAD (RFC 9530 §3 and its Appendix B example of a range request):
-/// a client checks it once it holds every byte. A record without a valid hash sends none.
-fn repr_digest(media: &EventMedia) -> Option<String> {
-    use base64::Engine as _;
-    let sha = hex::decode(media.sha256.as_deref()?).ok()?;
-    (sha.len() == 32).then(|| {
-        format!(
-            "sha-256=:{}:",
-            base64::engine::general_purpose::STANDARD.encode(sha)
-        )
-    })
 }
 
 /// A 304, repeating the `If-None-Match` tag when there was exactly one (with a list or `*` the

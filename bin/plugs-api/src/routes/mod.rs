@@ -7,6 +7,7 @@ pub mod media;
 pub mod preconditions;
 pub mod tus;
 pub mod uploads;
+pub mod variants;
 pub mod zip;
 
 use actix_web::{Route, guard, web};

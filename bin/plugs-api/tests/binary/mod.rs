@@ -156,6 +156,12 @@ pub(crate) fn command(env: &[(String, String)], cwd: &Path) -> Command {
         "RUST_LOG",
         std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
     );
+    // No processing workers unless a test asks for them: derived versions would appear in the
+    // store (asynchronously) beside the objects the other tests count. tests/processing.rs
+    // sets PROCESSING_WORKERS itself.
+    if !env.iter().any(|(k, _)| k == "PROCESSING_WORKERS") {
+        command.env("PROCESSING_WORKERS", "0");
+    }
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
 }
