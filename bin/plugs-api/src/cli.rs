@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `migrate`, `token`, `gc`, `check`, `bucket`,
-//! `worker`, `reprocess`.
+//! `scrub`, `backfill`, `worker`, `reprocess`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,6 +79,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::bucket::BucketCommand,
     },
+    /// Integrity: re-read stored objects (streamed, rate-limited) and compare each one's size
+    /// and SHA-256 with its record; reports missing and differing objects and exits non-zero
+    /// when there is any.
+    Scrub(crate::commands::scrub::ScrubArgs),
+    /// Move files kept in a legacy PostgreSQL table's BYTEA column into the store, each
+    /// through the upload checks, dated by its row; resumable, reports moved, skipped and
+    /// failed rows. `--clear-legacy` clears a row's bytes once its object is verified.
+    Backfill(crate::commands::backfill::BackfillArgs),
     /// Work the processing queue (thumbnails, display copies) without serving HTTP, until
     /// SIGTERM: a separate worker fleet beside (or instead of) the workers inside `serve`.
     Worker(crate::commands::worker::WorkerArgs),

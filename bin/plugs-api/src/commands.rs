@@ -1,9 +1,11 @@
 //! What each subcommand does. The operator commands that grow beyond a few lines live in
 //! `commands/`, one file each.
 
+pub mod backfill;
 pub mod bucket;
 pub mod check;
 pub mod reprocess;
+pub mod scrub;
 pub mod worker;
 
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result
         Command::Gc { apply, grace } => gc(&settings, apply, grace).await,
         Command::Check => check::run(&settings).await,
         Command::Bucket { command } => bucket::run(&settings, command).await,
+        Command::Scrub(args) => scrub::run(&settings, args).await,
+        Command::Backfill(args) => backfill::run(&settings, args).await,
         Command::Worker(args) => worker::run(&settings, args).await,
         Command::Reprocess(args) => reprocess::run(&settings, args).await,
     }

@@ -878,10 +878,12 @@ pub async fn delete_media(
             ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
             ("ETag" = String, description = "The object's strong entity tag"),
+            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
             ("Content-Range" = String, description = "`bytes first-last/size`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 304, description = "Not modified"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -922,10 +924,12 @@ pub async fn download_media(
             ("Content-Disposition" = String, description = "`attachment` on `/download`; on `/stream` `inline` for pictures, video and sound, else `attachment` unless `inline=true`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
             ("ETag" = String, description = "The object's strong entity tag"),
+            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>, headers(
             ("Content-Range" = String, description = "`bytes first-last/size`"),
             ("Content-Security-Policy" = String, description = "Always `sandbox`"),
+            ("Repr-Digest" = String, description = "RFC 9530: `sha-256=:<base64>:`, the SHA-256 of the whole file as recorded at upload (the same on a 206: it covers the representation, not the range)"),
         )),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Malformed query (`inline` is `true` or `false`)", body = Problem, content_type = "application/problem+json"),
@@ -1101,6 +1105,27 @@ fn byte_headers(
             presentation.disposition(&media.content_type),
             filename,
         ));
+    if let Some(digest) = repr_digest(media) {
+        response.insert_header((REPR_DIGEST, digest));
+    }
+}
+
+/// `Repr-Digest` (RFC 9530 §3).
+const REPR_DIGEST: &str = "repr-digest";
+
+/// `sha-256=:<base64>:` from the SHA-256 recorded at upload. It is the digest of the whole
+/// selected representation, not of the bytes in this message, so it is the same on a 200, a
+/// 206 of any range and a HEAD (RFC 9530 §3 and its Appendix B example of a range request):
+/// a client checks it once it holds every byte. A record without a valid hash sends none.
+fn repr_digest(media: &EventMedia) -> Option<String> {
+    use base64::Engine as _;
+    let sha = hex::decode(media.sha256.as_deref()?).ok()?;
+    (sha.len() == 32).then(|| {
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(sha)
+        )
+    })
 }
 
 /// A 304, repeating the `If-None-Match` tag when there was exactly one (with a list or `*` the
