@@ -49,6 +49,7 @@ pub const ENV_NAMES: &[&str] = &[
     "QUOTA_OWNER_MEDIA",
     "DIRECT_UPLOAD_MULTIPART_THRESHOLD",
     "DIRECT_UPLOAD_PART_SIZE",
+    "DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE",
     "DOWNLOAD_RANGE_SIZE",
     "DOWNLOAD_RANGES_IN_FLIGHT",
     "DOWNLOAD_MEMORY_BUDGET",
@@ -165,6 +166,7 @@ struct RawSettings {
     quota_owner_media: Option<u64>,
     direct_upload_multipart_threshold: u64,
     direct_upload_part_size: u64,
+    direct_upload_async_complete_above: u64,
     download_range_size: u64,
     download_ranges_in_flight: usize,
     download_memory_budget: u64,
@@ -336,6 +338,9 @@ pub struct Settings {
     pub direct_upload_multipart_threshold: u64,
     /// Part size of a direct multipart upload (`DIRECT_UPLOAD_PART_SIZE`, at least 5 MiB).
     pub direct_upload_part_size: u64,
+    /// Completing a direct upload larger than this verifies it in the background and answers
+    /// 202 with a status URL (`DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE`).
+    pub direct_upload_async_complete_above: u64,
     /// Downloads of large objects read ahead in ranges of this many bytes
     /// (`DOWNLOAD_RANGE_SIZE`, at least 1 MiB).
     pub download_range_size: u64,
@@ -402,6 +407,7 @@ impl Settings {
             .set_default("direct_upload_ttl", 3600)?
             .set_default("direct_upload_multipart_threshold", 64 * 1024 * 1024)?
             .set_default("direct_upload_part_size", 16 * 1024 * 1024)?
+            .set_default("direct_upload_async_complete_above", 128 * 1024 * 1024)?
             .set_default("download_range_size", 8 * 1024 * 1024)?
             .set_default("download_ranges_in_flight", 4)?
             .set_default("download_memory_budget", 256 * 1024 * 1024)?
@@ -697,6 +703,7 @@ impl RawSettings {
             },
             direct_upload_multipart_threshold: self.direct_upload_multipart_threshold,
             direct_upload_part_size: self.direct_upload_part_size,
+            direct_upload_async_complete_above: self.direct_upload_async_complete_above,
             download_range_size: self.download_range_size,
             download_ranges_in_flight: self.download_ranges_in_flight,
             download_memory_budget: self.download_memory_budget,

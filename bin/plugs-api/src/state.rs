@@ -245,6 +245,7 @@ async fn build_service_on(
         direct_upload_ttl: settings.direct_upload_ttl,
         multipart_threshold: settings.direct_upload_multipart_threshold,
         direct_part_size: settings.direct_upload_part_size,
+        direct_complete_async_above: settings.direct_upload_async_complete_above,
         download_signer,
         quota: settings.quota,
         ..ServiceConfig::default()

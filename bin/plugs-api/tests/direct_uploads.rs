@@ -665,3 +665,283 @@ async fn two_uploads_race_for_the_last_bytes_of_a_quota_postgres_s3s_fs() {
     };
     quota_race(backend).await;
 }
+
+/// Runs one statement through the database's own client (not the code under test).
+fn sql(database: &Database, statement: &str) {
+    let output = match database {
+        Database::Postgres(url) => std::process::Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement])
+            .arg(url)
+            .output(),
+        Database::Sqlite(path) => std::process::Command::new("sqlite3")
+            .arg("-batch")
+            .arg(path)
+            .arg(statement)
+            .output(),
+    }
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{statement}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A timestamp as both backends store one (UTC, microseconds).
+fn db_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+impl Client {
+    fn status_url(&self, backend: &Backend, plan: &Value) -> String {
+        backend.api(&format!(
+            "/events/{}/media/uploads/{}",
+            self.event,
+            plan["upload_id"].as_str().unwrap()
+        ))
+    }
+
+    /// POST complete, with the answer's headers.
+    async fn complete_answer(
+        &self,
+        backend: &Backend,
+        plan: &Value,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .post(format!("{}/complete", self.status_url(backend, plan)))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        (response.status(), headers, response.json().await.unwrap())
+    }
+
+    /// GET of the status URL.
+    async fn status(
+        &self,
+        backend: &Backend,
+        plan: &Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .get(self.status_url(backend, plan))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        (response.status(), headers, response.json().await.unwrap())
+    }
+
+    /// Polls the status URL while it answers 202 (for at most 60 s); the first other answer.
+    async fn outcome(&self, backend: &Backend, plan: &Value) -> (StatusCode, Value) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, headers, body) = self.status(backend, plan).await;
+            if status != StatusCode::ACCEPTED {
+                if status.is_client_error() {
+                    assert_eq!(headers["content-type"], "application/problem+json");
+                    assert_eq!(body["status"], status.as_u16(), "{body}");
+                }
+                return (status, body);
+            }
+            assert_accepted(&headers, &body, &self.status_url(backend, plan));
+            assert!(std::time::Instant::now() < deadline, "still verifying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// PUTs every part of a multipart plan; the part list for complete.
+    async fn put_parts(&self, plan: &Value, bytes: &[u8]) -> Value {
+        let part_size = plan["part_size"].as_u64().unwrap() as usize;
+        let mut completed = Vec::new();
+        for (i, part) in plan["parts"].as_array().unwrap().iter().enumerate() {
+            let chunk = bytes[i * part_size..((i + 1) * part_size).min(bytes.len())].to_vec();
+            let response = self
+                .put(part["url"].as_str().unwrap(), &part["headers"], chunk)
+                .await;
+            assert!(response.status().is_success(), "{}", response.status());
+            let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+            completed.push(json!({"part_number": part["part_number"], "etag": etag}));
+        }
+        json!({ "parts": completed })
+    }
+}
+
+/// A 202 answer: the status URL in `Location`, `Retry-After`, the upload verifying.
+fn assert_accepted(headers: &reqwest::header::HeaderMap, body: &Value, status_url: &str) {
+    assert!(
+        status_url.ends_with(headers["location"].to_str().unwrap()),
+        "{:?}",
+        headers["location"]
+    );
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(body["status"], "verifying", "{body}");
+    assert!(status_url.ends_with(body["upload_id"].as_str().unwrap()));
+}
+
+/// Completion above DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE: 202 at once, the verification in the
+/// background, the status URL answering 202 while it runs, then the media (200) or the refusal
+/// a synchronous completion would have answered. A completion asked while another holds the
+/// upload's lease verifies nothing; once that lease lapses (its process died), a repeated
+/// completion takes over.
+async fn background_completion(backend: Backend) {
+    let client = Client::new(&backend).await;
+
+    // Below the threshold, completion stays synchronous.
+    let small = png_of_len(512 * 1024);
+    let (status, plan) = client
+        .create(&backend, declared("small.png", "image/png", &small))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let response = client
+        .put(
+            plan["url"].as_str().unwrap(),
+            &plan["headers"],
+            small.clone(),
+        )
+        .await;
+    assert!(response.status().is_success());
+    let (status, small_media) = client.complete(&backend, &plan, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{small_media}");
+    let (status, _, body) = client.status(&backend, &plan).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the status URL of a completed upload: {body}"
+    );
+    assert_eq!(body, small_media);
+
+    // A multipart upload of three parts, above the threshold.
+    let big = png_of_len(11 * 1024 * 1024);
+    let (status, plan) = client
+        .create(&backend, declared("video.png", "image/png", &big))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let upload_id = plan["upload_id"].as_str().unwrap().to_owned();
+    let status_url = client.status_url(&backend, &plan);
+    // Not completed yet: nothing is verifying it.
+    let (status, _, problem) = client.status(&backend, &plan).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let parts = client.put_parts(&plan, &big).await;
+
+    // Another process holds the upload's lease (it is verifying): completion answers 202 and
+    // verifies nothing.
+    let held_until = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    sql(
+        &backend.database,
+        &format!(
+            "INSERT INTO upload_locks (media_id, holder, locked_until) VALUES ('{upload_id}', \
+             'another process', '{}')",
+            db_time(held_until)
+        ),
+    );
+    let (status, headers, body) = client.complete_answer(&backend, &plan, parts.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_accepted(&headers, &body, &status_url);
+    let (status, headers, body) = client.status(&backend, &plan).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_accepted(&headers, &body, &status_url);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (objects, staged) = backend.objects().await;
+    assert_eq!(
+        objects.len(),
+        1,
+        "only the small media: nothing was verified"
+    );
+    assert_eq!(staged.len(), 0, "the parts are not assembled yet");
+    assert!(
+        media_rows(&backend.database)
+            .iter()
+            .any(|row| row.status == "pending"),
+        "the upload is still pending"
+    );
+
+    // That process died: its lease lapses, and a repeated completion takes over, in the
+    // background.
+    sql(
+        &backend.database,
+        &format!(
+            "UPDATE upload_locks SET locked_until = '{}' WHERE media_id = '{upload_id}'",
+            db_time(chrono::Utc::now() - chrono::TimeDelta::seconds(1))
+        ),
+    );
+    let (status, headers, body) = client.complete_answer(&backend, &plan, parts.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_accepted(&headers, &body, &status_url);
+    let (status, media) = client.outcome(&backend, &plan).await;
+    assert_eq!(status, StatusCode::OK, "{media}");
+    assert_eq!(media["sha256"], sha256_hex(&big));
+    assert_eq!(media["size_bytes"], big.len());
+    assert_eq!(media["id"].as_str(), Some(upload_id.as_str()));
+    let key = plugs_storage::ObjectKey::parse(media["s3_key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        backend.store.get_bytes(&key).await.unwrap().as_ref(),
+        big.as_slice()
+    );
+    // Completing again answers the media, as for a synchronous completion.
+    let (status, again) = client.complete(&backend, &plan, parts).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again, media);
+    backend
+        .assert_only(&[&small_media, &media], "background completion")
+        .await;
+
+    // A spoofed file (HTML declared and named a JPEG) and a wrong SHA-256: the status URL answers
+    // the 415 and 422 a synchronous completion would, and nothing of them is kept.
+    let mut html = b"<html><script>alert(1)</script></html>".repeat(60_000);
+    html.truncate(2 * 1024 * 1024);
+    let mut wrong_hash = declared("other.png", "image/png", &big);
+    wrong_hash["sha256"] = json!(sha256_hex(&small));
+    for (why, body, bytes, expected) in [
+        (
+            "spoofed",
+            declared("cat.jpg", "image/jpeg", &html),
+            &html,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "wrong SHA-256",
+            wrong_hash,
+            &big,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, plan) = client.create(&backend, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{why}: {plan}");
+        let parts = client.put_parts(&plan, bytes).await;
+        let (status, headers, body) = client.complete_answer(&backend, &plan, parts.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{why}: {body}");
+        assert_accepted(&headers, &body, &client.status_url(&backend, &plan));
+        let (status, problem) = client.outcome(&backend, &plan).await;
+        assert_eq!(status, expected, "{why}: {problem}");
+        // The refusal stays the answer; completing again finds no upload.
+        let (status, again) = client.outcome(&backend, &plan).await;
+        assert_eq!((status, &again), (expected, &problem), "{why}");
+        let (status, _) = client.complete(&backend, &plan, parts).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{why}");
+        backend.assert_only(&[&small_media, &media], why).await;
+    }
+}
+
+const ASYNC_ABOVE: &[(&str, &str)] = &[("DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE", "1048576")];
+
+#[tokio::test]
+async fn large_completions_run_in_the_background_embedded_default() {
+    background_completion(local(ASYNC_ABOVE)).await;
+}
+
+#[tokio::test]
+async fn large_completions_run_in_the_background_postgres_s3s_fs() {
+    let Some(server) = S3TestServer::s3s() else {
+        return;
+    };
+    let Some(backend) = s3(server, true, ASYNC_ABOVE).await else {
+        return;
+    };
+    background_completion(backend).await;
+}

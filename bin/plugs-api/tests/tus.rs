@@ -362,14 +362,31 @@ impl Client {
         self.send(request).await
     }
 
-    /// PATCHes `bytes[from..]` in chunks of `chunk`, checking each answer; the media's id.
+    /// PATCHes `bytes[from..]` in chunks of `chunk`, checking each answer; the media's id. A
+    /// 423 (another request, perhaps of a killed process, holds the upload's lease) is retried
+    /// after its `Retry-After`, as tus clients do, for at most 30 s.
     async fn patch_all(&self, location: &str, bytes: &[u8], from: usize, chunk: usize) -> String {
         let mut offset = from;
         loop {
             let end = (offset + chunk).min(bytes.len());
-            let answer = self
-                .patch(location, offset as u64, &bytes[offset..end])
-                .await;
+            let mut waited = Duration::ZERO;
+            let answer = loop {
+                let answer = self
+                    .patch(location, offset as u64, &bytes[offset..end])
+                    .await;
+                if answer.status != StatusCode::LOCKED {
+                    break answer;
+                }
+                let after =
+                    Duration::from_secs(answer.header("retry-after").unwrap().parse().unwrap());
+                assert!(
+                    waited < Duration::from_secs(30),
+                    "still locked: {}",
+                    answer.body
+                );
+                tokio::time::sleep(after).await;
+                waited += after;
+            };
             assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
             assert_eq!(answer.offset(), end as u64);
             offset = end;
@@ -826,17 +843,318 @@ async fn processes(mut backend: Backend) {
         .await;
 }
 
+// The killed PATCH held the upload's lease: with UPLOAD_LEASE=2 the resumed client waits out
+// at most 2 s of 423s instead of a minute.
 #[tokio::test]
 async fn another_process_continues_and_a_killed_one_resumes_embedded_default() {
-    processes(local(&[])).await;
+    processes(local(&[("UPLOAD_LEASE", "2")])).await;
 }
 
 #[tokio::test]
 async fn another_process_continues_and_a_killed_one_resumes_postgres_s3s_fs() {
-    let Some(backend) = s3(&[]).await else {
+    let Some(backend) = s3(&[("UPLOAD_LEASE", "2")]).await else {
         return;
     };
     processes(backend).await;
+}
+
+/// A PATCH written by hand on its own connection, its body sent when the test says.
+struct RawPatch {
+    stream: TcpStream,
+}
+
+/// A raw answer: status, headers (names in lower case), body.
+struct RawAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawPatch {
+    /// Sends the head of a PATCH at `offset`: with `Content-Length: length`, or chunked.
+    fn start(
+        addr: std::net::SocketAddr,
+        client: &Client,
+        at: &str,
+        offset: u64,
+        length: Option<usize>,
+    ) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        // A server that answered and stopped reading fills the socket buffers: stop writing.
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let framing = match length {
+            Some(length) => format!("Content-Length: {length}"),
+            None => "Transfer-Encoding: chunked".to_owned(),
+        };
+        let head = format!(
+            "PATCH {at} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+             Upload-Offset: {offset}\r\n{framing}\r\n\r\n",
+            client.token
+        );
+        let mut patch = Self { stream };
+        assert!(patch.send(head.as_bytes()));
+        patch
+    }
+
+    /// Writes `bytes`; `false` once the server has answered or stopped reading.
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let peeked = self.stream.peek(&mut [0_u8; 1]);
+        self.stream.set_nonblocking(false).unwrap();
+        let answered = match peeked {
+            Ok(_) => true,
+            Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        !answered && self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Writes `bytes` as one chunk of a chunked body.
+    fn send_chunk(&mut self, bytes: &[u8]) -> bool {
+        let mut chunk = format!("{:x}\r\n", bytes.len()).into_bytes();
+        chunk.extend_from_slice(bytes);
+        chunk.extend_from_slice(b"\r\n");
+        self.send(&chunk)
+    }
+
+    /// Reads the answer.
+    fn answer(mut self) -> RawAnswer {
+        use std::io::Read as _;
+        let mut received = Vec::new();
+        let mut buffer = [0_u8; 8192];
+        let head_end = loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let read = self.stream.read(&mut buffer).unwrap();
+            assert!(read > 0, "connection closed before an answer");
+            received.extend_from_slice(&buffer[..read]);
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = received[head_end + 4..].to_vec();
+        while body.len() < length {
+            let read = self.stream.read(&mut buffer).unwrap();
+            assert!(read > 0, "connection closed inside the answer's body");
+            body.extend_from_slice(&buffer[..read]);
+        }
+        RawAnswer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+/// The leases on uploads in flight that are held right now (any holder, live or lapsed).
+fn leases(database: &Database) -> usize {
+    query(database, "SELECT count(*) FROM upload_locks")[0]
+        .parse()
+        .unwrap()
+}
+
+/// Asserts a tus problem with `status`, and returns its detail.
+fn assert_tus_problem(status: u16, headers: &HeaderMap, body: &str) -> String {
+    let problem: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(problem["status"], status, "{problem}");
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert_eq!(headers.get("tus-resumable").unwrap(), "1.0.0");
+    problem["detail"].as_str().unwrap().to_owned()
+}
+
+/// Two PATCHes of one upload at once, on two server processes and on one: while the first
+/// appends, the second is refused with 423 and `Retry-After` and writes nothing; once the first
+/// ends, the other process continues, and the file arrives whole.
+async fn concurrent_patches(backend: Backend) {
+    let client = Client::new(&backend, "alice").await;
+    let bytes = file_of_len(12 * MIB + 5, 9);
+    let at = location(
+        &client
+            .create(Some(bytes.len() as u64), "locked.png", None)
+            .await,
+    );
+    let second = Server::start(&backend.server.env, &backend.server.cwd);
+    let other = client.on(&second);
+
+    // The first PATCH: 9 MiB announced, 1 MiB sent, then held open.
+    let mut first = RawPatch::start(backend.server.addr, &client, &at, 0, Some(9 * MIB));
+    assert!(first.send(&bytes[..MIB]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leases(&backend.database) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first PATCH never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for (who, patcher) in [("another process", &other), ("the same process", &client)] {
+        let answer = patcher.patch(&at, 0, &bytes[..MIB]).await;
+        assert_eq!(answer.status, StatusCode::LOCKED, "{who}: {}", answer.body);
+        let detail = assert_tus_problem(423, &answer.headers, &answer.body);
+        assert!(detail.contains("another request"), "{detail}");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        // HEAD takes no lease: it answers what is committed.
+        assert_eq!(patcher.head(&at).await.offset(), 0, "{who}");
+    }
+
+    assert!(first.send(&bytes[MIB..9 * MIB]));
+    let answer = first.answer();
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    assert_eq!(
+        answer.header("upload-offset"),
+        Some(&*(9 * MIB).to_string())
+    );
+    assert_eq!(
+        leases(&backend.database),
+        0,
+        "the first PATCH gave its lease up"
+    );
+
+    let id = other.patch_all(&at, &bytes, 9 * MIB, 2 * MIB).await;
+    let media = other.media(&id, &bytes).await;
+    assert_eq!(leases(&backend.database), 0);
+    drop(second);
+    backend.assert_only(&[&media], "concurrent patches").await;
+}
+
+#[tokio::test]
+async fn concurrent_patches_are_refused_with_423_embedded_default() {
+    concurrent_patches(local(&[])).await;
+}
+
+#[tokio::test]
+async fn concurrent_patches_are_refused_with_423_postgres_s3s_fs() {
+    let Some(backend) = s3(&[]).await else {
+        return;
+    };
+    concurrent_patches(backend).await;
+}
+
+/// The upload guards cut a PATCH body as they cut a form's, with the same statuses: 408 for a
+/// body that goes silent, 413 for one that runs past MAX_FILE_SIZE (a deferred length, so only
+/// the guard knows). Neither keeps a byte that did not fill a part, and the upload goes on.
+async fn guarded_bodies(backend: Backend) {
+    let client = Client::new(&backend, "alice").await;
+    let bytes = file_of_len(10 * MIB + 3, 10);
+    let at = location(
+        &client
+            .create(Some(bytes.len() as u64), "silent.png", None)
+            .await,
+    );
+    let mut silent = RawPatch::start(backend.server.addr, &client, &at, 0, Some(3 * MIB));
+    assert!(silent.send(&bytes[..MIB]));
+    let answer = silent.answer();
+    assert_eq!(answer.status, 408, "{}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(answer.header("tus-resumable"), Some("1.0.0"));
+    let problem: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(problem["status"], 408);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no bytes arrived"),
+        "{problem}"
+    );
+    assert_eq!(client.head(&at).await.offset(), 0);
+    assert_eq!(
+        backend.keys("uploads/").await,
+        Vec::<String>::new(),
+        "nothing staged"
+    );
+
+    let big = location(&client.create(None, "endless.png", None).await);
+    let mut endless = RawPatch::start(backend.server.addr, &client, &big, 0, None);
+    let mut sent = 0;
+    while sent <= MAX_FILE as usize + 4 * MIB {
+        let piece = &bytes[sent % (8 * MIB)..sent % (8 * MIB) + MIB];
+        if !endless.send_chunk(piece) {
+            break;
+        }
+        sent += MIB;
+    }
+    let answer = endless.answer();
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(answer.header("tus-resumable"), Some("1.0.0"));
+    let problem: Value = serde_json::from_str(&answer.body).unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit"),
+        "{problem}"
+    );
+    assert_eq!(client.head(&big).await.offset(), 0);
+    assert_eq!(
+        backend.keys("uploads/").await,
+        Vec::<String>::new(),
+        "nothing staged"
+    );
+    let answer = client
+        .send(client.tus(reqwest::Method::DELETE, &client.url(&big)))
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+
+    // Neither request holds the upload: the first one goes on.
+    let id = client.patch_all(&at, &bytes, 0, 4 * MIB).await;
+    let media = client.media(&id, &bytes).await;
+    backend.assert_only(&[&media], "guarded bodies").await;
+}
+
+const GUARDS: &[(&str, &str)] = &[("UPLOAD_IDLE_TIMEOUT", "1"), ("UPLOAD_MIN_RATE", "0")];
+
+#[tokio::test]
+async fn guarded_patch_bodies_are_408_and_413_embedded_default() {
+    guarded_bodies(local(GUARDS)).await;
+}
+
+#[tokio::test]
+async fn guarded_patch_bodies_are_408_and_413_postgres_s3s_fs() {
+    let Some(backend) = s3(GUARDS).await else {
+        return;
+    };
+    guarded_bodies(backend).await;
 }
 
 /// Abandoned uploads (one with a full part and a staged tail, one with only a tail, one with

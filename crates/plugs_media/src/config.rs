@@ -42,6 +42,9 @@ pub struct ServiceConfig {
     pub direct_upload_ttl: Duration,
     /// Direct uploads above this size get a multipart plan instead of one PUT.
     pub multipart_threshold: u64,
+    /// Completing a direct upload above this size verifies it in the background: the edge
+    /// answers at once with where to poll for the outcome.
+    pub direct_complete_async_above: u64,
     /// Part size of a direct multipart upload (at least 5 MiB; larger when a file would need
     /// more than 10 000 parts).
     pub direct_part_size: u64,
@@ -63,6 +66,7 @@ impl Default for ServiceConfig {
             upload_lease: Duration::from_secs(60),
             direct_upload_ttl: Duration::from_secs(60 * 60),
             multipart_threshold: 64 * 1024 * 1024,
+            direct_complete_async_above: 128 * 1024 * 1024,
             direct_part_size: 16 * 1024 * 1024,
             quota: plugs_domain::Quota::default(),
             download_signer: None,

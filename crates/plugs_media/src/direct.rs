@@ -18,6 +18,7 @@ use plugs_storage::{
 };
 use sha2::{Digest as _, Sha256};
 
+use crate::tus::UploadLock;
 use crate::{MediaError, MediaService, UploadFields};
 
 /// S3's largest number of parts in one upload.
@@ -62,6 +63,63 @@ pub struct DirectUpload {
     pub expires_at: DateTime<Utc>,
     /// How to send the bytes.
     pub plan: UploadPlan,
+}
+
+/// What asking to complete a direct upload found ([`MediaService::begin_direct_completion`]).
+#[derive(Debug)]
+pub enum Completion {
+    /// It was completed before: its media.
+    Done(EventMedia),
+    /// Another request is verifying it right now.
+    Running,
+    /// This request holds the upload: verify it with [`MediaService::finish_direct_upload`].
+    Claimed(DirectCompletion),
+}
+
+/// A direct upload claimed for completion: its lease is held until
+/// [`MediaService::finish_direct_upload`] ends (or this is dropped).
+#[derive(Debug)]
+pub struct DirectCompletion {
+    lock: UploadLock,
+    media: EventMedia,
+    session: UploadSession,
+}
+
+impl DirectCompletion {
+    /// The upload's id (its media's, once completed).
+    pub fn upload_id(&self) -> MediaId {
+        self.media.id
+    }
+
+    /// The declared size: what verification reads back, at most.
+    pub fn size(&self) -> u64 {
+        self.session.declared_size
+    }
+}
+
+/// Whether a failed verification refuses the upload (it is removed): not for a wrong part list
+/// or a passing outage, which the client may retry.
+fn refuses(error: &MediaError) -> bool {
+    !matches!(
+        error,
+        MediaError::Store(StoreError::InvalidPart { .. } | StoreError::Unavailable { .. })
+            | MediaError::Repository(RepoError::Unavailable { .. })
+    )
+}
+
+/// Where a direct upload stands ([`MediaService::direct_upload_status`]).
+#[derive(Debug, Clone)]
+pub enum DirectUploadStatus {
+    /// Completed: its media.
+    Ready(Box<EventMedia>),
+    /// A completion is verifying it right now.
+    Completing,
+    /// Waiting for its bytes and its completion (or for a completion to be asked again, after
+    /// one that failed on its part list or an outage, or whose process died).
+    Waiting {
+        /// When it expires.
+        expires_at: DateTime<Utc>,
+    },
 }
 
 /// What an event and its owner hold, beside the limits.
@@ -229,31 +287,25 @@ impl MediaService {
         Ok(urls)
     }
 
-    /// Completes a direct upload: finishes the multipart upload (with the client's part list),
-    /// checks the size against the declaration, sniffs the head with a ranged GET (same rules as
-    /// a form upload), establishes the SHA-256 (from the store when it verified a declared one,
-    /// else by reading the object back as a stream, comparing with a declared one), moves the
-    /// bytes to their final key with encryption and metadata, and makes the record `ready`.
-    /// Anything that fails verification is deleted and answered as a form upload's refusal.
-    /// Completing twice answers the same record; after expiry, [`MediaError::UploadExpired`].
-    pub async fn complete_direct_upload(
+    /// Claims a direct upload for completion. An upload completed before answers its media
+    /// ([`Completion::Done`]); one that another request (on any server process) is verifying
+    /// right now answers [`Completion::Running`], so verification never runs twice at once; an
+    /// expired one is removed and answered [`MediaError::UploadExpired`]. Otherwise this request
+    /// holds the upload's lease and verifies it with [`MediaService::finish_direct_upload`],
+    /// at once or in a background task: the lease is renewed while it runs and lapses if its
+    /// process dies, and then a repeated completion takes over (gc does once the record's lease
+    /// lapses too).
+    pub async fn begin_direct_completion(
         &self,
         user: &UserId,
         event_id: EventId,
         upload_id: MediaId,
-        parts: Option<Vec<CompletedPart>>,
-    ) -> Result<EventMedia, MediaError> {
+    ) -> Result<Completion, MediaError> {
         self.authorized_event(user, event_id, Access::Write).await?;
-        let media = match self.media.find_media(upload_id).await? {
-            Some(media) if media.event_id == event_id => media,
-            _ => return Err(MediaError::media_not_found(upload_id)),
+        let media = match self.find_direct_upload(event_id, upload_id).await? {
+            Err(done) => return Ok(Completion::Done(done)),
+            Ok(media) => media,
         };
-        match media.status {
-            // Completing twice answers the first completion's record.
-            MediaStatus::Ready => return Ok(media),
-            MediaStatus::Deleting => return Err(MediaError::media_not_found(upload_id)),
-            MediaStatus::Pending => {}
-        }
         let Some(session) = self.media.find_upload_session(upload_id).await? else {
             return Err(MediaError::media_not_found(upload_id));
         };
@@ -263,34 +315,166 @@ impl MediaService {
                 id: upload_id.to_string(),
             });
         }
+        let Some(lock) = self.lock_upload(upload_id).await? else {
+            return Ok(Completion::Running);
+        };
+        // Read again under the lease: a completion that held it until a moment ago may have
+        // finished (or refused) the upload.
+        let media = match self.find_direct_upload(event_id, upload_id).await {
+            Ok(Ok(media)) => media,
+            Ok(Err(done)) => {
+                lock.release().await;
+                return Ok(Completion::Done(done));
+            }
+            Err(error) => {
+                lock.release().await;
+                return Err(error);
+            }
+        };
         // Verification may read a large object back: hold the record for as long as that may
         // take, so gc cannot roll the upload back under it near its expiry.
         let hold = self.clock.now()
             + TimeDelta::from_std(self.config.direct_upload_ttl).unwrap_or(TimeDelta::MAX);
-        self.media
+        if let Err(error) = self
+            .media
             .renew_lease(upload_id, hold.max(session.expires_at))
-            .await?;
-        match self.verify_and_move(&media, &session, parts).await {
-            Ok(done) => {
-                tracing::info!(media_id = %done.id, %event_id, size = done.size_bytes, "direct upload completed");
-                Ok(done)
-            }
-            // The client may retry a completion that failed on its part list or a passing outage;
-            // anything that was verified and refused is removed.
-            Err(
-                error @ (MediaError::Store(StoreError::InvalidPart { .. })
-                | MediaError::Store(StoreError::Unavailable { .. })
-                | MediaError::Repository(RepoError::Unavailable { .. })),
-            ) => Err(error),
-            Err(error) => {
+            .await
+        {
+            lock.release().await;
+            return Err(error.into());
+        }
+        Ok(Completion::Claimed(DirectCompletion {
+            lock,
+            media,
+            session,
+        }))
+    }
+
+    /// Verifies and completes a claimed direct upload: finishes the multipart upload (with the
+    /// client's part list), checks the size against the declaration, sniffs the head with a
+    /// ranged GET (same rules as a form upload), establishes the SHA-256 (from the store when it
+    /// verified a declared one, else by reading the object back as a stream, comparing with a
+    /// declared one), moves the bytes to their final key with encryption and metadata, and
+    /// makes the record `ready`. Anything that fails verification is deleted and answered as a
+    /// form upload's refusal; a wrong part list or an outage leaves the upload to a retry.
+    pub async fn finish_direct_upload(
+        &self,
+        completion: DirectCompletion,
+        parts: Option<Vec<CompletedPart>>,
+    ) -> Result<EventMedia, MediaError> {
+        let DirectCompletion {
+            lock,
+            media,
+            session,
+        } = completion;
+        self.while_locked(lock, async {
+            let error = match self.verify_direct(&media, &session, parts).await {
+                Ok(done) => return Ok(done),
+                Err(error) => error,
+            };
+            if refuses(&error) {
                 self.abandon_direct(&media).await;
-                // Another completion of the same upload may have won the race: its media is
-                // this completion's answer too.
-                match self.media.find_media(upload_id).await {
-                    Ok(Some(done)) if done.status == MediaStatus::Ready => Ok(done),
-                    _ => Err(error),
-                }
             }
+            Err(error)
+        })
+        .await
+    }
+
+    /// [`MediaService::finish_direct_upload`] for a completion whose request was answered
+    /// already: a failure goes to `keep` (which keeps it for the client to fetch) while the
+    /// upload is still leased, before a refused upload is removed, so that whoever asks where
+    /// it stands sees it verifying until its outcome is there.
+    pub async fn finish_direct_upload_then<F, Fut>(
+        &self,
+        completion: DirectCompletion,
+        parts: Option<Vec<CompletedPart>>,
+        keep: F,
+    ) -> Option<EventMedia>
+    where
+        F: FnOnce(MediaError) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let DirectCompletion {
+            lock,
+            media,
+            session,
+        } = completion;
+        self.while_locked(lock, async {
+            let error = match self.verify_direct(&media, &session, parts).await {
+                Ok(done) => return Some(done),
+                Err(error) => error,
+            };
+            let refused = refuses(&error);
+            keep(error).await;
+            if refused {
+                self.abandon_direct(&media).await;
+            }
+            None
+        })
+        .await
+    }
+
+    async fn verify_direct(
+        &self,
+        media: &EventMedia,
+        session: &UploadSession,
+        parts: Option<Vec<CompletedPart>>,
+    ) -> Result<EventMedia, MediaError> {
+        let done = self.verify_and_move(media, session, parts).await?;
+        tracing::info!(media_id = %done.id, event_id = %done.event_id, size = done.size_bytes, "direct upload completed");
+        Ok(done)
+    }
+
+    /// Where a direct upload stands, for the client that polls a completion running in the
+    /// background. A refused upload is gone: [`MediaError::NotFound`].
+    pub async fn direct_upload_status(
+        &self,
+        user: &UserId,
+        event_id: EventId,
+        upload_id: MediaId,
+    ) -> Result<DirectUploadStatus, MediaError> {
+        self.authorized_event(user, event_id, Access::Write).await?;
+        let media = match self.media.find_media(upload_id).await? {
+            Some(media) if media.event_id == event_id => media,
+            _ => return Err(MediaError::media_not_found(upload_id)),
+        };
+        if media.status == MediaStatus::Ready {
+            return Ok(DirectUploadStatus::Ready(Box::new(media)));
+        }
+        // A refused upload is being removed under its completion's lease: it is still
+        // verifying, as far as the client is concerned, until nothing of it is left.
+        if self.upload_locked(upload_id).await? {
+            return Ok(DirectUploadStatus::Completing);
+        }
+        if media.status == MediaStatus::Deleting {
+            return Err(MediaError::media_not_found(upload_id));
+        }
+        let Some(session) = self.media.find_upload_session(upload_id).await? else {
+            return Err(MediaError::media_not_found(upload_id));
+        };
+        if self.clock.now() >= session.expires_at {
+            return Err(MediaError::UploadExpired {
+                id: upload_id.to_string(),
+            });
+        }
+        Ok(DirectUploadStatus::Waiting {
+            expires_at: session.expires_at,
+        })
+    }
+
+    /// A direct upload's record: `Ok` while pending, `Err` with the media once completed.
+    async fn find_direct_upload(
+        &self,
+        event_id: EventId,
+        upload_id: MediaId,
+    ) -> Result<Result<EventMedia, EventMedia>, MediaError> {
+        match self.media.find_media(upload_id).await? {
+            Some(media) if media.event_id == event_id => match media.status {
+                MediaStatus::Ready => Ok(Err(media)),
+                MediaStatus::Pending => Ok(Ok(media)),
+                MediaStatus::Deleting => Err(MediaError::media_not_found(upload_id)),
+            },
+            _ => Err(MediaError::media_not_found(upload_id)),
         }
     }
 
@@ -329,7 +513,15 @@ impl MediaService {
         };
         let staging = ObjectKey::parse(session.staging_key.as_str())?;
         if let Some(id) = &session.multipart_id {
-            self.store.abort_multipart(&staging, id).await?;
+            // A completed multipart upload is the staged object now, with nothing left to abort
+            // (and s3s-fs answers aborting it with an error other than NoSuchUpload).
+            match self.store.head(&staging).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => {
+                    self.store.abort_multipart(&staging, id).await?
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
         match self.store.delete(&staging).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),

@@ -16,7 +16,10 @@ mod upload;
 
 pub use archive::{ArchiveMember, EventArchive};
 pub use config::{DownloadSigner, ServiceConfig};
-pub use direct::{DirectUpload, DirectUploadRequest, EventUsage, UploadPlan};
+pub use direct::{
+    Completion, DirectCompletion, DirectUpload, DirectUploadRequest, DirectUploadStatus,
+    EventUsage, UploadPlan,
+};
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
 pub use import::{ImportRequest, Verification};

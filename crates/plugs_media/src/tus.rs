@@ -66,6 +66,12 @@ pub enum TusError {
     /// A header of the protocol is malformed or contradicts the upload (400).
     #[error("{0}")]
     BadHeader(String),
+    /// Another request (on this or another server process) is appending to the upload right
+    /// now (423): retry, after a `HEAD`, once it ends.
+    #[error(
+        "another request is appending to this upload; retry once it ends (HEAD tells where it stands)"
+    )]
+    Locked,
 }
 
 impl From<RepoError> for TusError {
@@ -277,17 +283,150 @@ fn tail_key(session: &TusSession, end: u64) -> String {
     format!("{}.{end}.part", session.staging_key)
 }
 
+/// A lease on an upload in flight, taken by the one request working on it (a tus `PATCH`
+/// appending, a direct upload's completion verifying) so that no other request, on any server
+/// process, works on it at the same time. It lives in the database, renewed every third of
+/// [`ServiceConfig::upload_lease`](crate::ServiceConfig::upload_lease) while the work runs, so a
+/// process that dies holding it holds it no longer than that. Given up by
+/// [`MediaService::while_locked`]; dropped unreleased (its request went away), it is given up by
+/// a spawned task.
+#[derive(Debug)]
+pub(crate) struct UploadLock {
+    repository: Arc<dyn TusRepository>,
+    media_id: MediaId,
+    holder: String,
+    released: bool,
+}
+
+impl UploadLock {
+    /// Gives the lease up now.
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        if let Err(error) = self
+            .repository
+            .unlock_upload(self.media_id, &self.holder)
+            .await
+        {
+            tracing::warn!(upload_id = %self.media_id, error = %error,
+                "could not give an upload's lease up; it lapses by itself");
+        }
+    }
+}
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (repository, media_id, holder) = (
+            Arc::clone(&self.repository),
+            self.media_id,
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = repository.unlock_upload(media_id, &holder).await {
+                    tracing::warn!(upload_id = %media_id, error = %error,
+                        "could not give an abandoned upload's lease up; it lapses by itself");
+                }
+            });
+        }
+    }
+}
+
+impl MediaService {
+    /// Takes the lease on an upload in flight; `None` while another request holds it.
+    pub(crate) async fn lock_upload(
+        &self,
+        media_id: MediaId,
+    ) -> Result<Option<UploadLock>, MediaError> {
+        let repository = Arc::clone(self.tus_repo()?);
+        let holder = MediaId::new().to_string();
+        let now = self.clock.now();
+        let until = now + TimeDelta::from_std(self.config.upload_lease).unwrap_or(TimeDelta::MAX);
+        if !repository
+            .lock_upload(media_id, &holder, until, now)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(UploadLock {
+            repository,
+            media_id,
+            holder,
+            released: false,
+        }))
+    }
+
+    /// Whether a request holds the upload's lease right now.
+    pub(crate) async fn upload_locked(&self, media_id: MediaId) -> Result<bool, MediaError> {
+        Ok(self
+            .tus_repo()?
+            .upload_locked_until(media_id, self.clock.now())
+            .await?
+            .is_some())
+    }
+
+    /// Runs `work` while renewing `lock`, then gives the lock up.
+    pub(crate) async fn while_locked<T>(
+        &self,
+        lock: UploadLock,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let lease = self.config.upload_lease;
+        let renew = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = self.clock.now() + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+                match lock
+                    .repository
+                    .renew_upload_lock(lock.media_id, &lock.holder, until)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Taken over after this process stalled past the lease: the offset guard of
+                    // the session (tus) and the record's state (completion) keep the first
+                    // writer's state; there is nothing left to renew.
+                    Ok(false) => {
+                        tracing::warn!(upload_id = %lock.media_id, "an upload's lease lapsed while its request ran");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(upload_id = %lock.media_id, error = %error, "could not renew an upload's lease");
+                    }
+                }
+            }
+        };
+        let result = {
+            let work = std::pin::pin!(work);
+            let renew = std::pin::pin!(async {
+                renew.await;
+                futures::future::pending::<std::convert::Infallible>().await
+            });
+            match futures::future::select(work, renew).await {
+                futures::future::Either::Left((result, _)) => result,
+                futures::future::Either::Right((never, _)) => match never {},
+            }
+        };
+        lock.release().await;
+        result
+    }
+}
+
 impl MediaService {
     /// The repository of resumable upload sessions, which [`MediaService::with_tus`] sets.
     fn tus_repo(&self) -> Result<&Arc<dyn TusRepository>, MediaError> {
         self.tus.as_ref().ok_or_else(|| {
             MediaError::Repository(RepoError::Other {
-                source: "resumable uploads need a tus session repository".into(),
+                source: "resumable uploads and direct uploads' completions need an upload \
+                         session repository (MediaService::with_tus)"
+                    .into(),
             })
         })
     }
 
-    /// The same service keeping resumable (tus) uploads' state in `repository`.
+    /// The same service keeping resumable (tus) uploads' state, and the leases of the requests
+    /// working on uploads in flight (tus `PATCH`, direct uploads' completions), in `repository`.
     #[must_use]
     pub fn with_tus(mut self, repository: Arc<dyn TusRepository>) -> Self {
         self.tus = Some(repository);
@@ -450,7 +589,27 @@ impl MediaService {
         id: MediaId,
         chunk: TusChunk,
     ) -> Result<TusStatus, TusError> {
-        let (media, start) = self.open_tus(user, event_id, id, false).await?;
+        self.open_tus(user, event_id, id, false).await?;
+        // One request appends at a time, whichever process it reached: a second one is refused
+        // at once (423) rather than queued, as tusd 1.x did; tus clients retry it after a HEAD.
+        let Some(lock) = self.lock_upload(id).await? else {
+            return Err(TusError::Locked);
+        };
+        self.while_locked(lock, async {
+            // Read again under the lease: a request that held it until a moment ago may have
+            // moved the upload on (or finished it).
+            let (media, start) = self.open_tus(user, event_id, id, false).await?;
+            self.append_locked(media, start, chunk).await
+        })
+        .await
+    }
+
+    async fn append_locked(
+        &self,
+        media: EventMedia,
+        start: TusSession,
+        chunk: TusChunk,
+    ) -> Result<TusStatus, TusError> {
         let tus = self.tus_repo()?;
         if chunk.offset != start.offset {
             return Err(TusError::OffsetMismatch {
@@ -871,9 +1030,17 @@ impl MediaService {
             return Ok(());
         };
         let staging = ObjectKey::parse(session.staging_key.as_str())?;
-        self.store
-            .abort_multipart(&staging, &session.multipart_id)
-            .await?;
+        // A completed multipart upload (refused by the final verification) is the staged object
+        // now, with nothing left to abort: s3s-fs refuses that abort with an error.
+        match self.store.head(&staging).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => {
+                self.store
+                    .abort_multipart(&staging, &session.multipart_id)
+                    .await?;
+            }
+            Err(other) => return Err(other.into()),
+        }
         for key in [Some(&session.staging_key), session.tail_key.as_ref()]
             .into_iter()
             .flatten()

@@ -79,6 +79,26 @@ pub trait IdempotencyRepository: std::fmt::Debug + Send + Sync {
 
     /// Gives a claim up (the request failed and stored nothing): a retry is processed anew.
     async fn release(&self, user: &UserId, key: &str) -> Result<(), RepoError>;
+
+    /// Keeps `answer` under `key`, given at `now`, replacing whatever the key held: the answer of
+    /// work that ran after its request was answered (a background completion's outcome), which
+    /// the client fetches later with [`IdempotencyRepository::find_answer`].
+    async fn put_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        answer: &StoredAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+
+    /// The answer kept under `key`, unless older than `ttl` at `now`; claims nothing.
+    async fn find_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        now: DateTime<Utc>,
+        ttl: TimeDelta,
+    ) -> Result<Option<StoredAnswer>, RepoError>;
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -207,6 +227,66 @@ impl IdempotencyRepository for Database {
         })
         .await
     }
+
+    async fn put_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        answer: &StoredAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let row = KeyRow {
+            user_id: user.as_str().to_owned(),
+            key: key.to_owned(),
+            fingerprint: Some(answer.fingerprint.clone()),
+            answer_status: Some(i32::from(answer.status)),
+            answer_body: Some(answer.body.clone()),
+            answer_location: answer.location.clone(),
+            created_at: truncate_to_micros(now).naive_utc(),
+        };
+        self.with_connection(move |conn| {
+            conn.transaction(|conn| {
+                diesel::delete(
+                    idempotency_keys::table
+                        .filter(idempotency_keys::user_id.eq(&row.user_id))
+                        .filter(idempotency_keys::key.eq(&row.key)),
+                )
+                .execute(conn)?;
+                diesel::insert_into(idempotency_keys::table)
+                    .values(&row)
+                    .execute(conn)
+            })
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        now: DateTime<Utc>,
+        ttl: TimeDelta,
+    ) -> Result<Option<StoredAnswer>, RepoError> {
+        let (user, key) = (user.as_str().to_owned(), key.to_owned());
+        let since = truncate_to_micros(now).naive_utc() - ttl;
+        self.with_connection(move |conn| {
+            let row: Option<KeyRow> = idempotency_keys::table
+                .filter(idempotency_keys::user_id.eq(&user))
+                .filter(idempotency_keys::key.eq(&key))
+                .filter(idempotency_keys::created_at.ge(since))
+                .select(KeyRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(db_error)?;
+            Ok(row.and_then(|row| match row.claim() {
+                Claim::Answered(answer) => Some(answer),
+                _ => None,
+            }))
+        })
+        .await
+    }
 }
 
 /// A key of the fake: user and key.
@@ -271,5 +351,33 @@ impl IdempotencyRepository for InMemoryIdempotency {
             keys.remove(&id);
         }
         Ok(())
+    }
+
+    async fn put_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        answer: &StoredAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.insert(
+            (user.as_str().to_owned(), key.to_owned()),
+            (truncate_to_micros(now), Some(answer.clone())),
+        );
+        Ok(())
+    }
+
+    async fn find_answer(
+        &self,
+        user: &UserId,
+        key: &str,
+        now: DateTime<Utc>,
+        ttl: TimeDelta,
+    ) -> Result<Option<StoredAnswer>, RepoError> {
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(keys
+            .get(&(user.as_str().to_owned(), key.to_owned()))
+            .and_then(|(at, answer)| (*at >= now - ttl).then(|| answer.clone()).flatten()))
     }
 }

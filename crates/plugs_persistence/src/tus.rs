@@ -36,6 +36,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::connection::DbUuid;
+
+    /// Who works on an upload in flight right now (a lease across server processes).
+    upload_locks (media_id) {
+        media_id -> DbUuid,
+        holder -> Text,
+        locked_until -> Timestamp,
+    }
+}
+
 /// A part of the upload's multipart upload already stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TusPart {
@@ -93,6 +105,46 @@ pub trait TusRepository: std::fmt::Debug + Send + Sync {
 
     /// Forgets a session (deleting its media record does too). Missing: succeeds.
     async fn delete_tus_session(&self, media_id: MediaId) -> Result<(), RepoError>;
+
+    /// Takes the lease on an upload in flight (a tus `PATCH` appending, a direct upload's
+    /// completion verifying) for `holder` until `until`, unless another holder's lease is still
+    /// live at `now`: `true` when taken. One guarded statement per step, so of two requests
+    /// racing for it, on any number of server processes, exactly one wins; a lease whose process
+    /// died lapses by itself. The upload's media record must exist
+    /// ([`RepoError::MissingParent`]); the lease goes with it.
+    async fn lock_upload(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+
+    /// Extends `holder`'s lease to `until`; `false` when `holder` no longer holds it.
+    async fn renew_upload_lock(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+
+    /// Gives `holder`'s lease up; nothing happens when it holds none.
+    async fn unlock_upload(&self, media_id: MediaId, holder: &str) -> Result<(), RepoError>;
+
+    /// Until when a live lease on the upload runs at `now`, if one does.
+    async fn upload_locked_until(
+        &self,
+        media_id: MediaId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, RepoError>;
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = upload_locks)]
+struct LockRow {
+    media_id: SqlUuid,
+    holder: String,
+    locked_until: NaiveDateTime,
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
@@ -199,6 +251,13 @@ fn db_error(error: DieselError) -> RepoError {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => RepoError::Duplicate {
             what: "tus session",
         },
+        // SQLite names foreign key failures only in the message.
+        DieselError::DatabaseError(_, info) if info.message().contains("FOREIGN KEY") => {
+            RepoError::MissingParent {
+                entity: "tus session",
+                parent: "media",
+            }
+        }
         other => RepoError::Other {
             source: Box::new(other),
         },
@@ -263,6 +322,106 @@ impl TusRepository for Database {
         })
         .await
     }
+
+    async fn lock_upload(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let row = LockRow {
+            media_id: SqlUuid(media_id.as_uuid()),
+            holder: holder.to_owned(),
+            locked_until: truncate_to_micros(until).naive_utc(),
+        };
+        let now = truncate_to_micros(now).naive_utc();
+        self.with_connection(move |conn| {
+            // A lapsed lease is taken over in place; the WHERE is evaluated again on the row
+            // another writer just changed (PostgreSQL) or under the database lock (SQLite), so
+            // two takers cannot both see it lapsed.
+            let taken = diesel::update(
+                upload_locks::table
+                    .filter(upload_locks::media_id.eq(row.media_id))
+                    .filter(upload_locks::locked_until.le(now)),
+            )
+            .set((
+                upload_locks::holder.eq(&row.holder),
+                upload_locks::locked_until.eq(row.locked_until),
+            ))
+            .execute(conn)
+            .map_err(db_error)?;
+            if taken == 1 {
+                return Ok(true);
+            }
+            match diesel::insert_into(upload_locks::table)
+                .values(&row)
+                .execute(conn)
+                .map_err(db_error)
+            {
+                Ok(_) => Ok(true),
+                // Someone else's lease, live (or it lapsed a moment ago: the caller retries).
+                Err(RepoError::Duplicate { .. }) => Ok(false),
+                Err(other) => Err(other),
+            }
+        })
+        .await
+    }
+
+    async fn renew_upload_lock(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let (holder, until) = (holder.to_owned(), truncate_to_micros(until).naive_utc());
+        self.with_connection(move |conn| {
+            let renewed = diesel::update(
+                upload_locks::table
+                    .filter(upload_locks::media_id.eq(SqlUuid(media_id.as_uuid())))
+                    .filter(upload_locks::holder.eq(&holder)),
+            )
+            .set(upload_locks::locked_until.eq(until))
+            .execute(conn)
+            .map_err(db_error)?;
+            Ok(renewed == 1)
+        })
+        .await
+    }
+
+    async fn unlock_upload(&self, media_id: MediaId, holder: &str) -> Result<(), RepoError> {
+        let holder = holder.to_owned();
+        self.with_connection(move |conn| {
+            diesel::delete(
+                upload_locks::table
+                    .filter(upload_locks::media_id.eq(SqlUuid(media_id.as_uuid())))
+                    .filter(upload_locks::holder.eq(&holder)),
+            )
+            .execute(conn)
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload_locked_until(
+        &self,
+        media_id: MediaId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, RepoError> {
+        let now = truncate_to_micros(now).naive_utc();
+        self.with_connection(move |conn| {
+            let until: Option<NaiveDateTime> = upload_locks::table
+                .find(SqlUuid(media_id.as_uuid()))
+                .filter(upload_locks::locked_until.gt(now))
+                .select(upload_locks::locked_until)
+                .first(conn)
+                .optional()
+                .map_err(db_error)?;
+            Ok(until.map(|until| until.and_utc()))
+        })
+        .await
+    }
 }
 
 /// An in-memory [`TusRepository`] for tests. It does not see media records: the service
@@ -270,6 +429,8 @@ impl TusRepository for Database {
 #[derive(Debug, Default)]
 pub struct InMemoryTusRepository {
     sessions: Mutex<BTreeMap<MediaId, TusSession>>,
+    /// Leases: holder and until when.
+    locks: Mutex<BTreeMap<MediaId, (String, DateTime<Utc>)>>,
 }
 
 impl InMemoryTusRepository {
@@ -280,6 +441,10 @@ impl InMemoryTusRepository {
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<MediaId, TusSession>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn locks(&self) -> std::sync::MutexGuard<'_, BTreeMap<MediaId, (String, DateTime<Utc>)>> {
+        self.locks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -324,6 +489,63 @@ impl TusRepository for InMemoryTusRepository {
     async fn delete_tus_session(&self, media_id: MediaId) -> Result<(), RepoError> {
         self.sessions().remove(&media_id);
         Ok(())
+    }
+
+    async fn lock_upload(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut locks = self.locks();
+        let now = truncate_to_micros(now);
+        match locks.get(&media_id) {
+            Some((_, held_until)) if *held_until > now => Ok(false),
+            _ => {
+                locks.insert(media_id, (holder.to_owned(), truncate_to_micros(until)));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn renew_upload_lock(
+        &self,
+        media_id: MediaId,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        match self.locks().get_mut(&media_id) {
+            Some((held_by, held_until)) if held_by == holder => {
+                *held_until = truncate_to_micros(until);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unlock_upload(&self, media_id: MediaId, holder: &str) -> Result<(), RepoError> {
+        let mut locks = self.locks();
+        if locks
+            .get(&media_id)
+            .is_some_and(|(held_by, _)| held_by == holder)
+        {
+            locks.remove(&media_id);
+        }
+        Ok(())
+    }
+
+    async fn upload_locked_until(
+        &self,
+        media_id: MediaId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, RepoError> {
+        let now = truncate_to_micros(now);
+        Ok(self
+            .locks()
+            .get(&media_id)
+            .map(|(_, until)| *until)
+            .filter(|until| *until > now))
     }
 }
 

@@ -15,7 +15,7 @@ use plugs_media::{
 use plugs_storage::{ByteStream, StoreError};
 
 use crate::auth::AuthUser;
-use crate::body_guard::{BodyGuard, BodyLimits};
+use crate::body_guard::{BodyGuard, BodyLimits, Refusal};
 use crate::error::{ApiError, Problem};
 use crate::routes::media::UploadLimits;
 
@@ -95,6 +95,13 @@ fn tus_error(error: TusError) -> HttpResponse {
         }
         TusError::BeyondLength { .. } => {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).response()
+        }
+        TusError::Locked => {
+            let mut response = Problem::new(StatusCode::LOCKED, error.to_string()).response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
         }
         other => Problem::new(StatusCode::BAD_REQUEST, other.to_string()).response(),
     };
@@ -246,8 +253,10 @@ pub async fn create_upload(
         {
             Ok(status) => status,
             // The upload exists; the client learns where it stands with HEAD.
-            Err(TusError::Media(plugs_media::MediaError::UploadInterrupted { .. })) => created,
-            Err(error) => return tus_error(error),
+            Err(Appended::Tus(TusError::Media(plugs_media::MediaError::UploadInterrupted {
+                ..
+            }))) => created,
+            Err(error) => return error.response(),
         }
     } else {
         created
@@ -326,11 +335,13 @@ pub async fn upload_status(
         (status = 400, description = "Malformed tus headers", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such upload of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body went silent for UPLOAD_IDLE_TIMEOUT or arrived slower than UPLOAD_MIN_RATE; the bytes of this request that did not fill a whole part are discarded", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Upload-Offset is not where the upload stands", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The upload expired", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Not tus 1.0.0", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Beyond Upload-Length or MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/offset+octet-stream, or bytes not of the declared type", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "Another request is appending to this upload right now: retry after Retry-After (HEAD first)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
         (status = 460, description = "Checksum mismatch: the bytes were discarded", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -366,7 +377,29 @@ pub async fn append_chunk(
     .await
     {
         Ok(status) => status_headers(HttpResponse::NoContent().finish(), &status),
-        Err(error) => tus_error(error),
+        Err(error) => error.response(),
+    }
+}
+
+/// Why appending failed: the protocol's or the service's reasons, or the body guard's.
+enum Appended {
+    Tus(TusError),
+    /// The body guard cut the body: 408 (silent, too slow) or 413 (too large), as for a form.
+    Body(Refusal),
+}
+
+impl From<TusError> for Appended {
+    fn from(error: TusError) -> Self {
+        Self::Tus(error)
+    }
+}
+
+impl Appended {
+    fn response(self) -> HttpResponse {
+        match self {
+            Self::Tus(error) => tus_error(error),
+            Self::Body(refusal) => tus_headers(ApiError::BodyRefused(refusal).error_response()),
+        }
     }
 }
 
@@ -383,7 +416,7 @@ async fn append(
     limits: &UploadLimits,
     payload: web::Payload,
     offset: u64,
-) -> Result<TusStatus, TusError> {
+) -> Result<TusStatus, Appended> {
     let headers = req.headers();
     let checksum = header_str(headers, "upload-checksum")
         .map(TusChecksum::parse)
@@ -427,8 +460,8 @@ async fn append(
         service.append_tus_chunk(&user.0, event_id, upload_id, chunk)
     );
     match (result, guard.refusal()) {
-        (Err(_), Some(refusal)) => Err(TusError::BadHeader(refusal.to_string())),
-        (result, _) => result,
+        (Err(_), Some(refusal)) => Err(Appended::Body(refusal)),
+        (result, _) => Ok(result?),
     }
 }
 

@@ -1,12 +1,17 @@
 //! `/api/v1/events/{event_id}/media/uploads`: direct uploads. The client sends its bytes straight
 //! to the store through presigned URLs; completing the upload verifies them and makes the media.
 
+use std::sync::Arc;
+
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
-use plugs_domain::{EventId, MediaId};
-use plugs_media::{DirectUploadRequest, MediaService, UploadFields, UploadPlan};
-use plugs_persistence::IdempotencyRepository;
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
+use chrono::{DateTime, TimeDelta, Utc};
+use plugs_domain::{EventId, EventMedia, MediaId, UserId};
+use plugs_media::{
+    Completion, DirectUploadRequest, DirectUploadStatus, MediaError, MediaService, UploadFields,
+    UploadPlan,
+};
+use plugs_persistence::{IdempotencyRepository, StoredAnswer};
 use plugs_storage::{CompletedPart, PresignedUrl};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +31,10 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     .route(
         "/events/{event_id}/media/uploads/{upload_id}",
         web::delete().to(abort_upload),
+    )
+    .route(
+        "/events/{event_id}/media/uploads/{upload_id}",
+        crate::routes::get_or_head().to(upload_status),
     )
     .route(
         "/events/{event_id}/media/uploads/{upload_id}/complete",
@@ -312,21 +321,109 @@ async fn start_upload(
     Ok((StatusCode::CREATED, body, Some(location)))
 }
 
+/// How long a client polling a completion that runs in the background is asked to wait.
+const POLL_AFTER_SECS: u64 = 2;
+
+/// How long a background completion's refusal is kept for its client to fetch.
+const OUTCOME_TTL: TimeDelta = TimeDelta::hours(24);
+
+/// Where a background completion's refusal is kept (beside the Idempotency-Key answers; a
+/// client's key cannot contain a space, so it cannot name this one).
+fn outcome_key(upload_id: MediaId) -> String {
+    format!("direct-upload outcome {upload_id}")
+}
+
+/// A completion running in the background, answered to the request that started it, to one
+/// that completes again meanwhile, and to the status URL while it runs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompletionBody {
+    /// The upload.
+    pub upload_id: Uuid,
+    /// `verifying`.
+    #[schema(example = "verifying")]
+    pub status: String,
+}
+
+fn accepted(event_id: EventId, upload_id: MediaId) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/events/{event_id}/media/uploads/{upload_id}"),
+        ))
+        .insert_header((header::RETRY_AFTER, POLL_AFTER_SECS.to_string()))
+        .json(CompletionBody {
+            upload_id: upload_id.as_uuid(),
+            status: "verifying".to_owned(),
+        })
+}
+
+fn completed(status: StatusCode, media: EventMedia, service: &MediaService) -> HttpResponse {
+    let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
+    HttpResponse::build(status)
+        .insert_header((header::LOCATION, location))
+        .json(MediaBody::new(media, service))
+}
+
+/// Verifies a claimed upload after its request was answered; a failure is kept as the problem
+/// the synchronous path would have answered, for the status URL.
+async fn complete_in_background(
+    service: web::Data<MediaService>,
+    answers: Arc<dyn IdempotencyRepository>,
+    user: UserId,
+    completion: plugs_media::DirectCompletion,
+    parts: Option<Vec<CompletedPart>>,
+) {
+    let upload_id = completion.upload_id();
+    let keep = move |error: MediaError| {
+        tracing::info!(%upload_id, error = %error, "a direct upload's background completion failed");
+        let response = ApiError::Media(error).error_response();
+        async move {
+            let status = response.status().as_u16();
+            let body = match actix_web::body::to_bytes(response.into_body()).await {
+                Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                Err(_) => return,
+            };
+            let answer = StoredAnswer {
+                fingerprint: String::new(),
+                status,
+                body,
+                location: None,
+            };
+            if let Err(error) = answers
+                .put_answer(&user, &outcome_key(upload_id), &answer, Utc::now())
+                .await
+            {
+                tracing::warn!(%upload_id, error = %error, "could not keep a background completion's outcome");
+            }
+        }
+    };
+    service
+        .finish_direct_upload_then(completion, parts, keep)
+        .await;
+}
+
 /// Completes a direct upload: verifies the bytes and answers the media record.
 ///
 /// The size is checked against the declaration, the head of the bytes is sniffed against the
 /// declared type and the extension (as for a form upload), the SHA-256 is established (and
 /// compared with a declared one), and the bytes move from their staging key to their final key.
 /// Anything that fails verification is deleted. Completing twice answers the same record.
+///
+/// Above `DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE` bytes, reading the object back takes a while: the
+/// answer is 202 at once, with the status URL in `Location` and `Retry-After`; the verification
+/// runs in the background, and the status URL answers its outcome. A completion asked again
+/// while one runs (here or on another server process) answers 202 too and verifies nothing.
 #[utoipa::path(
     post, path = "/api/v1/events/{event_id}/media/uploads/{upload_id}/complete", tag = "uploads",
     params(("event_id" = Uuid, Path, description = "Event id"), ("upload_id" = Uuid, Path, description = "Upload id")),
     request_body(content = CompleteBody, description = "The parts of a multipart upload; empty for a single PUT"),
     responses(
         (status = 201, description = "The media", body = MediaBody, headers(("Location" = String))),
+        (status = 202, description = "Verifying in the background: poll Location", body = CompletionBody, headers(("Location" = String), ("Retry-After" = u64))),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such upload of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The upload expired; it has been removed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The bytes are not of the declared type or extension", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not the declared size or SHA-256, or a wrong part list", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database or store unavailable", body = Problem, content_type = "application/problem+json"),
@@ -337,6 +434,7 @@ pub async fn complete_upload(
     user: AuthUser,
     path: web::Path<(EventId, MediaId)>,
     service: web::Data<MediaService>,
+    answers: web::Data<dyn IdempotencyRepository>,
     body: Option<web::Json<CompleteBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let (event_id, upload_id) = path.into_inner();
@@ -346,13 +444,88 @@ pub async fn complete_upload(
             .map(|part| CompletedPart::new(part.part_number, part.etag))
             .collect()
     });
-    let media = service
-        .complete_direct_upload(&user.0, event_id, upload_id, parts)
-        .await?;
-    let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
-        .json(MediaBody::new(media, &service)))
+    let completion = match service
+        .begin_direct_completion(&user.0, event_id, upload_id)
+        .await?
+    {
+        Completion::Done(media) => return Ok(completed(StatusCode::CREATED, media, &service)),
+        Completion::Running => return Ok(accepted(event_id, upload_id)),
+        Completion::Claimed(completion) => completion,
+    };
+    if completion.size() <= service.config().direct_complete_async_above {
+        let media = service.finish_direct_upload(completion, parts).await?;
+        return Ok(completed(StatusCode::CREATED, media, &service));
+    }
+    // The lease travels with the task: renewed while it runs, lapsing if this process dies.
+    actix_web::rt::spawn(complete_in_background(
+        service.clone(),
+        answers.into_inner(),
+        user.0,
+        completion,
+        parts,
+    ));
+    Ok(accepted(event_id, upload_id))
+}
+
+/// A kept refusal, answered as it was first given.
+fn replay(answer: StoredAnswer) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
+        .content_type("application/problem+json")
+        .body(answer.body)
+}
+
+/// Where a direct upload stands, for a client polling a completion that runs in the background:
+/// 202 with `Retry-After` while it verifies, then 200 with the media, or the problem the
+/// completion answered (413, 415, 422: the upload was removed; 422 for a wrong part list and
+/// 503 for an outage leave it to another completion). 409 while no completion runs.
+#[utoipa::path(
+    get, path = "/api/v1/events/{event_id}/media/uploads/{upload_id}", tag = "uploads",
+    params(("event_id" = Uuid, Path, description = "Event id"), ("upload_id" = Uuid, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "Completed: the media", body = MediaBody, headers(("Location" = String))),
+        (status = 202, description = "Verifying: poll again after Retry-After", body = CompletionBody, headers(("Location" = String), ("Retry-After" = u64))),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such upload of the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not being completed: POST complete", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The upload expired", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The completion refused a file larger than MAX_FILE_SIZE", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The completion refused bytes not of the declared type or extension", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The completion refused another size or SHA-256, or a wrong part list", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn upload_status(
+    user: AuthUser,
+    path: web::Path<(EventId, MediaId)>,
+    service: web::Data<MediaService>,
+    answers: web::Data<dyn IdempotencyRepository>,
+) -> Result<HttpResponse, ApiError> {
+    let (event_id, upload_id) = path.into_inner();
+    let kept = || async {
+        answers
+            .find_answer(&user.0, &outcome_key(upload_id), Utc::now(), OUTCOME_TTL)
+            .await
+            .map_err(MediaError::from)
+    };
+    match service
+        .direct_upload_status(&user.0, event_id, upload_id)
+        .await
+    {
+        Ok(DirectUploadStatus::Ready(media)) => Ok(completed(StatusCode::OK, *media, &service)),
+        Ok(DirectUploadStatus::Completing) => Ok(accepted(event_id, upload_id)),
+        Ok(DirectUploadStatus::Waiting { .. }) => match kept().await? {
+            Some(answer) => Ok(replay(answer)),
+            None => Err(ApiError::Conflict(format!(
+                "upload {upload_id} is not being completed: POST \
+                 /api/v1/events/{event_id}/media/uploads/{upload_id}/complete"
+            ))),
+        },
+        Err(error @ MediaError::NotFound { .. }) => match kept().await? {
+            Some(answer) => Ok(replay(answer)),
+            None => Err(error.into()),
+        },
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Aborts a direct upload: staged bytes, open multipart upload and record are removed.
