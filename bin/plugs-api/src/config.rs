@@ -57,6 +57,7 @@ pub const ENV_NAMES: &[&str] = &[
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
     "ALLOWED_TYPES",
+    "STRIP_LOCATION",
     "PROCESSING_WORKERS",
     "THUMBNAIL_WIDTHS",
     "DISPLAY_LONG_EDGE",
@@ -174,6 +175,7 @@ struct RawSettings {
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
     allowed_types: Option<String>,
+    strip_location: bool,
     processing_workers: usize,
     thumbnail_widths: String,
     display_long_edge: u32,
@@ -356,6 +358,8 @@ pub struct Settings {
     pub encryption: plugs_storage::ServerSideEncryption,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Blank the GPS position in uploaded originals' EXIF (`STRIP_LOCATION`, default on).
+    pub strip_location: bool,
     /// Processing workers `serve` runs (`PROCESSING_WORKERS`, default 1; 0: none, leave the
     /// queue to `plugs-api worker` processes).
     pub processing_workers: usize,
@@ -414,6 +418,7 @@ impl Settings {
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
             .set_default("s3_sse", "AES256")?
+            .set_default("strip_location", true)?
             .set_default("processing_workers", 1)?
             .set_default("thumbnail_widths", "256,1024")?
             .set_default("display_long_edge", 2048)?
@@ -714,6 +719,7 @@ impl RawSettings {
             policy,
             encryption,
             log_format,
+            strip_location: self.strip_location,
             processing_workers: self.processing_workers,
             processing,
         })

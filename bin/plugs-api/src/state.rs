@@ -248,6 +248,7 @@ async fn build_service_on(
         direct_complete_async_above: settings.direct_upload_async_complete_above,
         download_signer,
         quota: settings.quota,
+        strip_location: settings.strip_location,
         ..ServiceConfig::default()
     };
     let service = MediaService::new(

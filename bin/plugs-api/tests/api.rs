@@ -465,7 +465,7 @@ async fn an_upload_streams_to_the_store_and_is_listed_and_fetched() {
     let fields: Vec<&String> = media.as_object().unwrap().keys().collect();
     assert_eq!(
         fields.len(),
-        17,
+        18,
         "exactly the documented fields: {fields:?}"
     );
     let stored = f

@@ -92,6 +92,11 @@ pub struct EventMedia {
     /// a pending record back only once its lease has lapsed, however old it is; a form upload
     /// renews the lease while bytes arrive. `None` once the upload is over.
     pub lease_until: Option<DateTime<Utc>>,
+    /// Whether the stored bytes differ from those the client sent because the GPS position in
+    /// their EXIF was blanked (location stripping). `sha256` and `size_bytes` describe the bytes
+    /// stored; the size is the same either way.
+    #[serde(default)]
+    pub location_stripped: bool,
 }
 
 /// How the bytes of a direct upload reach the store.

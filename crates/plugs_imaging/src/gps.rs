@@ -141,6 +141,21 @@ impl GpsBlanker {
         out
     }
 
+    /// Whether the blanker has decided about the rest of the stream: it reached the image data
+    /// (a JPEG's start of scan, a PNG's end), the end of a WebP's RIFF payload, or met a format
+    /// it does not read or a structure it gave up on. From here on every byte passes unchanged,
+    /// so a caller that has seen only the head of a file knows the outcome for the whole file.
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        self.container == Container::Done
+    }
+
+    /// Whether a GPS position has been blanked in the bytes pushed so far.
+    #[must_use]
+    pub fn has_blanked(&self) -> bool {
+        self.flags.blanked
+    }
+
     /// Ends the stream: returns the bytes still held back, and what was done.
     #[must_use]
     pub fn finish(mut self) -> (Vec<u8>, GpsOutcome) {

@@ -237,3 +237,32 @@ fn exiftool_sees_no_gps_after_blanking_a_file_it_wrote() {
         image::load_from_memory(&original).unwrap().to_rgb8()
     );
 }
+
+#[test]
+fn the_head_of_a_jpeg_settles_the_outcome_for_the_whole_file() {
+    let original = jpeg_with_exif(320, 240, 6);
+    // Up to and including the EXIF block: blanked, but the scan has not been reached.
+    let mut blanker = GpsBlanker::new();
+    let _ = blanker.push(&original[..JPEG_TIFF_START + 160]);
+    assert!(blanker.has_blanked());
+    // Through the start of scan: nothing later can carry EXIF.
+    let mut blanker = GpsBlanker::new();
+    let _ = blanker.push(&original[..start_of_scan(&original) + 2]);
+    assert!(blanker.has_blanked() && blanker.is_settled());
+
+    let plain = common::encode(&common::two_tone(64, 48), image::ImageFormat::Jpeg);
+    let mut blanker = GpsBlanker::new();
+    let _ = blanker.push(&plain[..1]);
+    assert!(!blanker.is_settled(), "one byte tells nothing");
+    let _ = blanker.push(&plain[1..start_of_scan(&plain) + 2]);
+    assert!(blanker.is_settled() && !blanker.has_blanked());
+
+    let mut blanker = GpsBlanker::new();
+    let _ = blanker.push(b"%PDF-1.7 not an image");
+    assert!(blanker.is_settled() && !blanker.has_blanked());
+}
+
+/// Where a JPEG's start-of-scan marker is.
+fn start_of_scan(jpeg: &[u8]) -> usize {
+    jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap()
+}

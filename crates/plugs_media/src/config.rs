@@ -52,6 +52,10 @@ pub struct ServiceConfig {
     pub quota: plugs_domain::Quota,
     /// When set, presigned downloads are this signer's URLs (a CDN's) instead of the store's.
     pub download_signer: Option<Arc<dyn DownloadSigner>>,
+    /// Blank the GPS position in the EXIF of every uploaded original (JPEG, PNG, WebP) before
+    /// it is stored: in the stream for form uploads, by one streamed rewrite when a direct or
+    /// resumable upload is finalized. On by default.
+    pub strip_location: bool,
 }
 
 impl Default for ServiceConfig {
@@ -70,6 +74,7 @@ impl Default for ServiceConfig {
             direct_part_size: 16 * 1024 * 1024,
             quota: plugs_domain::Quota::default(),
             download_signer: None,
+            strip_location: true,
         }
     }
 }

@@ -191,6 +191,7 @@ impl MediaService {
             created_at: now,
             updated_at: now,
             lease_until: Some(expires_at),
+            location_stripped: false,
         };
         let multipart = request.size > self.config.multipart_threshold;
         let part_size = multipart.then(|| self.part_size(request.size));
@@ -629,9 +630,9 @@ impl MediaService {
             }
         };
 
-        let key = ObjectKey::parse(media.s3_key.as_str())?;
-        self.store
-            .copy_with(&staging, &key, self.put_options(media))
+        // The checksum a client declared is of the bytes it sent; the record's is of those stored.
+        let (sha256, location_stripped) = self
+            .place_staged(&staging, media, head.size, sha256)
             .await?;
         match self.store.delete(&staging).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
@@ -642,13 +643,14 @@ impl MediaService {
         }
         let update = ReadyUpdate {
             size_bytes: head.size,
-            sha256: hex::encode(sha256),
+            sha256,
             fields: plugs_domain::MediaFields {
                 title: media.title.clone(),
                 description: media.description.clone(),
                 tags: media.tags.clone(),
             },
             at: self.clock.now(),
+            location_stripped,
         };
         Ok(self.media.mark_ready(media.id, update).await?)
     }

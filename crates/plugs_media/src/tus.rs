@@ -503,6 +503,7 @@ impl MediaService {
             created_at: now,
             updated_at: now,
             lease_until: Some(expires_at),
+            location_stripped: false,
         };
         // Reserves the declared length of the quotas, or the largest file while it is deferred.
         let reserved = request.length.unwrap_or(limit);

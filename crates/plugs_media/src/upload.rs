@@ -1,5 +1,7 @@
 //! Uploads: authorise, validate, sniff, write a `pending` record, stream the bytes to the store
-//! while counting and hashing them, mark the record `ready`; undo on any failure.
+//! while counting and hashing them (blanking GPS positions on the way when location stripping is
+//! on), mark the record `ready`; undo on any failure. Staged uploads (direct, tus) come to their
+//! final key through [`MediaService::place_staged`], which blanks GPS there.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -14,8 +16,9 @@ use plugs_domain::{
     Access, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UploadSession, UserId, keys,
     sanitize_filename,
 };
+use plugs_imaging::{GpsBlanker, GpsOutcome, MAX_EXIF_BLOCK};
 use plugs_persistence::{ReadyUpdate, RepoError};
-use plugs_storage::{ByteStream, ObjectKey, PutOptions, StoreError};
+use plugs_storage::{ByteRange, ByteStream, GetOptions, ObjectKey, PutOptions, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::{MediaError, MediaService, UploadFields, UploadRequest};
@@ -32,6 +35,11 @@ pub(crate) struct Provenance {
 
 /// How many next-microsecond keys to try when another upload to the same event took the key.
 const KEY_ATTEMPTS: i64 = 5;
+
+/// How much of a staged upload is read to decide whether it carries a GPS position: one EXIF
+/// block at its largest plus room for the segments phones write before it. A head that does not
+/// settle the question (a WebP keeps its EXIF after the image data) means a streamed rewrite.
+const GPS_HEAD_LEN: u64 = MAX_EXIF_BLOCK as u64 + 64 * 1024;
 
 impl MediaService {
     /// Stores a new media of `event_id` from `body` and returns its `ready` record: [`receive`]
@@ -136,6 +144,7 @@ impl MediaService {
             created_at,
             updated_at: now,
             lease_until: Some(now + self.config.upload_lease),
+            location_stripped: false,
         };
         if let Err(error) = self
             // Until the bytes are counted, the record holds the declared size, or the most a file
@@ -160,10 +169,12 @@ impl MediaService {
         }
 
         match self.store_bytes(&media, head.chunks, body, declared).await {
-            Ok((size, sha256)) => Ok(StagedUpload {
+            Ok(stored) => Ok(StagedUpload {
                 media,
-                size,
-                sha256,
+                size: stored.size,
+                sha256: stored.sha256,
+                received_sha256: stored.received_sha256,
+                location_stripped: stored.location_stripped,
             }),
             Err(error) => {
                 self.undo_upload(&media).await;
@@ -225,6 +236,7 @@ impl MediaService {
             sha256: staged.sha256.clone(),
             fields: parsed,
             at: self.clock.now(),
+            location_stripped: staged.location_stripped,
         };
         match self.media.mark_ready(staged.media.id, update).await {
             Ok(media) => Ok(media),
@@ -274,15 +286,16 @@ impl MediaService {
         Err(RepoError::Duplicate { what: "s3_key" }.into())
     }
 
-    /// Streams the bytes to the store; answers their count and hex SHA-256. With a `declared`
-    /// size the store is told the length, and a body of any other length fails.
+    /// Streams the bytes to the store, through the GPS blanker when location stripping is on;
+    /// answers their count and the hex SHA-256 of the bytes received and of those stored. With a
+    /// `declared` size the store is told the length, and a body of any other length fails.
     async fn store_bytes(
         &self,
         media: &EventMedia,
         head: Vec<Bytes>,
         rest: ByteStream,
         declared: Option<u64>,
-    ) -> Result<(u64, String), MediaError> {
+    ) -> Result<StoredBytes, MediaError> {
         let key = ObjectKey::parse(media.s3_key.as_str())?;
         let limit = self.config.policy.max_size_bytes;
         let meter = Arc::new(Mutex::new(Meter::default()));
@@ -295,11 +308,18 @@ impl MediaService {
             declared,
             finished: false,
         };
+        let stripped = Arc::new(Mutex::new(Stripped::default()));
+        // Counted, limited and hashed as received; then blanked, and hashed again as stored.
+        let body: ByteStream = if self.config.strip_location {
+            Box::pin(StripGps::new(Box::pin(body), Arc::clone(&stripped)))
+        } else {
+            Box::pin(body)
+        };
         let mut options = self.put_options(media);
         options.size = declared;
 
         let put = {
-            let put = self.store.put(&key, Box::pin(body), options);
+            let put = self.store.put(&key, body, options);
             let renew = self.renew_lease_while_receiving(media.id, &meter);
             futures::pin_mut!(put, renew);
             match futures::future::select(put, renew).await {
@@ -337,7 +357,92 @@ impl MediaService {
             }
             Ok(_) => {}
         }
-        Ok((size, sha256))
+        let (stored_sha256, location_stripped) = if self.config.strip_location {
+            let stripped = stripped.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                hex::encode(stripped.hasher.clone().finalize()),
+                stripped.outcome.is_some_and(GpsOutcome::changed),
+            )
+        } else {
+            (sha256.clone(), false)
+        };
+        Ok(StoredBytes {
+            size,
+            sha256: stored_sha256,
+            received_sha256: sha256,
+            location_stripped,
+        })
+    }
+
+    /// Moves a staged upload (direct or tus) whose `size` bytes hash to `received_sha256` to
+    /// `media`'s final key, and answers the hex SHA-256 of the bytes stored there and whether
+    /// their GPS position was blanked.
+    ///
+    /// The bytes of these uploads never passed through the server while they arrived, so this
+    /// is where location stripping happens for them: the head of the staged object is read
+    /// through the blanker, and only if it carries a GPS position (or does not settle the
+    /// question) is the object rewritten once, streamed from the staging key through the blanker
+    /// to the final key. Everything else is copied inside the store, as before.
+    pub(crate) async fn place_staged(
+        &self,
+        staging: &ObjectKey,
+        media: &EventMedia,
+        size: u64,
+        received_sha256: [u8; 32],
+    ) -> Result<(String, bool), MediaError> {
+        let key = ObjectKey::parse(media.s3_key.as_str())?;
+        if !self.config.strip_location || !self.head_may_carry_gps(staging, size).await? {
+            self.store
+                .copy_with(staging, &key, self.put_options(media))
+                .await?;
+            return Ok((hex::encode(received_sha256), false));
+        }
+        let stripped = Arc::new(Mutex::new(Stripped::default()));
+        let source = self.store.get(staging, GetOptions::default()).await?.body;
+        let body = StripGps::new(source, Arc::clone(&stripped));
+        let mut options = self.put_options(media);
+        options.size = Some(size);
+        let stored = self.store.put(&key, Box::pin(body), options).await?;
+        let (sha256, outcome) = {
+            let stripped = stripped.lock().unwrap_or_else(PoisonError::into_inner);
+            (stripped.hasher.clone().finalize(), stripped.outcome)
+        };
+        // The blanker reports its outcome once the whole source has passed through it.
+        let Some(outcome) = outcome.filter(|_| stored.size == size) else {
+            return Err(MediaError::Store(StoreError::Other {
+                message: format!(
+                    "store reported {} bytes for {key}, {size} were staged",
+                    stored.size
+                ),
+                source: "the rewritten object does not match the staged upload".into(),
+            }));
+        };
+        if outcome.changed() {
+            tracing::info!(media_id = %media.id, "GPS position blanked in a staged upload");
+        }
+        Ok((hex::encode(sha256), outcome.changed()))
+    }
+
+    /// Reads the head of a staged object through a GPS blanker: `false` when it settles that
+    /// the file carries no GPS position, `true` when it found one or cannot tell from the head.
+    async fn head_may_carry_gps(&self, staging: &ObjectKey, size: u64) -> Result<bool, MediaError> {
+        let end = GPS_HEAD_LEN.min(size);
+        let mut options = GetOptions::default();
+        options.range = Some(ByteRange::Bounded { start: 0, end });
+        let mut body = self.store.get(staging, options).await?.body;
+        let mut blanker = GpsBlanker::new();
+        while let Some(chunk) = body.next().await {
+            // Only the verdict matters here; the blanked bytes are dropped as they come.
+            drop(blanker.push(&chunk?));
+            if blanker.has_blanked() {
+                return Ok(true);
+            }
+            if blanker.is_settled() {
+                return Ok(false);
+            }
+        }
+        // The whole file was read and nothing was found: nothing to rewrite.
+        Ok(end < size)
     }
 
     /// Renews the upload's lease every third of its length while bytes keep arriving, so the
@@ -430,6 +535,18 @@ pub struct StagedUpload {
     media: EventMedia,
     size: u64,
     sha256: String,
+    received_sha256: String,
+    location_stripped: bool,
+}
+
+/// What [`MediaService::store_bytes`] stored.
+struct StoredBytes {
+    size: u64,
+    /// Hex SHA-256 of the bytes stored.
+    sha256: String,
+    /// Hex SHA-256 of the bytes received: a declared checksum is checked against these.
+    received_sha256: String,
+    location_stripped: bool,
 }
 
 impl StagedUpload {
@@ -446,6 +563,17 @@ impl StagedUpload {
     /// The hex SHA-256 of the bytes stored.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The hex SHA-256 of the bytes received, before any GPS position was blanked: the one a
+    /// checksum the client declared must match.
+    pub fn received_sha256(&self) -> &str {
+        &self.received_sha256
+    }
+
+    /// Whether the stored bytes differ from those received because a GPS position was blanked.
+    pub fn location_stripped(&self) -> bool {
+        self.location_stripped
     }
 }
 
@@ -595,6 +723,86 @@ impl Stream for MeteredBody {
             self.finished = true;
         }
         Poll::Ready(answer)
+    }
+}
+
+/// What a [`StripGps`] stream did, read once it has ended.
+#[derive(Default)]
+struct Stripped {
+    /// SHA-256 of the bytes that came out.
+    hasher: Sha256,
+    /// Set when the source ended and the blanker was finished.
+    outcome: Option<GpsOutcome>,
+}
+
+/// Passes a byte stream through a [`GpsBlanker`], hashing what comes out. The blanker holds back
+/// at most one EXIF block; once it has settled the rest of the file, chunks pass as they are.
+struct StripGps {
+    inner: ByteStream,
+    /// `None` once the source has ended.
+    blanker: Option<GpsBlanker>,
+    state: Arc<Mutex<Stripped>>,
+}
+
+impl StripGps {
+    fn new(inner: ByteStream, state: Arc<Mutex<Stripped>>) -> Self {
+        Self {
+            inner,
+            blanker: Some(GpsBlanker::new()),
+            state,
+        }
+    }
+}
+
+/// Hashes bytes on their way to the store.
+fn emit(state: &Mutex<Stripped>, bytes: Bytes) -> Poll<Option<Result<Bytes, StoreError>>> {
+    state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .hasher
+        .update(&bytes);
+    Poll::Ready(Some(Ok(bytes)))
+}
+
+impl Stream for StripGps {
+    type Item = Result<Bytes, StoreError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let Some(blanker) = this.blanker.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match std::task::ready!(this.inner.poll_next_unpin(cx)) {
+                // Past the image data nothing more changes: no copy.
+                Some(Ok(chunk)) if blanker.is_settled() => return emit(&this.state, chunk),
+                Some(Ok(chunk)) => {
+                    let out = blanker.push(&chunk);
+                    if !out.is_empty() {
+                        return emit(&this.state, Bytes::from(out));
+                    }
+                    // Held back (an EXIF block in progress): read on.
+                }
+                Some(Err(error)) => {
+                    this.blanker = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => {
+                    let Some(blanker) = this.blanker.take() else {
+                        return Poll::Ready(None);
+                    };
+                    let (rest, outcome) = blanker.finish();
+                    this.state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .outcome = Some(outcome);
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return emit(&this.state, Bytes::from(rest));
+                }
+            }
+        }
     }
 }
 

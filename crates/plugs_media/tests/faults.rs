@@ -175,6 +175,7 @@ async fn reconcile_pages_through_more_stale_records_than_one_batch() {
             updated_at: at,
             // Records written before leases existed: the grace period decides.
             lease_until: None,
+            location_stripped: false,
         };
         h.repo.insert_media(&record).await.unwrap();
         // Every tenth one got its bytes stored before the crash.
@@ -765,6 +766,7 @@ async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_st
         created_at: now,
         updated_at: now,
         lease_until: None,
+        location_stripped: false,
     };
     h.repo.insert_media(&media).await.unwrap();
     use plugs_storage::ObjectStoreExt as _;
@@ -785,6 +787,7 @@ async fn reconcile_leaves_alone_an_upload_that_finishes_after_being_listed_as_st
             sha256: common::sha256_hex(&bytes),
             fields: plugs_domain::MediaFields::default(),
             at: h.clock_now(),
+            location_stripped: false,
         },
     });
     let service = plugs_media::MediaService::new(

@@ -81,6 +81,8 @@ struct MediaRow {
     lease_until: Option<NaiveDateTime>,
     /// The bytes the record counts against its quotas.
     reserved_bytes: i64,
+    /// Whether the GPS position of the stored original was blanked.
+    location_stripped: bool,
 }
 
 impl MediaRow {
@@ -103,6 +105,7 @@ impl MediaRow {
                 .map(|allowed| allowed.kind().as_str().to_owned()),
             lease_until: media.lease_until.map(db_time),
             reserved_bytes: db_size(media.size_bytes)?,
+            location_stripped: media.location_stripped,
         })
     }
 
@@ -132,6 +135,7 @@ impl MediaRow {
             created_at: self.created_at.and_utc(),
             updated_at: self.updated_at.and_utc(),
             lease_until: self.lease_until.map(|at| at.and_utc()),
+            location_stripped: self.location_stripped,
         })
     }
 }
@@ -715,7 +719,11 @@ impl MediaRepository for Database {
                 // failing to upgrade a read snapshot.
                 let key = SqlUuid(id.as_uuid());
                 let ReadyUpdate {
-                    sha256, fields, at, ..
+                    sha256,
+                    fields,
+                    at,
+                    location_stripped,
+                    ..
                 } = update;
                 let updated = diesel::update(
                     event_media::table
@@ -731,6 +739,7 @@ impl MediaRepository for Database {
                     event_media::description.eq(fields.description),
                     event_media::updated_at.eq(db_time(at)),
                     event_media::lease_until.eq(None::<NaiveDateTime>),
+                    event_media::location_stripped.eq(location_stripped),
                 ))
                 .execute(conn)?;
                 if updated == 0 {

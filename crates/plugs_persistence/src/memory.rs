@@ -379,6 +379,7 @@ impl MediaRepository for InMemoryRepository {
             media.tags = update.fields.tags;
             media.updated_at = truncate_to_micros(update.at);
             media.lease_until = None;
+            media.location_stripped = update.location_stripped;
             let ready = media.clone();
             // The processing job is enqueued in the same step, as in the Diesel transaction.
             tables

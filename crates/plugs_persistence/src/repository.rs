@@ -28,6 +28,8 @@ pub struct ReadyUpdate {
     pub fields: MediaFields,
     /// The new `updated_at`.
     pub at: DateTime<Utc>,
+    /// Whether the stored bytes had their GPS position blanked.
+    pub location_stripped: bool,
 }
 
 /// What an edit of a `Ready` media writes in [`MediaRepository::update_fields`].

@@ -36,6 +36,7 @@ diesel::table! {
         kind -> Nullable<Text>,
         lease_until -> Nullable<Timestamp>,
         reserved_bytes -> BigInt,
+        location_stripped -> Bool,
     }
 }
 

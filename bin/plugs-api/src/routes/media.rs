@@ -85,8 +85,11 @@ pub struct MediaBody {
     pub content_type: String,
     /// Size in bytes.
     pub size_bytes: u64,
-    /// Hex SHA-256 of the bytes.
+    /// Hex SHA-256 of the bytes stored.
     pub sha256: Option<String>,
+    /// Whether the stored original differs from the upload because the GPS position in its
+    /// EXIF was blanked (`STRIP_LOCATION`); same size, `sha256` of the stored bytes.
+    pub location_stripped: bool,
     /// Object key in the store.
     pub s3_key: String,
     /// Where to fetch the bytes: the CDN URL when one is configured, else the download route.
@@ -119,6 +122,7 @@ impl MediaBody {
             content_type: media.content_type,
             size_bytes: media.size_bytes,
             sha256: media.sha256,
+            location_stripped: media.location_stripped,
             s3_key: media.s3_key,
             url,
             uploaded_by: media.uploaded_by.into(),

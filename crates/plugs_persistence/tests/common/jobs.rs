@@ -50,6 +50,7 @@ async fn ready(repo: &dyn Repo, event_id: EventId, content_type: &str, when: i64
         created_at: at(when),
         updated_at: at(when),
         lease_until: None,
+        location_stripped: false,
     };
     repo.insert_media(&media).await.unwrap();
     repo.mark_ready(
@@ -59,6 +60,7 @@ async fn ready(repo: &dyn Repo, event_id: EventId, content_type: &str, when: i64
             sha256: "00".repeat(32),
             fields: MediaFields::default(),
             at: at(when),
+            location_stripped: false,
         },
     )
     .await

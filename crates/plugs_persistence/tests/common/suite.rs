@@ -49,6 +49,7 @@ fn pending(event_id: EventId, created_at: DateTime<Utc>, tags: &[&str]) -> Event
         created_at,
         updated_at: created_at,
         lease_until: None,
+        location_stripped: false,
     }
 }
 
@@ -65,6 +66,7 @@ fn outcome(media: &EventMedia, size: u64) -> ReadyUpdate {
             tags: media.tags.clone(),
         },
         at: Utc::now(),
+        location_stripped: false,
     }
 }
 
@@ -407,9 +409,14 @@ pub async fn mark_ready_writes_fields_sent_after_the_file(repo: &dyn Repo) {
             tags: vec!["photo".to_owned(), "event".to_owned()],
         },
         at: finished_at,
+        location_stripped: true,
     };
     let ready = repo.mark_ready(media.id, update).await.unwrap();
     assert_eq!(ready.title.as_deref(), Some("Event Photo"));
+    assert!(
+        ready.location_stripped,
+        "the record says its GPS was blanked"
+    );
     assert_eq!(ready.description, None);
     assert_eq!(ready.tags, ["photo", "event"]);
     assert_eq!(

@@ -1,0 +1,1 @@
+ALTER TABLE event_media DROP COLUMN location_stripped;
