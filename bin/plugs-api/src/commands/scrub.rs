@@ -187,8 +187,7 @@ impl Scope {
                     .filter(|m| m.status == MediaStatus::Ready)
                     .collect();
                 media.sort_by_key(|m| m.id);
-                // Less than a page, so the walk ends after it.
-                media.truncate(PAGE - 1);
+                // All of it, however many: the next call (with `after`) answers nothing.
                 Ok(media)
             }
             None => self
