@@ -86,7 +86,8 @@ fn parse_args(args: &[&str]) -> Result<u64> {
         }
         _ => bail!(
             "usage: cargo xtask bench storage [--size-mib N]\n       \
-             cargo xtask bench api [--profile full|smoke]"
+             cargo xtask bench api [--profile full|smoke]\n       \
+             cargo xtask bench imaging [--profile full|smoke]"
         ),
     }
 }

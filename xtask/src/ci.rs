@@ -51,8 +51,12 @@ const STEPS: [Step; 8] = [
     ),
     (
         "bench",
-        "cargo xtask bench api --profile smoke: every benchmark path, tiny sizes, debug build",
-        crate::bench_api::smoke,
+        "cargo xtask bench api --profile smoke and bench imaging --profile smoke: every \
+         benchmark path, tiny sizes, debug build",
+        || {
+            crate::bench_api::smoke()?;
+            crate::bench_imaging::smoke()
+        },
     ),
 ];
 

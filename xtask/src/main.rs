@@ -10,6 +10,7 @@
 mod bench;
 mod bench_api;
 mod bench_common;
+mod bench_imaging;
 mod ci;
 mod layers;
 mod load;
@@ -35,6 +36,9 @@ commands:
   bench api [--profile full|smoke]
                                 the release plugs-api end to end against bare S3 clients;
                                 full writes the figures into docs/PERFORMANCE.md
+  bench imaging [--profile full|smoke]
+                                thumbnails per second per core of 12-megapixel JPEGs against
+                                vipsthumbnail; full writes the figures into docs/PERFORMANCE.md
   load [--smoke] [--uploads N] [--concurrency N]
                                 concurrent uploads through the release plugs-api on PostgreSQL
                                 and s3s-fs, then proof that records and objects agree; writes
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         ["services"] => services::run_until_stopped(),
         ["layers"] => layers::run(),
         ["bench", "api", rest @ ..] => bench_api::run(rest),
+        ["bench", "imaging", rest @ ..] => bench_imaging::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         ["load", rest @ ..] => load::run(rest),
         ["help" | "--help" | "-h"] => {
