@@ -340,22 +340,29 @@ fn with_database(url: &str, name: &str) -> String {
 /// What the server sends PostgreSQL for one `GET .../media?limit=50` with no filter and no
 /// cursor (crates/plugs_persistence `find_event`, `list_ready` with `ready_page` and `with_tags`;
 /// the pool checks each connection it hands out with `SELECT 1`). The page's ids are bound as
-/// one array where the server binds 51 values; the work for PostgreSQL is the same.
-const LIST_SQL: &str = "SELECT 1;\n\
-SELECT \"events\".\"id\", \"events\".\"owner\", \"events\".\"title\", \"events\".\"created_at\", \
-\"events\".\"updated_at\" FROM \"events\" WHERE (\"events\".\"id\" = :event) LIMIT 1;\n\
-SELECT 1;\n\
-SELECT \"event_media\".\"id\", \"event_media\".\"event_id\", \"event_media\".\"title\", \
-\"event_media\".\"description\", \"event_media\".\"original_filename\", \"event_media\".\"content_type\", \
-\"event_media\".\"size_bytes\", \"event_media\".\"sha256\", \"event_media\".\"s3_key\", \
-\"event_media\".\"status\", \"event_media\".\"uploaded_by\", \"event_media\".\"created_at\", \
-\"event_media\".\"updated_at\", \"event_media\".\"kind\", \"event_media\".\"lease_until\", \
-\"event_media\".\"reserved_bytes\", \"event_media\".\"location_stripped\" FROM \"event_media\" \
-WHERE ((\"event_media\".\"event_id\" = :event) AND event_media.status = 'ready') \
-ORDER BY \"event_media\".\"created_at\" DESC, \"event_media\".\"id\" DESC LIMIT 51;\n\
-SELECT \"event_media_tags\".\"media_id\", \"event_media_tags\".\"tag\" FROM \"event_media_tags\" \
-WHERE \"event_media_tags\".\"media_id\" = ANY(:ids::uuid[]) \
-ORDER BY \"event_media_tags\".\"media_id\", \"event_media_tags\".\"position\";\n";
+/// one array where the server binds 51 values; the work for PostgreSQL is the same. The media
+/// columns are the table's own, in order, as Diesel's schema lists them, so the script follows
+/// the migrations.
+fn list_sql(media_columns: &str) -> String {
+    let columns = media_columns
+        .split(',')
+        .map(|column| format!("\"event_media\".\"{}\"", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT 1;\n\
+         SELECT \"events\".\"id\", \"events\".\"owner\", \"events\".\"title\", \
+         \"events\".\"created_at\", \"events\".\"updated_at\" FROM \"events\" \
+         WHERE (\"events\".\"id\" = :event) LIMIT 1;\n\
+         SELECT 1;\n\
+         SELECT {columns} FROM \"event_media\" \
+         WHERE ((\"event_media\".\"event_id\" = :event) AND event_media.status = 'ready') \
+         ORDER BY \"event_media\".\"created_at\" DESC, \"event_media\".\"id\" DESC LIMIT 51;\n\
+         SELECT \"event_media_tags\".\"media_id\", \"event_media_tags\".\"tag\" \
+         FROM \"event_media_tags\" WHERE \"event_media_tags\".\"media_id\" = ANY(:ids::uuid[]) \
+         ORDER BY \"event_media_tags\".\"media_id\", \"event_media_tags\".\"position\";\n"
+    )
+}
 
 /// `pgbench` on PATH, else from the newest installed PostgreSQL.
 fn pgbench() -> Option<PathBuf> {
@@ -1056,8 +1063,12 @@ impl Bench {
              FROM (SELECT id, created_at FROM event_media WHERE event_id = '{event}' \
              AND status = 'ready' ORDER BY created_at DESC, id DESC LIMIT 51) AS page"
         ))?;
+        let columns = self.database.sql(
+            "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) \
+             FROM information_schema.columns WHERE table_name = 'event_media'",
+        )?;
         let script = self.dir.join("list.sql");
-        fs::write(&script, LIST_SQL)?;
+        fs::write(&script, list_sql(&columns))?;
         let log_prefix = self.dir.join("pgbench-list");
         let output = process::run_quietly(
             Command::new(&pgbench)
@@ -1538,6 +1549,15 @@ mod tests {
         // A reference of zero: the ratio is infinite or undefined, and is not judged.
         assert_eq!(verdict(Some(f64::INFINITY), at_least), "n/a");
         assert_eq!(verdict(Some(f64::NAN), |r| r <= 1.3), "n/a");
+    }
+
+    #[test]
+    fn the_list_script_selects_the_tables_columns_in_order() {
+        let sql = list_sql("id, event_id,title");
+        assert!(sql.contains(
+            "SELECT \"event_media\".\"id\", \"event_media\".\"event_id\", \"event_media\".\"title\" FROM"
+        ));
+        assert_eq!(sql.matches(";\n").count(), 5, "five statements: {sql}");
     }
 
     #[test]
