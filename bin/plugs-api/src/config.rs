@@ -928,7 +928,9 @@ mod tests {
         .unwrap();
         assert_eq!(settings.download_range_size * 4, MAX_DOWNLOAD_MEMORY);
         let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
-        assert!(refused(&[("DOWNLOAD_RANGES_IN_FLIGHT", "8")]).contains("DOWNLOAD_RANGES_IN_FLIGHT"));
+        assert!(
+            refused(&[("DOWNLOAD_RANGES_IN_FLIGHT", "8")]).contains("DOWNLOAD_RANGES_IN_FLIGHT")
+        );
         assert!(refused(&[("DOWNLOAD_RANGE_SIZE", "65536")]).contains("DOWNLOAD_RANGE_SIZE"));
         assert!(
             refused(&[("DOWNLOAD_MEMORY_BUDGET", "1048576")]).contains("DOWNLOAD_MEMORY_BUDGET")

@@ -300,7 +300,10 @@ pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
     let database = Arc::new(connect_database(settings, Migrations::Apply).await?);
     let (service, local_objects) = build_service_on(settings, database.clone()).await?;
     let mut metrics = Metrics::new().context("registering metrics failed")?;
-    if let Some(budget) = service.read_ahead().and_then(plugs_storage::ReadAhead::budget) {
+    if let Some(budget) = service
+        .read_ahead()
+        .and_then(plugs_storage::ReadAhead::budget)
+    {
         metrics = metrics
             .with_download_budget(budget)
             .context("registering metrics failed")?;
