@@ -36,12 +36,15 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let store = MemoryStore::new();
-    let repo = Arc::new(InMemoryRepository::new());
-    let config = ServiceConfig {
+    fixture_with(ServiceConfig {
         policy: MediaPolicy::default().with_max_size_bytes(MAX_FILE),
         ..ServiceConfig::default()
-    };
+    })
+}
+
+fn fixture_with(config: ServiceConfig) -> Fixture {
+    let store = MemoryStore::new();
+    let repo = Arc::new(InMemoryRepository::new());
     let service = MediaService::new(
         Arc::new(store.clone()),
         repo.clone(),
@@ -1858,4 +1861,58 @@ async fn a_retry_with_the_same_idempotency_key_answers_the_first_answer_and_stor
         .filter(|m| m.status == plugs_domain::MediaStatus::Pending)
         .collect();
     assert_eq!(pending.len(), 1, "one direct upload started");
+}
+
+/// The retry of a form upload that filled the event's quota still gets the first answer: its
+/// file is only hashed to compare the requests, never staged, so it needs no quota of its own.
+#[actix_web::test]
+async fn a_retry_gets_the_first_answer_when_the_first_upload_filled_the_quota() {
+    let f = fixture_with(ServiceConfig {
+        policy: MediaPolicy::default().with_max_size_bytes(MAX_FILE),
+        quota: plugs_domain::Quota {
+            event_media: Some(1),
+            ..plugs_domain::Quota::default()
+        },
+        ..ServiceConfig::default()
+    });
+    let app = app!(f);
+    let event = create_event(&app, "alice").await;
+    let upload = |title: &str, key: &str| {
+        test::TestRequest::post()
+            .uri(&format!("/api/v1/events/{event}/media"))
+            .insert_header(bearer("alice"))
+            .insert_header((header::CONTENT_TYPE, multipart_content_type()))
+            .insert_header(("Idempotency-Key", key.to_owned()))
+            .set_payload(multipart(&[
+                Part::File("file", "cat.png", Some("image/png"), PNG),
+                Part::Text("title", title),
+            ]))
+            .to_request()
+    };
+    let first = test::call_service(&app, upload("Only", "full-1")).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = test::read_body_json(first).await;
+
+    let again = test::call_service(&app, upload("Only", "full-1")).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "the retry is not refused by the quota"
+    );
+    let again: Value = test::read_body_json(again).await;
+    assert_eq!(again, first);
+    // A changed form under the same key is still told apart by its hash.
+    assert_eq!(
+        problem(test::call_service(&app, upload("Other", "full-1")).await)
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // A new request is a new upload, and that one the quota refuses.
+    let (status, problem_body) =
+        problem(test::call_service(&app, upload("Only", "full-2")).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem_body}");
+    assert_eq!(f.store.len(), 1, "one object");
+    let event_id: plugs_domain::EventId = event.parse().unwrap();
+    assert_eq!(f.repo.list_all_for_event(event_id).await.unwrap().len(), 1);
 }

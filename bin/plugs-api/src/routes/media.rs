@@ -378,6 +378,10 @@ async fn receive_form(
     );
     let mut multipart = Multipart::new(req.headers(), body);
     let mut staged = None;
+    // A retry of an answered request only needs the file's hash to compare it with the first:
+    // its bytes are hashed as they stream and dropped, never staged, so the retry takes no
+    // quota and works even when the first upload filled it.
+    let replay = matches!(begin, idempotency::Begin::Answered(_));
     let form = read_form(
         &mut multipart,
         service,
@@ -385,6 +389,7 @@ async fn receive_form(
         event_id,
         metrics,
         &guard,
+        replay,
         &mut staged,
     )
     .await;
@@ -399,7 +404,7 @@ async fn receive_form(
         }
         // The bytes are stored but the rest of the form is refused: nothing is kept.
         (Err(error), staged) => {
-            if let Some(staged) = staged {
+            if let Some(FilePart::Staged(staged)) = staged {
                 service.abandon(staged).await;
             }
             return Err(error);
@@ -416,13 +421,17 @@ async fn receive_form(
             .unwrap_or_default()
             .as_bytes(),
         form.filename.as_deref().unwrap_or_default().as_bytes(),
-        staged.sha256().as_bytes(),
+        staged.received_sha256().as_bytes(),
     ]));
-    if let idempotency::Begin::Answered(_) = begin {
+    let staged = match staged {
+        FilePart::Staged(staged) if !replay => staged,
         // A retry: the first answer stands, and these bytes are not kept twice.
-        service.abandon(staged).await;
-        return Ok((actix_web::http::StatusCode::OK, String::new(), None));
-    }
+        FilePart::Staged(staged) => {
+            service.abandon(staged).await;
+            return Ok((actix_web::http::StatusCode::OK, String::new(), None));
+        }
+        FilePart::Hashed(_) => return Ok((actix_web::http::StatusCode::OK, String::new(), None)),
+    };
     let media = service.finalize(staged, form.fields()).await?;
 
     let location = format!("/api/v1/events/{}/media/{}", media.event_id, media.id);
@@ -433,9 +442,33 @@ async fn receive_form(
     Ok((actix_web::http::StatusCode::CREATED, body, Some(location)))
 }
 
+/// The form's `file` part once read: staged in the store, or, for the retry of an answered
+/// idempotent request, only hashed.
+enum FilePart {
+    Staged(StagedUpload),
+    /// The hex SHA-256 of the bytes received.
+    Hashed(String),
+}
+
+impl FilePart {
+    /// The hex SHA-256 of the bytes received (before any GPS position was blanked), which is
+    /// what tells two requests apart.
+    fn received_sha256(&self) -> &str {
+        match self {
+            Self::Staged(staged) => staged.received_sha256(),
+            Self::Hashed(sha256) => sha256,
+        }
+    }
+}
+
 /// Reads the form's parts in whatever order they come. The `file` part streams to the store as
 /// it arrives (into `staged`), so text fields after it cost no buffering of the file; the
-/// fields are checked with the rest in the service's finalize step.
+/// fields are checked with the rest in the service's finalize step. With `replay_only` the
+/// file is hashed and dropped instead of staged.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the handler's extractors, passed on once"
+)]
 async fn read_form(
     multipart: &mut Multipart,
     service: &MediaService,
@@ -443,7 +476,8 @@ async fn read_form(
     event_id: EventId,
     metrics: Option<&Metrics>,
     guard: &BodyGuard,
-    staged: &mut Option<StagedUpload>,
+    replay_only: bool,
+    staged: &mut Option<FilePart>,
 ) -> Result<UploadRequest, ApiError> {
     let mut request = UploadRequest::default();
     loop {
@@ -498,9 +532,14 @@ async fn read_form(
                     .and_then(|cd| cd.get_filename())
                     .map(str::to_owned);
                 request.declared_content_type = field.content_type().map(ToString::to_string);
-                *staged = Some(
-                    upload_field(service, user, event_id, &request, field, metrics, guard).await?,
-                );
+                *staged = Some(if replay_only {
+                    FilePart::Hashed(hash_field(field, guard).await?)
+                } else {
+                    FilePart::Staged(
+                        upload_field(service, user, event_id, &request, field, metrics, guard)
+                            .await?,
+                    )
+                });
             }
             other => {
                 return Err(ApiError::Unprocessable(format!(
@@ -541,6 +580,19 @@ async fn until_stalled<T>(
             "malformed multipart body: the form ended before its closing boundary".to_owned(),
         )),
     }
+}
+
+/// The hex SHA-256 of a `file` part, read to its end and dropped chunk by chunk (the body
+/// guard's limits apply as for any upload).
+async fn hash_field(mut field: Field, guard: &BodyGuard) -> Result<String, ApiError> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = until_stalled(guard, field.next()).await? {
+        let chunk = chunk
+            .map_err(|err| ApiError::BadRequest(format!("malformed multipart body: {err}")))?;
+        hasher.update(&chunk);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 async fn read_text(mut field: Field, name: &str) -> Result<String, ApiError> {
