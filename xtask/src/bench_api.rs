@@ -65,6 +65,10 @@ struct Profile {
     /// `DIRECT_UPLOAD_MULTIPART_THRESHOLD` and `DIRECT_UPLOAD_PART_SIZE` in MiB: the smoke
     /// profile lowers them so that its small files take the multipart path too.
     direct_plan_mib: (u64, u64),
+    /// `DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE` in MiB: completions above it answer 202 and are
+    /// polled (the full profile keeps the server's default, 128 MiB; the smoke profile lowers
+    /// it so that CI polls one).
+    direct_async_above_mib: u64,
     /// A tus upload of this many MiB in PATCHes of this many (issue 14's row).
     tus: (u64, u64),
 }
@@ -85,6 +89,7 @@ const FULL: Profile = Profile {
     leak_counts: (10_000, 200_000),
     direct_sizes_mib: &[16, 256],
     direct_plan_mib: (64, 16),
+    direct_async_above_mib: 128,
     tus: (256, 8),
 };
 
@@ -103,6 +108,7 @@ const SMOKE: Profile = Profile {
     leak_counts: (300, 1_000),
     direct_sizes_mib: &[1, 12],
     direct_plan_mib: (8, 5),
+    direct_async_above_mib: 8,
     tus: (6, 2),
 };
 
@@ -159,6 +165,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
                 "DIRECT_UPLOAD_PART_SIZE",
                 (profile.direct_plan_mib.1 * MIB).to_string(),
             ),
+            (
+                "DIRECT_UPLOAD_ASYNC_COMPLETE_ABOVE",
+                (profile.direct_async_above_mib * MIB).to_string(),
+            ),
+            // Thumbnails are made by the processing queue after the answer; its workers would
+            // decode the benchmark's files on the same two cores while the upload paths are
+            // measured, so this server runs none (a separate `plugs-api worker` fleet would).
+            ("PROCESSING_WORKERS", "0".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
