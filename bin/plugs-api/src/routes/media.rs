@@ -405,7 +405,7 @@ async fn receive_form(
         // The bytes are stored but the rest of the form is refused: nothing is kept.
         (Err(error), staged) => {
             if let Some(FilePart::Staged(staged)) = staged {
-                service.abandon(staged).await;
+                service.abandon(*staged).await;
             }
             return Err(error);
         }
@@ -424,10 +424,10 @@ async fn receive_form(
         staged.received_sha256().as_bytes(),
     ]));
     let staged = match staged {
-        FilePart::Staged(staged) if !replay => staged,
+        FilePart::Staged(staged) if !replay => *staged,
         // A retry: the first answer stands, and these bytes are not kept twice.
         FilePart::Staged(staged) => {
-            service.abandon(staged).await;
+            service.abandon(*staged).await;
             return Ok((actix_web::http::StatusCode::OK, String::new(), None));
         }
         FilePart::Hashed(_) => return Ok((actix_web::http::StatusCode::OK, String::new(), None)),
@@ -445,7 +445,7 @@ async fn receive_form(
 /// The form's `file` part once read: staged in the store, or, for the retry of an answered
 /// idempotent request, only hashed.
 enum FilePart {
-    Staged(StagedUpload),
+    Staged(Box<StagedUpload>),
     /// The hex SHA-256 of the bytes received.
     Hashed(String),
 }
@@ -535,10 +535,10 @@ async fn read_form(
                 *staged = Some(if replay_only {
                     FilePart::Hashed(hash_field(field, guard).await?)
                 } else {
-                    FilePart::Staged(
+                    FilePart::Staged(Box::new(
                         upload_field(service, user, event_id, &request, field, metrics, guard)
                             .await?,
-                    )
+                    ))
                 });
             }
             other => {
