@@ -59,6 +59,9 @@ enum Finding {
     Archived,
     /// The store or the record could not be read; the check says nothing about the bytes.
     Failed(String),
+    /// The media was deleted (or began to be) while the scrub ran: its object going is no
+    /// problem.
+    Gone,
 }
 
 /// The counts of a run.
@@ -71,6 +74,7 @@ struct Summary {
     mismatched: u64,
     archived: u64,
     failed: u64,
+    gone: u64,
 }
 
 impl Summary {
@@ -113,6 +117,7 @@ pub async fn run(settings: &Settings, args: ScrubArgs) -> anyhow::Result<()> {
     let mut pacer = Pacer::new(args.max_mib_per_s);
     let mut summary = Summary::default();
     let mut run = Run {
+        database: &scope.database,
         store: store.as_ref(),
         bar: &bar,
         pacer: &mut pacer,
@@ -150,6 +155,7 @@ pub async fn run(settings: &Settings, args: ScrubArgs) -> anyhow::Result<()> {
 
 /// What checking one record needs.
 struct Run<'a> {
+    database: &'a Database,
     store: &'a dyn ObjectStore,
     bar: &'a ProgressBar,
     pacer: &'a mut Pacer,
@@ -158,7 +164,20 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn check(&mut self, media: EventMedia) {
-        let finding = check_object(self.store, &media, self.bar, self.pacer).await;
+        let mut finding = check_object(self.store, &media, self.bar, self.pacer).await;
+        // Records are listed before their objects are read, and a scrub runs beside live
+        // traffic: a missing or different object is only a problem if its record still says
+        // ready, unchanged, now.
+        if matches!(finding, Finding::Missing | Finding::Mismatch(_)) {
+            match self.database.find_media(media.id).await {
+                Ok(Some(now)) if now.status == MediaStatus::Ready && now.s3_key == media.s3_key => {
+                }
+                Ok(_) => finding = Finding::Gone,
+                Err(error) => {
+                    finding = Finding::Failed(format!("re-reading the record failed: {error}"));
+                }
+            }
+        }
         record(self.bar, &media, &finding, self.summary);
     }
 }
@@ -329,6 +348,10 @@ fn record(bar: &ProgressBar, media: &EventMedia, finding: &Finding, summary: &mu
             summary.failed += 1;
             Some(format!("FAILED   {why}"))
         }
+        Finding::Gone => {
+            summary.gone += 1;
+            None
+        }
     };
     if let Some(line) = line {
         // Above the bar, on stdout, so the report can be piped or kept.
@@ -344,7 +367,7 @@ fn record(bar: &ProgressBar, media: &EventMedia, finding: &Finding, summary: &mu
 #[allow(clippy::print_stdout, reason = "the summary is this command's output")]
 fn print_summary(summary: &Summary, elapsed: Duration) {
     println!(
-        "scrub: checked {} object(s) in {:.1}s: {} intact ({} bytes), {} missing, {} mismatched, {} could not be checked, {} archived (not read)",
+        "scrub: checked {} object(s) in {:.1}s: {} intact ({} bytes), {} missing, {} mismatched, {} could not be checked, {} archived (not read), {} deleted while the scrub ran",
         summary.checked,
         elapsed.as_secs_f64(),
         summary.intact,
@@ -353,6 +376,7 @@ fn print_summary(summary: &Summary, elapsed: Duration) {
         summary.mismatched,
         summary.failed,
         summary.archived,
+        summary.gone,
     );
 }
 
