@@ -11,7 +11,7 @@ mod binary;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use binary::{command, pairs};
@@ -21,32 +21,10 @@ use plugs_test_support::s3::S3TestServer;
 
 const ROWS: usize = 300;
 
-/// `psql -At` on `url`, rows split on `|`.
+/// Rows of `sql` on the PostgreSQL database at `url`, split on `|`.
 fn psql(url: &str, sql: &str) -> Vec<Vec<String>> {
-    let output = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-F",
-            "|",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    binary::query(&binary::Database::Postgres(url.to_owned()), sql)
+        .iter()
         .map(|l| l.split('|').map(str::to_owned).collect())
         .collect()
 }

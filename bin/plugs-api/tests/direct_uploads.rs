@@ -668,23 +668,7 @@ async fn two_uploads_race_for_the_last_bytes_of_a_quota_postgres_s3s_fs() {
 
 /// Runs one statement through the database's own client (not the code under test).
 fn sql(database: &Database, statement: &str) {
-    let output = match database {
-        Database::Postgres(url) => std::process::Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement])
-            .arg(url)
-            .output(),
-        Database::Sqlite(path) => std::process::Command::new("sqlite3")
-            .arg("-batch")
-            .arg(path)
-            .arg(statement)
-            .output(),
-    }
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{statement}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    binary::query(database, statement);
 }
 
 /// A timestamp as both backends store one (UTC, microseconds).

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use binary::{Database, Server, pairs};
+use binary::{Database, Server, pairs, query};
 use image::{ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use plugs_storage::{
     LocalFsConfig, LocalFsStore, ObjectKey, ObjectStore, ObjectStoreExt as _, S3Config, S3Store,
@@ -107,43 +107,6 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Rows of one query, through the database's own client (not the code under test).
-fn query(database: &Database, sql: &str) -> Vec<String> {
-    let output = match database {
-        Database::Postgres(url) => Command::new("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-F",
-                "|",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .arg(url)
-            .output(),
-        Database::Sqlite(path) => Command::new("sqlite3")
-            .args(["-batch", "-separator", "|"])
-            .arg(path)
-            .arg(sql)
-            .output(),
-    }
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 struct Client {

@@ -10,12 +10,11 @@ mod common;
 use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use binary::{Database, Server, media_rows, pairs};
+use binary::{Database, Server, media_rows, pairs, query};
 use common::{PNG, sha256_hex};
 use plugs_storage::{
     LocalFsConfig, LocalFsStore, ObjectKey, ObjectStore, ObjectStoreExt as _, S3Config, S3Store,
@@ -122,33 +121,6 @@ async fn s3(extra: &[(&str, &str)]) -> Option<Backend> {
         local_root: None,
         _keep: vec![Box::new(dir), Box::new(db), Box::new(s3)],
     })
-}
-
-/// Rows of one query, through the database's own client (not the code under test).
-fn query(database: &Database, sql: &str) -> Vec<String> {
-    let output = match database {
-        Database::Postgres(url) => Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(url)
-            .output(),
-        Database::Sqlite(path) => Command::new("sqlite3")
-            .arg("-batch")
-            .arg(path)
-            .arg(sql)
-            .output(),
-    }
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 impl Backend {

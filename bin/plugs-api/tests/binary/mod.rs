@@ -353,11 +353,10 @@ pub(crate) struct MediaRow {
     pub(crate) size_bytes: u64,
 }
 
-/// Every `event_media` row, through the database's own command-line client (`psql` for a
-/// `postgres://` URL, `sqlite3` for a SQLite file), so the check does not go through the code
-/// under test.
-pub(crate) fn media_rows(database: &Database) -> Vec<MediaRow> {
-    let sql = "SELECT status, s3_key, size_bytes FROM event_media ORDER BY s3_key";
+/// Rows of one query, each as `|`-separated text, through the database's own command-line
+/// client (`psql` for a `postgres://` URL, `sqlite3` for a SQLite file), so that a check does
+/// not go through the code under test.
+pub(crate) fn query(database: &Database, sql: &str) -> Vec<String> {
     let output = match database {
         Database::Postgres(url) => Command::new("psql")
             .args([
@@ -382,22 +381,33 @@ pub(crate) fn media_rows(database: &Database) -> Vec<MediaRow> {
     .unwrap_or_else(|err| panic!("cannot run the database client for {database:?}: {err}"));
     assert!(
         output.status.success(),
-        "query failed: {}",
+        "{sql}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let mut fields = line.split('|');
-            MediaRow {
-                status: fields.next().unwrap().to_owned(),
-                s3_key: fields.next().unwrap().to_owned(),
-                size_bytes: fields.next().unwrap().trim().parse().unwrap(),
-            }
-        })
+        .map(str::to_owned)
         .collect()
+}
+
+/// Every `event_media` row, read straight from the database (see [`query`]).
+pub(crate) fn media_rows(database: &Database) -> Vec<MediaRow> {
+    query(
+        database,
+        "SELECT status, s3_key, size_bytes FROM event_media ORDER BY s3_key",
+    )
+    .iter()
+    .map(|line| {
+        let mut fields = line.split('|');
+        MediaRow {
+            status: fields.next().unwrap().to_owned(),
+            s3_key: fields.next().unwrap().to_owned(),
+            size_bytes: fields.next().unwrap().trim().parse().unwrap(),
+        }
+    })
+    .collect()
 }
 
 /// Where a server keeps its records.
