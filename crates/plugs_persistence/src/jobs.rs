@@ -514,8 +514,11 @@ impl JobRepository for Database {
         let (width, height) = (db_attempt(outcome.width), db_attempt(outcome.height));
         self.with_connection(move |conn| {
             conn.transaction::<_, DieselErrorOr, _>(|conn| {
-                // The guarded write comes first: it takes the job's row lock (the write lock on
-                // SQLite), so a takeover cannot slip in between.
+                let Some(media_id) = lock_media_of_job(conn, id)? else {
+                    return Ok(false);
+                };
+                // The guarded write then takes the job's row lock (the write lock on SQLite),
+                // so a takeover cannot slip in between.
                 let done = diesel::update(held(id, attempt))
                     .set((
                         processing_jobs::state.eq(JobState::Done.as_str()),
@@ -526,10 +529,6 @@ impl JobRepository for Database {
                 if done == 0 {
                     return Ok(false);
                 }
-                let media_id: SqlUuid = processing_jobs::table
-                    .find(SqlUuid(id))
-                    .select(processing_jobs::media_id)
-                    .first(conn)?;
                 for row in &rows {
                     if row.media_id != media_id {
                         return Err(DieselErrorOr::Repo(RepoError::Other {
@@ -576,6 +575,9 @@ impl JobRepository for Database {
         };
         self.with_connection(move |conn| {
             conn.transaction::<_, DieselErrorOr, _>(|conn| {
+                let Some(media_id) = lock_media_of_job(conn, id)? else {
+                    return Ok(None);
+                };
                 let updated = diesel::update(held(id, attempt))
                     .set((
                         processing_jobs::state.eq(state.as_str()),
@@ -588,10 +590,6 @@ impl JobRepository for Database {
                     return Ok(None);
                 }
                 if state == JobState::Parked {
-                    let media_id: SqlUuid = processing_jobs::table
-                        .find(SqlUuid(id))
-                        .select(processing_jobs::media_id)
-                        .first(conn)?;
                     diesel::update(event_media::table.find(media_id))
                         .set(event_media::processing.eq(ProcessingState::Failed.as_str()))
                         .execute(conn)?;
@@ -752,6 +750,31 @@ impl JobRepository for Database {
         })
         .await
     }
+}
+
+/// The media of job `id` (`None` when the job is gone), its row locked first on PostgreSQL.
+///
+/// Every transaction that writes a media row and its job rows takes the media's lock before the
+/// jobs': `mark_ready` and [`JobRepository::enqueue_job`] write the media first, the claim parks
+/// lapsed jobs' media before the jobs, and deleting a media locks it before the cascade reaches
+/// its jobs. Completing or failing a job does the same here, so no two of them wait on each
+/// other in a circle (PostgreSQL would break such a deadlock by failing one of them). `FOR NO
+/// KEY UPDATE` is the lock the later `UPDATE` of the media takes anyway; it leaves inserts of
+/// rows that reference the media (`KEY SHARE`) free. SQLite has one writer at a time.
+fn lock_media_of_job(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<SqlUuid>> {
+    let media_id: Option<SqlUuid> = processing_jobs::table
+        .find(SqlUuid(id))
+        .select(processing_jobs::media_id)
+        .first(conn)
+        .optional()?;
+    if let (Some(media_id), AnyConnection::Postgresql(pg)) = (media_id, &mut *conn) {
+        event_media::table
+            .find(media_id)
+            .select(event_media::id)
+            .for_no_key_update()
+            .load::<SqlUuid>(pg)?;
+    }
+    Ok(media_id)
 }
 
 /// The job `id` while `attempt` holds it: running, claimed that many times.

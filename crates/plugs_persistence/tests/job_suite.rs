@@ -35,3 +35,13 @@ all_backends!(
     failures_are_retried_then_parked_with_their_error,
     concurrent_claimers_never_get_the_same_job,
 );
+
+/// Lock order, which only PostgreSQL's row locks can show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_completion_locks_the_media_before_the_job() {
+    let Some((test_db, db)) = common::postgres_database().await else {
+        return;
+    };
+    db.run_migrations().await.unwrap();
+    common::jobs::completion_locks_the_media_before_the_job(&db, test_db.url()).await;
+}

@@ -345,3 +345,62 @@ pub async fn concurrent_claimers_never_get_the_same_job(repo: &dyn Repo) {
     assert_eq!(jobs.len(), claimed.len(), "a job claimed twice");
     assert_eq!(media, expected);
 }
+
+/// PostgreSQL's row locks: completing (or failing) a job takes its media's lock before the job's,
+/// as every other transaction writing both does (deleting a media locks it, then its cascade
+/// reaches the jobs; the claim parks lapsed jobs' media before the jobs). Another session holds
+/// the media's lock here, then writes the job: in the other order the two would wait on each
+/// other and PostgreSQL would fail one of them as a deadlock.
+pub async fn completion_locks_the_media_before_the_job(repo: &dyn Repo, url: &str) {
+    use diesel::prelude::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let event = new_event(repo).await;
+    let photo = ready(repo, event, "image/png", 1).await;
+    let job = repo.claim_job(claim(10, 60, 3)).await.unwrap().unwrap();
+
+    let (locked_tx, locked_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (media, job_id, url) = (photo.id.as_uuid(), job.id, url.to_owned());
+    let other = std::thread::spawn(move || -> Result<usize, String> {
+        let mut conn = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            diesel::sql_query(format!(
+                "SELECT id FROM event_media WHERE id = '{media}' FOR NO KEY UPDATE"
+            ))
+            .execute(conn)?;
+            locked_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            diesel::sql_query(format!(
+                "UPDATE processing_jobs SET updated_at = updated_at WHERE id = '{job_id}'"
+            ))
+            .execute(conn)
+        })
+        .map_err(|e| e.to_string())
+    });
+    locked_rx.recv().unwrap();
+
+    let outcome = JobOutcome {
+        width: 8,
+        height: 6,
+        versions: vec![version(&photo, "thumb-256", 8, 6)],
+    };
+    let complete = repo.complete_job(job.id, 1, &outcome, at(20));
+    let mut complete = std::pin::pin!(complete);
+    // The completion waits for the media's lock (holding nothing of the job's) ...
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut complete)
+            .await
+            .is_err(),
+        "the completion should wait for the media's row lock"
+    );
+    // ... so the other session's write of the job goes through and commits.
+    go_tx.send(()).unwrap();
+    let written = tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(written, Ok(1), "the other session's write of the job");
+    assert!(complete.await.unwrap(), "then the completion goes through");
+    assert_eq!(state_of(repo, &photo).await, ProcessingState::Ready);
+}
