@@ -218,6 +218,7 @@ impl MediaService {
         let inserted = self
             .insert_pending(
                 &mut media,
+                None,
                 content_type.extension,
                 Some(&session),
                 request.size,

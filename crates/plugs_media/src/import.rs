@@ -111,6 +111,8 @@ impl MediaService {
             id: request.media_id,
             uploaded_by: request.uploaded_by,
             created_at: Some(request.created_at),
+            // The event was made for the legacy row's owner; its uploader may be someone else.
+            owner: None,
         };
         let staged = self
             .receive_as(provenance, request.event_id, &request.upload, body)

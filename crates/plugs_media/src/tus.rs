@@ -507,7 +507,7 @@ impl MediaService {
         };
         // Reserves the declared length of the quotas, or the largest file while it is deferred.
         let reserved = request.length.unwrap_or(limit);
-        self.insert_pending(&mut media, content_type.extension, None, reserved)
+        self.insert_pending(&mut media, None, content_type.extension, None, reserved)
             .await?;
         // A crash from here on leaves a leased pending record, which gc removes once the lease
         // lapses, and at worst a multipart upload no record names, which the store's sweep ends.

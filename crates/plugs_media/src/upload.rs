@@ -13,7 +13,7 @@ use chrono::TimeDelta;
 use futures::{Stream, StreamExt};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use plugs_domain::{
-    Access, EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UploadSession, UserId, keys,
+    EventId, EventMedia, MediaId, MediaStatus, SNIFF_LEN, UploadSession, UserId, keys,
     sanitize_filename,
 };
 use plugs_imaging::{GpsBlanker, GpsOutcome, MAX_EXIF_BLOCK};
@@ -31,6 +31,9 @@ pub(crate) struct Provenance {
     pub(crate) uploaded_by: UserId,
     /// When it was created (it dates the object key); `None`: now.
     pub(crate) created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The user the event must belong to, checked by the pending record's insert (a stranger's
+    /// event answers as a missing one); `None` when the caller needs no such check (`import`).
+    pub(crate) owner: Option<UserId>,
 }
 
 /// How many next-microsecond keys to try when another upload to the same event took the key.
@@ -67,7 +70,10 @@ impl MediaService {
     ///
     /// Nothing is stored for a refused upload: the fields given so far, the file name and the
     /// first [`SNIFF_LEN`] bytes are checked before any record or byte is written, and the size
-    /// limit stops the stream the moment it is crossed. The object key needs only the event,
+    /// limit stops the stream the moment it is crossed. That `user` owns the event is checked by
+    /// the pending record's insert itself (no statement of its own), so a missing event and
+    /// someone else's answer alike, after the checks above: the same file answers the same
+    /// refusal whether or not the event exists. The object key needs only the event,
     /// the clock and the sniffed type, so the bytes can move before a form's later fields
     /// arrive. The record is written (`pending`) before the bytes move, so an object never
     /// exists without a record; if anything fails afterwards the object and record are removed,
@@ -79,11 +85,11 @@ impl MediaService {
         request: &UploadRequest,
         body: ByteStream,
     ) -> Result<StagedUpload, MediaError> {
-        self.authorized_event(user, event_id, Access::Write).await?;
         let provenance = Provenance {
             id: MediaId::new(),
             uploaded_by: user.clone(),
             created_at: None,
+            owner: Some(user.clone()),
         };
         self.receive_as(provenance, event_id, request, body).await
     }
@@ -151,6 +157,7 @@ impl MediaService {
             // may be.
             .insert_pending(
                 &mut media,
+                provenance.owner.as_ref(),
                 content_type.extension,
                 None,
                 declared.unwrap_or(limit),
@@ -255,10 +262,12 @@ impl MediaService {
 
     /// Inserts the `pending` record (with a direct upload's session) under a fresh key, moving
     /// one microsecond on when an upload to the same event in the same microsecond took the key.
-    /// The record reserves `reserved` bytes of the quotas, checked in the same transaction.
+    /// The record reserves `reserved` bytes of the quotas, checked in the same transaction; with
+    /// `owner`, the event must be theirs (else the event is not found), checked by the insert.
     pub(crate) async fn insert_pending(
         &self,
         media: &mut EventMedia,
+        owner: Option<&UserId>,
         extension: &str,
         session: Option<&UploadSession>,
         reserved: u64,
@@ -268,7 +277,7 @@ impl MediaService {
             media.s3_key = keys::media_key(media.event_id, at, extension);
             match self
                 .media
-                .insert_pending(media, session, reserved, &self.config.quota)
+                .insert_pending(media, owner, session, reserved, &self.config.quota)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -276,7 +285,7 @@ impl MediaService {
                 Err(RepoError::QuotaExceeded { which, limit }) => {
                     return Err(MediaError::QuotaExceeded { which, limit });
                 }
-                // The event was deleted since we looked it up.
+                // The event is missing (deleted since the caller looked it up), or not `owner`'s.
                 Err(RepoError::MissingParent { .. }) => {
                     return Err(MediaError::event_not_found(media.event_id));
                 }

@@ -442,12 +442,13 @@ impl MediaRepository for AnotherEditorFirst {
     async fn insert_pending(
         &self,
         media: &EventMedia,
+        owner: Option<&plugs_domain::UserId>,
         session: Option<&plugs_domain::UploadSession>,
         reserved: u64,
         quota: &plugs_domain::Quota,
     ) -> Result<(), RepoError> {
         self.inner
-            .insert_pending(media, session, reserved, quota)
+            .insert_pending(media, owner, session, reserved, quota)
             .await
     }
     async fn usage(

@@ -659,12 +659,13 @@ impl MediaRepository for UploadFinishesWhileListed {
     async fn insert_pending(
         &self,
         media: &EventMedia,
+        owner: Option<&plugs_domain::UserId>,
         session: Option<&plugs_domain::UploadSession>,
         reserved: u64,
         quota: &plugs_domain::Quota,
     ) -> Result<(), plugs_persistence::RepoError> {
         self.inner
-            .insert_pending(media, session, reserved, quota)
+            .insert_pending(media, owner, session, reserved, quota)
             .await
     }
     async fn usage(

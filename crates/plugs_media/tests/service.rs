@@ -403,6 +403,74 @@ async fn a_declared_size_reaches_the_store_and_must_be_the_files_length() {
     assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
 }
 
+/// A form upload costs the repository two calls, one trip to the database each: the pending
+/// insert, which checks the event's owner itself, and `mark_ready`, which answers the record it
+/// wrote. Nothing looks the event up first or reads the record back. A stranger's upload is
+/// refused by that same insert, and nothing is kept. (What each call sends to SQLite and
+/// PostgreSQL is pinned in `plugs_persistence`'s `statement_tests`.)
+#[tokio::test]
+async fn an_upload_makes_two_repository_calls() {
+    let h = Harness::new();
+    let event = h.event().await;
+    let ops = [
+        RepoOp::FindEvent,
+        RepoOp::InsertMedia,
+        RepoOp::MarkReady,
+        RepoOp::FindMedia,
+        RepoOp::RenewLease,
+        RepoOp::MarkDeleting,
+        RepoOp::DeleteMedia,
+    ];
+    let calls = || ops.map(|op| (op, h.repo.calls(op)));
+    let made =
+        |before: [(RepoOp, usize); 7]| before.map(|(op, count)| (op, h.repo.calls(op) - count));
+
+    let before = calls();
+    let media = h.upload_png(event, 500).await;
+    assert_eq!(media.status, MediaStatus::Ready);
+    assert_eq!(
+        made(before),
+        [
+            (RepoOp::FindEvent, 0),
+            (RepoOp::InsertMedia, 1),
+            (RepoOp::MarkReady, 1),
+            (RepoOp::FindMedia, 0),
+            (RepoOp::RenewLease, 0),
+            (RepoOp::MarkDeleting, 0),
+            (RepoOp::DeleteMedia, 0),
+        ]
+    );
+
+    for (user, event) in [(&h.bob, event), (&h.alice, EventId::new())] {
+        let before = calls();
+        let err = h
+            .service
+            .upload(user, event, png_request(), body(png(500), 100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MediaError::NotFound { .. }), "{err:?}");
+        assert_eq!(
+            made(before),
+            [
+                (RepoOp::FindEvent, 0),
+                (RepoOp::InsertMedia, 1),
+                (RepoOp::MarkReady, 0),
+                (RepoOp::FindMedia, 0),
+                (RepoOp::RenewLease, 0),
+                (RepoOp::MarkDeleting, 0),
+                (RepoOp::DeleteMedia, 0),
+            ],
+            "refused by the insert itself"
+        );
+    }
+    assert_eq!(
+        object_keys(h.store.as_ref()).await.len(),
+        1,
+        "no byte stored"
+    );
+    assert_consistent(h.store.as_ref(), &h.repo, &[]).await;
+}
+
 #[tokio::test]
 async fn a_stranger_gets_not_found_for_everything() {
     let h = Harness::new();

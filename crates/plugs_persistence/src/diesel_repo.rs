@@ -15,7 +15,7 @@ use plugs_domain::{
 };
 use uuid::Uuid;
 
-use crate::connection::{AnyConnection, MultiBackend, SqlUuid};
+use crate::connection::{AnyConnection, DbUuid, MultiBackend, SqlUuid};
 use crate::database::Database;
 use crate::repository::check_quota;
 use crate::schema::{event_media, event_media_tags, events, upload_sessions};
@@ -378,20 +378,84 @@ fn insert_media_row(
     row: &MediaRow,
     tags: &[String],
 ) -> Result<(), TxError> {
-    diesel::insert_into(event_media::table)
-        .values(row)
-        .execute(conn)
-        .map_err(|error| {
-            TxError::Repo(if is_fk_violation(&error) {
-                RepoError::MissingParent {
-                    entity: "media",
-                    parent: "event",
-                }
-            } else {
-                db_error(error)
-            })
-        })?;
+    insert_row(conn, row, None)?;
     insert_tags(conn, row.id, tags)
+}
+
+fn missing_event() -> RepoError {
+    RepoError::MissingParent {
+        entity: "media",
+        parent: "event",
+    }
+}
+
+/// Inserts a media row: a plain `INSERT`, or with `owner` an `INSERT ... SELECT` from the
+/// event's row that matches only while the event exists and is `owner`'s, so the upload's
+/// ownership check costs no statement of its own. Someone else's event and a missing one are
+/// both [`RepoError::MissingParent`]; the foreign key still refuses an event deleted meanwhile.
+fn insert_row(
+    conn: &mut AnyConnection,
+    row: &MediaRow,
+    owner: Option<&str>,
+) -> Result<(), TxError> {
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    let inserted = match owner {
+        None => diesel::insert_into(event_media::table)
+            .values(row)
+            .execute(conn),
+        Some(owner) => {
+            let values = events::table
+                .filter(events::id.eq(row.event_id))
+                .filter(events::owner.eq(owner))
+                .select((
+                    row.id.into_sql::<DbUuid>(),
+                    row.event_id.into_sql::<DbUuid>(),
+                    row.title.clone().into_sql::<Nullable<Text>>(),
+                    row.description.clone().into_sql::<Nullable<Text>>(),
+                    row.original_filename.clone().into_sql::<Nullable<Text>>(),
+                    row.content_type.clone().into_sql::<Text>(),
+                    row.size_bytes.into_sql::<BigInt>(),
+                    row.sha256.clone().into_sql::<Nullable<Text>>(),
+                    row.s3_key.clone().into_sql::<Text>(),
+                    row.status.clone().into_sql::<Text>(),
+                    row.uploaded_by.clone().into_sql::<Text>(),
+                    row.created_at.into_sql::<Timestamp>(),
+                    row.updated_at.into_sql::<Timestamp>(),
+                    row.kind.clone().into_sql::<Nullable<Text>>(),
+                    row.lease_until.into_sql::<Nullable<Timestamp>>(),
+                    row.reserved_bytes.into_sql::<BigInt>(),
+                    row.location_stripped.into_sql::<Bool>(),
+                ));
+            diesel::insert_into(event_media::table)
+                .values(values)
+                .into_columns((
+                    event_media::id,
+                    event_media::event_id,
+                    event_media::title,
+                    event_media::description,
+                    event_media::original_filename,
+                    event_media::content_type,
+                    event_media::size_bytes,
+                    event_media::sha256,
+                    event_media::s3_key,
+                    event_media::status,
+                    event_media::uploaded_by,
+                    event_media::created_at,
+                    event_media::updated_at,
+                    event_media::kind,
+                    event_media::lease_until,
+                    event_media::reserved_bytes,
+                    event_media::location_stripped,
+                ))
+                .execute(conn)
+        }
+    };
+    match inserted {
+        Ok(0) => Err(TxError::Repo(missing_event())),
+        Ok(_) => Ok(()),
+        Err(error) if is_fk_violation(&error) => Err(TxError::Repo(missing_event())),
+        Err(error) => Err(TxError::Repo(db_error(error))),
+    }
 }
 
 #[derive(Debug, Queryable, Selectable, Insertable)]
@@ -645,6 +709,7 @@ impl MediaRepository for Database {
     async fn insert_pending(
         &self,
         media: &EventMedia,
+        owner: Option<&UserId>,
         session: Option<&UploadSession>,
         reserved: u64,
         quota: &Quota,
@@ -654,8 +719,13 @@ impl MediaRepository for Database {
         let tags = media.tags.clone();
         let session = session.map(SessionRow::from_session).transpose()?;
         let quota = *quota;
+        let event_owner = owner.map(|owner| owner.as_str().to_owned());
         let owner = media.uploaded_by.as_str().to_owned();
         self.with_connection(move |conn| {
+            if tags.is_empty() && session.is_none() && !quota.is_set() {
+                // One statement is atomic by itself: no BEGIN and COMMIT round trips.
+                return insert_row(conn, &row, event_owner.as_deref()).map_err(RepoError::from);
+            }
             conn.transaction::<_, TxError, _>(|conn| {
                 if quota.is_set()
                     && let AnyConnection::Postgresql(pg) = conn
@@ -667,7 +737,8 @@ impl MediaRepository for Database {
                         .bind::<diesel::sql_types::Text, _>(&owner)
                         .execute(pg)?;
                 }
-                insert_media_row(conn, &row, &tags)?;
+                insert_row(conn, &row, event_owner.as_deref())?;
+                insert_tags(conn, row.id, &tags)?;
                 if let Some(session) = &session {
                     diesel::insert_into(upload_sessions::table)
                         .values(session)

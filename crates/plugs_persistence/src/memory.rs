@@ -490,18 +490,30 @@ impl MediaRepository for InMemoryRepository {
     async fn insert_pending(
         &self,
         media: &EventMedia,
+        owner: Option<&UserId>,
         session: Option<&UploadSession>,
         reserved: u64,
         quota: &Quota,
     ) -> Result<(), RepoError> {
         self.run(RepoOp::InsertMedia, |tables| {
+            // As the Diesel insert: someone else's event is a missing one, before anything else.
+            let event = tables
+                .events
+                .get(&media.event_id)
+                .filter(|event| owner.is_none_or(|owner| &event.owner == owner));
+            if owner.is_some() && event.is_none() {
+                return Err(RepoError::MissingParent {
+                    entity: "media",
+                    parent: "event",
+                });
+            }
             if tables.media.contains_key(&media.id) {
                 return Err(RepoError::Duplicate { what: "id" });
             }
             if tables.media.values().any(|m| m.s3_key == media.s3_key) {
                 return Err(RepoError::Duplicate { what: "s3_key" });
             }
-            let Some(event) = tables.events.get(&media.event_id) else {
+            let Some(event) = event else {
                 return Err(RepoError::MissingParent {
                     entity: "media",
                     parent: "event",

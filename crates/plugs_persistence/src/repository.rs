@@ -156,9 +156,16 @@ pub trait MediaRepository: Debug + Send + Sync {
     /// stored when a limit of `quota` would be crossed. Concurrent calls for one owner are
     /// serialised, so they cannot overshoot together. Otherwise as
     /// [`MediaRepository::insert_media`]. The session goes when the record is deleted.
+    ///
+    /// With `owner`, the record is stored only if its event is owned by `owner`, checked by the
+    /// insert itself (`INSERT ... SELECT ... WHERE` the event's owner matches): someone else's
+    /// event is [`RepoError::MissingParent`], exactly as a missing one, and nothing is stored.
+    /// That is an upload's ownership check (the rule of `plugs_domain::authorize`: the owner
+    /// alone) without a round trip of its own; `None` when the caller has checked already.
     async fn insert_pending(
         &self,
         media: &EventMedia,
+        owner: Option<&UserId>,
         session: Option<&UploadSession>,
         reserved: u64,
         quota: &Quota,

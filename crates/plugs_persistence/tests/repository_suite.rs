@@ -21,6 +21,8 @@ all_backends!(
     media_round_trip_keeps_tags_in_order,
     media_duplicates_are_told_apart,
     media_for_a_missing_event_is_refused,
+    insert_pending_checks_the_events_owner,
+    mark_ready_sets_the_final_tags_whatever_the_pending_record_held,
     state_machine_pending_ready_deleting,
     mark_ready_writes_fields_sent_after_the_file,
     leases_protect_uploads_in_flight_whatever_the_grace,

@@ -297,6 +297,88 @@ pub async fn media_for_a_missing_event_is_refused(repo: &dyn Repo) {
     assert_eq!(repo.find_media(media.id).await.unwrap(), None);
 }
 
+/// With an owner, `insert_pending` stores the record only on that owner's event: someone
+/// else's event is refused exactly as a missing one, and nothing is stored, whichever way the
+/// insert goes (alone, with tags, with a quota to check).
+pub async fn insert_pending_checks_the_events_owner(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let alice = user("alice");
+    let bob = user("bob");
+    let quota = plugs_domain::Quota {
+        event_media: Some(100),
+        ..plugs_domain::Quota::default()
+    };
+    let no_quota = plugs_domain::Quota::default();
+    let cases: [(&[&str], &plugs_domain::Quota); 3] = [
+        (&[], &no_quota),
+        (&["tag", "other"], &no_quota),
+        (&[], &quota),
+    ];
+    for (tags, quota) in cases {
+        for (event_id, owner) in [(event.id, &bob), (EventId::new(), &alice)] {
+            let media = pending(event_id, at(1, 0), tags);
+            let err = repo
+                .insert_pending(&media, Some(owner), None, 1_000, quota)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RepoError::MissingParent {
+                        entity: "media",
+                        parent: "event"
+                    }
+                ),
+                "{tags:?} {owner}: {err:?}"
+            );
+            assert_eq!(repo.find_media(media.id).await.unwrap(), None);
+        }
+        let media = pending(event.id, at(2, 0), tags);
+        repo.insert_pending(&media, Some(&alice), None, 1_000, quota)
+            .await
+            .unwrap();
+        let stored = repo.find_media(media.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, MediaStatus::Pending);
+        assert_eq!(stored.tags, tags, "tags in order");
+        assert_eq!(stored.title, media.title);
+        assert_eq!(stored.original_filename, media.original_filename);
+        assert_eq!(stored.uploaded_by, alice);
+        assert_eq!(stored.s3_key, media.s3_key);
+        assert_eq!(stored.created_at, truncate_to_micros(media.created_at));
+    }
+    let (of_event, _) = repo.usage(event.id, &alice).await.unwrap();
+    assert_eq!(
+        (of_event.bytes, of_event.media),
+        (3_000, 3),
+        "only alice's three"
+    );
+}
+
+/// `mark_ready` writes the final tags whatever the pending record held: none (a form's tags
+/// after its file), the same, others, or none any more.
+pub async fn mark_ready_sets_the_final_tags_whatever_the_pending_record_held(repo: &dyn Repo) {
+    let event = new_event(repo, at(0, 0)).await;
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&[], &["late", "tags"]),
+        (&["same"], &["same"]),
+        (&["early", "gone"], &["gone", "new"]),
+        (&["dropped"], &[]),
+    ];
+    for (step, (early, late)) in cases.into_iter().enumerate() {
+        let media = pending(event.id, at(i64::try_from(step).unwrap() + 1, 0), early);
+        repo.insert_media(&media).await.unwrap();
+        let mut update = outcome(&media, 10);
+        update.fields.tags = late.iter().map(|t| (*t).to_owned()).collect();
+        let ready = repo.mark_ready(media.id, update).await.unwrap();
+        assert_eq!(ready.tags, late, "{early:?} -> {late:?}");
+        assert_eq!(
+            repo.find_media(media.id).await.unwrap(),
+            Some(ready),
+            "{early:?} -> {late:?}: the answer is the stored record"
+        );
+    }
+}
+
 pub async fn state_machine_pending_ready_deleting(repo: &dyn Repo) {
     let event = new_event(repo, at(0, 0)).await;
     let media = pending(event.id, at(1, 0), &["t1", "t2"]);
@@ -527,7 +609,7 @@ pub async fn quotas_hold_under_concurrent_inserts(repo: &dyn Repo) {
     let results = futures::future::join_all(
         candidates
             .iter()
-            .map(|media| repo.insert_pending(media, None, 1_000, &quota)),
+            .map(|media| repo.insert_pending(media, None, None, 1_000, &quota)),
     )
     .await;
     let landed = results.iter().filter(|r| r.is_ok()).count();
@@ -563,7 +645,7 @@ pub async fn quotas_hold_under_concurrent_inserts(repo: &dyn Repo) {
     let other = new_event(repo, at(100, 0)).await;
     let big = pending(other.id, at(101, 0), &[]);
     let err = repo
-        .insert_pending(&big, None, 8_000, &quota)
+        .insert_pending(&big, None, None, 8_000, &quota)
         .await
         .unwrap_err();
     assert!(
@@ -581,7 +663,7 @@ pub async fn quotas_hold_under_concurrent_inserts(repo: &dyn Repo) {
         None,
         "nothing stored"
     );
-    repo.insert_pending(&big, None, 7_000, &quota)
+    repo.insert_pending(&big, None, None, 7_000, &quota)
         .await
         .unwrap();
     let (_, of_owner) = repo.usage(other.id, &user("alice")).await.unwrap();
