@@ -68,7 +68,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let metrics = state.metrics.clone();
         actix_web::rt::spawn(reconcile_periodically(service, metrics, interval));
     }
-    worker::spawn(
+    let processing = worker::spawn(
         &state.service,
         &settings.processing,
         settings.processing_workers,
@@ -83,7 +83,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("BIND_ADDR: cannot listen on {}", settings.bind_addr))?
         .run();
     let Some(metrics_addr) = settings.metrics_bind_addr else {
-        return main.await.context("the HTTP server failed");
+        main.await.context("the HTTP server failed")?;
+        return processing.drain().await;
     };
     // Scrapers only: one worker is plenty, and it stops with the main server on a signal.
     tracing::info!(addr = %metrics_addr, "serving /metrics");
@@ -96,7 +97,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     futures::future::try_join(main, scrape)
         .await
         .context("the HTTP server failed")?;
-    Ok(())
+    processing.drain().await
 }
 
 /// The server's reconciler: the same pass as `gc --apply` (finishes or rolls back what faults

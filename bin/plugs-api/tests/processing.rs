@@ -611,7 +611,7 @@ async fn two_servers_share_the_queue_postgres_s3s_fs() {
     let second = Server::start(&backend.server.env, &backend.server.cwd);
     let first = Client::new(&backend.server).await;
     let other = first.on(&second);
-    const IMAGES: usize = 40;
+    const IMAGES: usize = 200;
     let mut ids = Vec::new();
     for i in 0..IMAGES {
         let client = if i % 2 == 0 { &first } else { &other };
@@ -693,4 +693,43 @@ async fn a_killed_workers_job_is_done_by_another_postgres_s3s_fs() {
         4,
         "the original and its 3 versions, once: {keys:?}"
     );
+}
+
+/// SIGTERM to `serve` while its worker renders: the server stops taking requests, the worker
+/// finishes the job in hand and records it, then the process exits cleanly. Nothing is left
+/// `running` to wait out its lease (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_finishes_the_job_in_hand_on_sigterm_postgres_s3s_fs() {
+    let Some(mut backend) = s3(&[
+        ("PROCESSING_WORKERS", "1"),
+        ("PROCESSING_JOB_LEASE", "3600"),
+        ("PROCESSING_JOB_TIMEOUT", "600"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let fixtures = tempfile::tempdir().unwrap();
+    let client = Client::new(&backend.server).await;
+    let big = oriented_jpeg(fixtures.path(), 3000, 2000);
+    let media = client.upload("big.jpg", &big).await;
+    let id = media["id"].as_str().unwrap().to_owned();
+    let state_sql = format!("SELECT state, attempts FROM processing_jobs WHERE media_id = '{id}'");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query(&backend.database, &state_sql) != ["running|1"] {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let status = backend
+        .server
+        .terminate(Duration::from_secs(120))
+        .expect("serve should exit once the job in hand is done");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(query(&backend.database, &state_sql), ["done|1"]);
+    let versions = query(
+        &backend.database,
+        &format!("SELECT COUNT(*) FROM derived_versions WHERE media_id = '{id}'"),
+    );
+    assert_eq!(versions, ["3"]);
 }

@@ -17,22 +17,73 @@ pub struct WorkerArgs {
     pub count: Option<usize>,
 }
 
-/// Starts `count` workers on the current runtime; they run until the process ends (a job cut
-/// short is claimed again once its lease lapses). Logs and starts none when `count` is 0.
-pub fn spawn(service: &MediaService, config: &ProcessingConfig, count: usize) {
+/// Workers running on the current runtime, until [`Workers::drain`].
+#[derive(Debug)]
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` copies of `worker`.
+    fn start(worker: &ProcessingWorker, count: usize) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = (0..count)
+            .map(|_| {
+                let worker = worker.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    worker
+                        .run(async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// No workers (processing off in this process).
+    fn none() -> Self {
+        Self {
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Tells every worker to stop and waits while they finish the jobs in hand (each at most
+    /// PROCESSING_JOB_TIMEOUT): no job is left `running` to wait out its lease.
+    pub async fn drain(self) -> anyhow::Result<()> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = self.tasks.len(),
+            "processing workers: stopping after the jobs in hand"
+        );
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.context("a worker task failed")?;
+        }
+        tracing::info!("processing workers: stopped");
+        Ok(())
+    }
+}
+
+/// Starts `count` workers on the current runtime, until [`Workers::drain`] (`serve` drains them
+/// once the HTTP server has stopped). Logs and starts none when `count` is 0.
+pub fn spawn(service: &MediaService, config: &ProcessingConfig, count: usize) -> Workers {
     if count == 0 {
         tracing::info!("processing workers: none in this process (PROCESSING_WORKERS=0)");
-        return;
+        return Workers::none();
     }
     let Some(worker) = ProcessingWorker::new(service, config.clone()) else {
         tracing::warn!("processing workers: the service has no job queue; none started");
-        return;
+        return Workers::none();
     };
     tracing::info!(count, "processing workers started");
-    for _ in 0..count {
-        let worker = worker.clone();
-        tokio::spawn(async move { worker.run(std::future::pending()).await });
-    }
+    Workers::start(&worker, count)
 }
 
 /// `plugs-api worker`: works the queue until SIGTERM or SIGINT, then finishes the jobs in hand.
@@ -41,28 +92,10 @@ pub async fn run(settings: &Settings, args: WorkerArgs) -> anyhow::Result<()> {
     let count = args.count.unwrap_or(settings.processing_workers).max(1);
     let worker = ProcessingWorker::new(&service, settings.processing.clone())
         .context("the service has no job queue")?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tasks: Vec<_> = (0..count)
-        .map(|_| {
-            let worker = worker.clone();
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                worker
-                    .run(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-            })
-        })
-        .collect();
+    let workers = Workers::start(&worker, count);
     tracing::info!(count, "worker: processing jobs until SIGTERM or SIGINT");
     shutdown_signal().await?;
-    tracing::info!("worker: stopping after the jobs in hand");
-    let _ = stop.send(true);
-    for task in tasks {
-        task.await.context("a worker task failed")?;
-    }
-    Ok(())
+    workers.drain().await
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
