@@ -1,6 +1,8 @@
 //! `ReadAhead` over real stores: for objects and ranges of many sizes, the bytes, the range and
 //! the metadata are exactly those of a plain GET, on the in-memory store and on `S3Store`
-//! against s3s-fs; a range that fails ends the stream with the error.
+//! against s3s-fs; a range that fails ends the stream with the error; readers that stop reading
+//! while holding the whole memory budget stall no other download, and give it all back when
+//! dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Options are built the only way a caller outside the crate can (they are non_exhaustive).
 #![allow(clippy::field_reassign_with_default)]
@@ -146,6 +148,83 @@ async fn a_failing_range_ends_the_stream(inner: Arc<dyn ObjectStore>) {
     assert!(stream.next().await.is_none(), "nothing after the error");
 }
 
+/// Readers that stop reading hold every byte of the budget; another download of a large object
+/// still completes, at once, as one plain GET; nothing ever holds more than the budget; and the
+/// stalled readers, dropped, give everything back.
+async fn stalled_readers_do_not_stall_other_downloads(inner: Arc<dyn ObjectStore>) {
+    let range = MIN_READ_AHEAD_RANGE;
+    let key = ObjectKey::parse("readahead/stalled.bin").unwrap();
+    let body = pattern(usize::try_from(8 * range + 5).unwrap(), 3);
+    inner
+        .put_bytes(&key, body.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    let faulty = Arc::new(FaultyStore::new(inner));
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    // Each transfer fetches three ranges ahead; the budget holds five.
+    let budget = MemoryBudget::new(5 * range);
+    let read_ahead = ReadAhead::new(range, 3).with_budget(budget.clone());
+    let size = body.len() as u64;
+
+    // Three readers take a chunk each and stop reading: the first holds three ranges' worth
+    // (what it fetches ahead), the second the two left, the third none (a plain GET).
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut stream = read_ahead
+            .get(&store, &key, GetOptions::default(), size)
+            .await
+            .unwrap()
+            .body;
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(body.starts_with(&first));
+        stalled.push(stream);
+    }
+    assert_eq!(
+        budget.in_use(),
+        budget.capacity(),
+        "the stalled readers hold the whole budget"
+    );
+
+    let gets_before = faulty.calls(Operation::Get);
+    let download = async {
+        let result = read_ahead
+            .get(&store, &key, GetOptions::default(), size)
+            .await?;
+        bytes_of(result).await
+    };
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(60), download)
+        .await
+        .expect("a download waited for budget that stalled readers hold")
+        .unwrap();
+    assert!(bytes == body, "the other download's bytes");
+    assert_eq!(
+        faulty.calls(Operation::Get) - gets_before,
+        1,
+        "with no budget free, one plain GET"
+    );
+    assert!(
+        budget.peak() <= budget.capacity(),
+        "never more than the budget: {budget:?}"
+    );
+
+    drop(stalled);
+    assert_eq!(budget.in_use(), 0, "dropped streams give their shares back");
+
+    // With the budget free again, the same download reads ahead again.
+    let gets_before = faulty.calls(Operation::Get);
+    let result = read_ahead
+        .get(&store, &key, GetOptions::default(), size)
+        .await
+        .unwrap();
+    assert!(bytes_of(result).await.unwrap() == body);
+    assert_eq!(
+        faulty.calls(Operation::Get) - gets_before,
+        9,
+        "a GET per range"
+    );
+    assert_eq!(budget.in_use(), 0);
+}
+
 #[tokio::test]
 async fn memory_store_serves_the_same_bytes() {
     for seed in [1, 0x9E37_79B9_7F4A_7C15, 42] {
@@ -156,6 +235,19 @@ async fn memory_store_serves_the_same_bytes() {
 #[tokio::test]
 async fn memory_store_failing_range() {
     a_failing_range_ends_the_stream(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn memory_store_stalled_readers() {
+    stalled_readers_do_not_stall_other_downloads(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3s_fs_stalled_readers() {
+    let Some(fixture) = common::fixture(S3TestServer::s3s()).await else {
+        return;
+    };
+    stalled_readers_do_not_stall_other_downloads(Arc::clone(&fixture.store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
