@@ -33,6 +33,7 @@ pub use bucket::{
 };
 
 use crate::body::BodyCheck;
+use crate::readahead::{MemoryBudget, Reservation};
 use crate::signing::encode_key;
 use crate::store::{check_part_number, etag_matches};
 use crate::{
@@ -49,6 +50,12 @@ const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 const MAX_PARTS: i32 = 10_000;
 /// The largest object one PutObject may carry, and one CopyObject copy.
 const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
+/// A part buffer takes its share of the part budget once it holds more than this: bodies
+/// smaller than this (most photos' derived versions, small documents) never wait for budget.
+pub const UNBUDGETED_PART_BYTES: usize = 256 * 1024;
+/// How long an upload that holds no part budget waits in line for one part's worth before it
+/// takes it beyond the budget (see [`S3Config::part_budget`]).
+pub const DEFAULT_PART_BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// Part size of a copy above [`MAX_SINGLE_PUT`] (`UploadPartCopy`): 10 000 parts of 1 GiB hold
 /// S3's largest object (5 TiB).
 const COPY_PART_SIZE: u64 = 1024 * 1024 * 1024;
@@ -77,6 +84,21 @@ pub struct S3Config {
     pub part_size: usize,
     /// Parts of one upload sent concurrently.
     pub max_parts_in_flight: usize,
+    /// A budget, shared by every upload through this store (and its clones), for the buffers
+    /// of parts being filled and sent; `None`: each upload holds what it needs.
+    ///
+    /// Each upload has one part buffer of its own for its whole length: the first part's share,
+    /// taken from the budget, waiting in line for it while the upload holds no other share
+    /// (never while holding one), for at most [`S3Config::part_budget_wait`], and beyond the
+    /// budget (an overdraft, shown in [`MemoryBudget::in_use`]) if it is not free by then. Every
+    /// further part buffer (parts in flight beyond the first) is taken only when the budget has
+    /// it free at once; otherwise the upload waits for its own parts in flight, not the budget.
+    /// So an upload never waits on a budget it holds part of, and the one wait it has is
+    /// bounded: slow clients holding the budget slow others down by `part_budget_wait` at most.
+    pub part_budget: Option<MemoryBudget>,
+    /// How long an upload waits in line for its first part's share (see
+    /// [`S3Config::part_budget`]); [`DEFAULT_PART_BUDGET_WAIT`] by default.
+    pub part_budget_wait: Duration,
     /// Time to open a connection.
     pub connect_timeout: Duration,
     /// Time for one whole call (retries included), or `None` for no limit.
@@ -101,6 +123,8 @@ impl S3Config {
             secret_access_key: None,
             part_size: 8 * 1024 * 1024,
             max_parts_in_flight: 2,
+            part_budget: None,
+            part_budget_wait: DEFAULT_PART_BUDGET_WAIT,
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Some(Duration::from_secs(120)),
             max_attempts: 3,
@@ -123,6 +147,8 @@ impl fmt::Debug for S3Config {
             )
             .field("part_size", &self.part_size)
             .field("max_parts_in_flight", &self.max_parts_in_flight)
+            .field("part_budget", &self.part_budget)
+            .field("part_budget_wait", &self.part_budget_wait)
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("max_attempts", &self.max_attempts)
@@ -148,6 +174,8 @@ pub struct S3Store {
     bucket: String,
     part_size: usize,
     max_parts_in_flight: usize,
+    part_budget: Option<MemoryBudget>,
+    part_budget_wait: Duration,
 }
 
 impl fmt::Debug for S3Store {
@@ -156,6 +184,7 @@ impl fmt::Debug for S3Store {
             .field("bucket", &self.bucket)
             .field("part_size", &self.part_size)
             .field("max_parts_in_flight", &self.max_parts_in_flight)
+            .field("part_budget", &self.part_budget)
             .finish_non_exhaustive()
     }
 }
@@ -218,7 +247,14 @@ impl S3Store {
             bucket: config.bucket,
             part_size: config.part_size,
             max_parts_in_flight: config.max_parts_in_flight,
+            part_budget: config.part_budget,
+            part_budget_wait: config.part_budget_wait,
         })
+    }
+
+    /// The budget part buffers take from, if any (see [`S3Config::part_budget`]).
+    pub fn part_budget(&self) -> Option<&MemoryBudget> {
+        self.part_budget.as_ref()
     }
 
     /// The SDK client, for what the trait does not cover.
@@ -392,7 +428,7 @@ impl S3Store {
         &self,
         key: &ObjectKey,
         mut parts: PartReader,
-        first: Vec<Bytes>,
+        first: Part,
         options: &PutOptions,
     ) -> Result<PutResult> {
         if options.create_only && self.head(key).await.is_ok() {
@@ -540,22 +576,25 @@ impl S3Store {
         key: &ObjectKey,
         upload_id: &str,
         parts: &mut PartReader,
-        first: Vec<Bytes>,
+        first: Part,
         options: &PutOptions,
     ) -> Result<PutResult> {
         let mut in_flight = FuturesUnordered::new();
         let mut completed = Vec::new();
-        let mut next_number = 1;
-        for part in first {
-            in_flight.push(self.upload_part(key, upload_id, next_number, part));
-            next_number += 1;
-        }
+        in_flight.push(self.upload_part(key, upload_id, 1, first));
+        let mut next_number = 2;
         let mut body_done = false;
+        // The next part needs a share the budget has not free: wait for a part in flight,
+        // whose share it then takes, rather than for the budget.
+        let mut blocked = false;
         loop {
-            if !body_done && in_flight.len() < self.max_parts_in_flight {
+            if !body_done && !blocked && in_flight.len() < self.max_parts_in_flight {
+                // With nothing in flight this upload holds no share but its spare, if any: the
+                // one moment it may wait for budget.
+                let may_wait = in_flight.is_empty();
                 tokio::select! {
-                    part = parts.next_part() => match part? {
-                        Some(part) => {
+                    next = parts.next_part(may_wait) => match next? {
+                        Next::Part(part) => {
                             if next_number > MAX_PARTS {
                                 return Err(StoreError::other(
                                     "object larger than 10000 parts; raise part_size",
@@ -565,14 +604,26 @@ impl S3Store {
                             in_flight.push(self.upload_part(key, upload_id, next_number, part));
                             next_number += 1;
                         }
-                        None => body_done = true,
+                        Next::End => body_done = true,
+                        Next::NoBudget => blocked = true,
                     },
-                    Some(done) = in_flight.next(), if !in_flight.is_empty() => completed.push(done?),
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        let (part, share) = done?;
+                        completed.push(part);
+                        parts.give_back(share);
+                        blocked = false;
+                    }
                 }
             } else {
                 match in_flight.next().await {
-                    Some(done) => completed.push(done?),
-                    None => break,
+                    Some(done) => {
+                        let (part, share) = done?;
+                        completed.push(part);
+                        parts.give_back(share);
+                        blocked = false;
+                    }
+                    None if body_done => break,
+                    None => blocked = false,
                 }
             }
         }
@@ -607,8 +658,9 @@ impl S3Store {
         key: &ObjectKey,
         upload_id: &str,
         number: i32,
-        bytes: Bytes,
-    ) -> impl Future<Output = Result<S3CompletedPart>> + Send + 'static {
+        part: Part,
+    ) -> impl Future<Output = Result<(S3CompletedPart, Option<Reservation>)>> + Send + 'static {
+        let Part { bytes, share } = part;
         let request = self
             .client
             .upload_part()
@@ -624,7 +676,8 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|error| map_error(error, &key))?;
-            Ok(S3CompletedPart::builder()
+            // The buffer's share is held until the part is sent, then handed back to the upload.
+            let completed = S3CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(output.e_tag().map(str::to_owned))
                 .set_checksum_crc32(output.checksum_crc32().map(str::to_owned))
@@ -632,7 +685,8 @@ impl S3Store {
                 .set_checksum_crc64_nvme(output.checksum_crc64_nvme().map(str::to_owned))
                 .set_checksum_sha1(output.checksum_sha1().map(str::to_owned))
                 .set_checksum_sha256(output.checksum_sha256().map(str::to_owned))
-                .build())
+                .build();
+            Ok((completed, share))
         }
     }
 }
@@ -879,18 +933,47 @@ impl http_body::Body for CheckedBody {
     }
 }
 
-/// Cuts a body stream into parts of `part_size` bytes, copying each part's bytes once at most.
+/// A part's bytes and the share of the part budget its buffer holds (none without a budget, or
+/// for a part of at most [`UNBUDGETED_PART_BYTES`]).
+struct Part {
+    bytes: Bytes,
+    share: Option<Reservation>,
+}
+
+/// What [`PartReader::next_part`] found.
+enum Next {
+    /// A full part, or the last short one.
+    Part(Part),
+    /// The body ended; every part has been returned.
+    End,
+    /// The part being filled needs a share of the budget, none is free at once, and the caller
+    /// may not wait for one: call again once a part in flight has given its share back.
+    NoBudget,
+}
+
+/// Cuts a body stream into parts of `part_size` bytes, copying each part's bytes once at most,
+/// each part's buffer holding a share of the part budget if there is one (see
+/// [`S3Config::part_budget`]).
 ///
-/// Cancel-safe: its only await is the stream's `next`, and chunks are moved into `self` right
-/// after it, so a `select!` dropping `next_part` loses nothing.
+/// Cancel-safe: its only awaits are the stream's `next`, after which the chunk is moved into
+/// `self` at once, and the wait for budget, which runs with the chunk already kept; so a
+/// `select!` dropping `next_part` loses nothing.
 struct PartReader {
     body: ByteStream,
     check: BodyCheck,
     part_size: usize,
     chunks: Vec<Bytes>,
     len: usize,
+    /// Bytes read and not yet in a part: the rest of a chunk that crossed a part's end, or a
+    /// chunk waiting for the part's share.
     leftover: Option<Bytes>,
     ended: bool,
+    budget: Option<MemoryBudget>,
+    budget_wait: Duration,
+    /// The share of the part being filled.
+    share: Option<Reservation>,
+    /// A share given back by a part sent, kept for the next part: the upload's own.
+    spare: Option<Reservation>,
 }
 
 impl PartReader {
@@ -903,7 +986,18 @@ impl PartReader {
             len: 0,
             leftover: None,
             ended: false,
+            budget: None,
+            budget_wait: DEFAULT_PART_BUDGET_WAIT,
+            share: None,
+            spare: None,
         }
+    }
+
+    /// The same, with part buffers taken from `budget`, waiting at most `wait` in line.
+    fn with_budget(mut self, budget: Option<MemoryBudget>, wait: Duration) -> Self {
+        self.budget = budget;
+        self.budget_wait = wait;
+        self
     }
 
     fn take(&mut self, chunk: Bytes) {
@@ -918,20 +1012,72 @@ impl PartReader {
         }
     }
 
-    /// The next full part, or the last short one, or `None` at the end.
-    async fn next_part(&mut self) -> Result<Option<Bytes>> {
+    /// Whether taking `more` bytes into the part being filled needs a share it does not hold.
+    fn needs_share(&self, more: usize) -> bool {
+        self.budget.is_some() && self.share.is_none() && self.len + more > UNBUDGETED_PART_BYTES
+    }
+
+    /// Takes a part's share for the part being filled: the spare, or one free at once, or, if
+    /// `may_wait` (the caller holds no share in flight), one waited for. False when none is
+    /// free and the caller may not wait.
+    async fn take_share(&mut self, may_wait: bool) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let wanted = self.part_size as u64;
+        let share = match self.spare.take() {
+            Some(spare) => spare,
+            None => match budget.try_reserve(wanted) {
+                Some(share) => share,
+                None if may_wait => budget.reserve_within(wanted, self.budget_wait).await,
+                None => return false,
+            },
+        };
+        if share.is_overdraft() {
+            tracing::debug!(
+                bytes = wanted,
+                "no part budget free in time: this upload's part buffer is beyond the budget"
+            );
+        }
+        self.share = Some(share);
+        true
+    }
+
+    /// Keeps a sent part's share for the next part if none is kept yet; gives it back to the
+    /// budget otherwise.
+    fn give_back(&mut self, share: Option<Reservation>) {
+        if let Some(share) = share
+            && self.spare.is_none()
+            && self.share.is_none()
+            && share.bytes() == self.part_size as u64
+        {
+            self.spare = Some(share);
+        }
+    }
+
+    /// The next full part, or the last short one, or the end. A part that needs a share of
+    /// the budget waits for one only if `may_wait`.
+    async fn next_part(&mut self, may_wait: bool) -> Result<Next> {
         loop {
             if self.len < self.part_size
                 && let Some(leftover) = self.leftover.take()
             {
+                let more = leftover.len().min(self.part_size - self.len);
+                if self.needs_share(more) {
+                    self.leftover = Some(leftover);
+                    if !self.take_share(may_wait).await {
+                        return Ok(Next::NoBudget);
+                    }
+                    continue;
+                }
                 self.take(leftover);
                 continue;
             }
             if self.len == self.part_size || (self.ended && self.len > 0) {
-                return Ok(Some(self.emit()));
+                return Ok(Next::Part(self.emit()));
             }
             if self.ended {
-                return Ok(None);
+                return Ok(Next::End);
             }
             match self.body.next().await {
                 None => self.ended = true,
@@ -939,24 +1085,46 @@ impl PartReader {
                     let chunk = chunk?;
                     self.check.update(&chunk)?;
                     if !chunk.is_empty() {
-                        self.take(chunk);
+                        self.leftover = Some(chunk);
                     }
                 }
             }
         }
     }
 
-    fn emit(&mut self) -> Bytes {
+    /// The first part, or an empty one for an empty body; waits for budget if it must.
+    async fn first_part(&mut self) -> Result<Part> {
+        match self.next_part(true).await? {
+            Next::Part(part) => Ok(part),
+            Next::End => Ok(Part {
+                bytes: Bytes::new(),
+                share: None,
+            }),
+            Next::NoBudget => Err(StoreError::other(
+                "cannot read an upload's first part",
+                "a part reader allowed to wait for budget answered that it has none",
+            )),
+        }
+    }
+
+    fn emit(&mut self) -> Part {
         let chunks = std::mem::take(&mut self.chunks);
-        self.len = 0;
-        if chunks.len() == 1 {
-            return chunks.into_iter().next().unwrap_or_default();
+        let len = std::mem::take(&mut self.len);
+        let mut share = self.share.take();
+        if let Some(share) = &mut share {
+            // The last part may be shorter: what it does not use goes back now.
+            share.release(share.bytes().saturating_sub(len as u64));
         }
-        let mut part = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-        for chunk in chunks {
-            part.extend_from_slice(&chunk);
-        }
-        part.freeze()
+        let bytes = if chunks.len() == 1 {
+            chunks.into_iter().next().unwrap_or_default()
+        } else {
+            let mut part = BytesMut::with_capacity(len);
+            for chunk in chunks {
+                part.extend_from_slice(&chunk);
+            }
+            part.freeze()
+        };
+        Part { bytes, share }
     }
 
     /// Whether the body ended within the part returned last (nothing buffered, nothing left).
@@ -1129,16 +1297,21 @@ impl ObjectStore for S3Store {
             return self.put_streamed(key, body, size, &options).await;
         }
         let check = BodyCheck::new(key, &options, false);
-        let mut parts = PartReader::new(body, check, self.part_size);
-        let first = parts.next_part().await?.unwrap_or_default();
+        let mut parts = PartReader::new(body, check, self.part_size)
+            .with_budget(self.part_budget.clone(), self.part_budget_wait);
+        let first = parts.first_part().await?;
         if parts.is_exhausted() {
             parts.finish()?;
-            return self.put_single(key, first, &options).await;
+            // The buffer's share is held until it has been sent.
+            let Part { bytes, share } = first;
+            let result = self.put_single(key, bytes, &options).await;
+            drop(share);
+            return result;
         }
         // A full first part and more may follow: go multipart now rather than read a second
         // part ahead to find out, which would hold two parts before the first byte is sent. A
         // body of exactly one part then becomes a one-part multipart upload, which S3 accepts.
-        self.put_multipart(key, parts, vec![first], &options).await
+        self.put_multipart(key, parts, first, &options).await
     }
 
     async fn get(&self, key: &ObjectKey, options: GetOptions) -> Result<GetResult> {
@@ -1781,11 +1954,128 @@ mod tests {
         let check = BodyCheck::new(&key, &PutOptions::default(), false);
         let mut reader = PartReader::new(futures::stream::iter(chunks).boxed(), check, part);
         let mut sizes = Vec::new();
-        while let Some(bytes) = reader.next_part().await.unwrap() {
-            sizes.push(bytes.len());
+        while let Next::Part(part) = reader.next_part(true).await.unwrap() {
+            assert!(part.share.is_none(), "no budget, no share");
+            sizes.push(part.bytes.len());
         }
         assert_eq!(sizes, vec![part, part, 17]);
         assert_eq!(reader.finish().unwrap(), (part * 2 + 17) as u64);
+    }
+
+    /// A reader of a body of `len` bytes in 64 KiB chunks, over `budget`.
+    fn budgeted_reader(len: usize, budget: &MemoryBudget, wait: Duration) -> PartReader {
+        let chunk = 64 * 1024;
+        let chunks: Vec<Result<Bytes>> = (0..len)
+            .step_by(chunk)
+            .map(|start| Ok(Bytes::from(vec![7u8; chunk.min(len - start)])))
+            .collect();
+        let key = ObjectKey::parse("k").unwrap();
+        let check = BodyCheck::new(&key, &PutOptions::default(), false);
+        PartReader::new(futures::stream::iter(chunks).boxed(), check, MIN_PART_SIZE)
+            .with_budget(Some(budget.clone()), wait)
+    }
+
+    #[tokio::test]
+    async fn part_buffers_hold_a_share_and_only_the_first_may_wait_for_it() {
+        let part = MIN_PART_SIZE as u64;
+        let budget = MemoryBudget::new(2 * part);
+        let tail = UNBUDGETED_PART_BYTES + 100;
+        let mut reader =
+            budgeted_reader(3 * MIN_PART_SIZE + tail, &budget, Duration::from_secs(60));
+        let Next::Part(first) = reader.next_part(true).await.unwrap() else {
+            panic!("a first part");
+        };
+        assert_eq!(first.share.as_ref().map(Reservation::bytes), Some(part));
+        let Next::Part(second) = reader.next_part(false).await.unwrap() else {
+            panic!("a second part: the budget has one more part free");
+        };
+        assert_eq!(budget.in_use(), 2 * part, "two parts, two shares");
+        assert!(
+            matches!(reader.next_part(false).await.unwrap(), Next::NoBudget),
+            "a third part while two are held: no waiting for budget"
+        );
+        assert_eq!(budget.in_use(), 2 * part, "the refused part took nothing");
+        // The first part is sent: its share becomes the upload's spare, and the third part
+        // takes it without asking the budget.
+        reader.give_back(first.share);
+        let Next::Part(third) = reader.next_part(false).await.unwrap() else {
+            panic!("a third part on the spare share");
+        };
+        assert_eq!(budget.in_use(), 2 * part);
+        reader.give_back(second.share);
+        reader.give_back(third.share);
+        let Next::Part(last) = reader.next_part(false).await.unwrap() else {
+            panic!("the short last part");
+        };
+        assert_eq!(last.bytes.len(), tail);
+        assert_eq!(
+            last.share.as_ref().map(Reservation::bytes),
+            Some(tail as u64),
+            "the last part took the spare share, shrunk to its bytes"
+        );
+        assert_eq!(
+            budget.in_use(),
+            tail as u64,
+            "the third part's share went back"
+        );
+        assert!(matches!(reader.next_part(false).await.unwrap(), Next::End));
+        drop((reader, last));
+        assert_eq!(budget.in_use(), 0, "every share given back");
+        assert_eq!(budget.peak(), 2 * part, "never beyond the budget");
+    }
+
+    #[tokio::test]
+    async fn an_upload_without_budget_waits_a_bounded_time_then_overdraws() {
+        let part = MIN_PART_SIZE as u64;
+        let budget = MemoryBudget::new(part);
+        let held = budget.try_reserve(part).unwrap();
+        let wait = Duration::from_millis(300);
+        let mut reader = budgeted_reader(MIN_PART_SIZE, &budget, wait);
+        let started = std::time::Instant::now();
+        let Next::Part(first) = reader.next_part(true).await.unwrap() else {
+            panic!("a first part");
+        };
+        assert!(
+            started.elapsed() >= wait,
+            "waited in line for the budget first"
+        );
+        assert!(first.share.as_ref().unwrap().is_overdraft());
+        assert_eq!((budget.in_use(), budget.overdrawn()), (2 * part, part));
+        drop(first);
+        assert_eq!(
+            budget.overdrawn(),
+            0,
+            "an overdraft is given back like a share"
+        );
+
+        // A share freed while the upload waits is taken then, within the budget.
+        let mut reader = budgeted_reader(MIN_PART_SIZE, &budget, Duration::from_secs(60));
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(held);
+        });
+        let Next::Part(first) = reader.next_part(true).await.unwrap() else {
+            panic!("a first part");
+        };
+        release.await.unwrap();
+        assert!(!first.share.as_ref().unwrap().is_overdraft());
+        assert_eq!((budget.in_use(), budget.overdrawn()), (part, 0));
+    }
+
+    #[tokio::test]
+    async fn a_small_body_takes_no_part_budget() {
+        let budget = MemoryBudget::new(MIN_PART_SIZE as u64);
+        let _held = budget.try_reserve(MIN_PART_SIZE as u64).unwrap();
+        let chunks = vec![Ok(Bytes::from(vec![1u8; UNBUDGETED_PART_BYTES]))];
+        let key = ObjectKey::parse("k").unwrap();
+        let check = BodyCheck::new(&key, &PutOptions::default(), false);
+        let mut reader =
+            PartReader::new(futures::stream::iter(chunks).boxed(), check, MIN_PART_SIZE)
+                .with_budget(Some(budget.clone()), Duration::from_secs(3600));
+        // With the whole budget held elsewhere, a body of UNBUDGETED_PART_BYTES is read at once.
+        let part = reader.first_part().await.unwrap();
+        assert_eq!(part.bytes.len(), UNBUDGETED_PART_BYTES);
+        assert!(part.share.is_none());
     }
 
     #[tokio::test]
