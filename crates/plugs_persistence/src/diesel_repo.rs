@@ -796,7 +796,13 @@ impl MediaRepository for Database {
                     location_stripped,
                     ..
                 } = update;
-                let updated = diesel::update(
+                // Whether the pending record holds tags: only a form that sent them before its
+                // file wrote any, so most uploads skip the tags' delete.
+                let had_tags = diesel::dsl::exists(
+                    event_media_tags::table.filter(event_media_tags::media_id.eq(event_media::id)),
+                );
+                // One statement moves the row and answers it (RETURNING): no reload.
+                let updated: Option<(MediaRow, bool)> = diesel::update(
                     event_media::table
                         .filter(event_media::id.eq(key))
                         .filter(event_media::status.eq(MediaStatus::Pending.as_str())),
@@ -812,16 +818,21 @@ impl MediaRepository for Database {
                     event_media::lease_until.eq(None::<NaiveDateTime>),
                     event_media::location_stripped.eq(location_stripped),
                 ))
-                .execute(conn)?;
-                if updated == 0 {
+                // The table's default columns are `MediaRow`'s fields, in order.
+                .returning((event_media::all_columns, had_tags))
+                .get_result(conn)
+                .optional()?;
+                let Some((row, had_tags)) = updated else {
                     let refused = transition_refused(conn, id, MediaStatus::Pending.as_str())
                         .map_err(TxError::Repo)?;
                     return Err(TxError::Repo(refused));
+                };
+                if had_tags {
+                    replace_tags(conn, key, &fields.tags)?;
+                } else {
+                    insert_tags(conn, key, &fields.tags)?;
                 }
-                replace_tags(conn, key, &fields.tags)?;
-                let ready = load_media(conn, key)
-                    .map_err(TxError::Repo)?
-                    .ok_or_else(|| TxError::Repo(media_not_found(id)))?;
+                let ready = row.into_media(fields.tags).map_err(TxError::Repo)?;
                 // Its processing job commits with it: a media answered `ready` always has one.
                 crate::jobs::enqueue_on_ready(conn, key, &ready.content_type, at)?;
                 Ok(ready)

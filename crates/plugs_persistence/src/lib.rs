@@ -12,6 +12,8 @@ mod legacy;
 mod memory;
 mod repository;
 mod schema;
+#[cfg(test)]
+mod statement_tests;
 mod tus;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
