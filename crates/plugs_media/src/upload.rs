@@ -369,7 +369,11 @@ impl MediaService {
         let (stored_sha256, location_stripped) = if self.config.strip_location {
             let stripped = stripped.lock().unwrap_or_else(PoisonError::into_inner);
             (
-                hex::encode(stripped.hasher.clone().finalize()),
+                // Unchanged, the bytes stored are the bytes received.
+                stripped
+                    .hasher
+                    .as_ref()
+                    .map_or_else(|| sha256.clone(), |h| hex::encode(h.clone().finalize())),
                 stripped.outcome.is_some_and(GpsOutcome::changed),
             )
         } else {
@@ -414,7 +418,11 @@ impl MediaService {
         let stored = self.store.put(&key, Box::pin(body), options).await?;
         let (sha256, outcome) = {
             let stripped = stripped.lock().unwrap_or_else(PoisonError::into_inner);
-            (stripped.hasher.clone().finalize(), stripped.outcome)
+            let sha256: [u8; 32] = stripped
+                .hasher
+                .as_ref()
+                .map_or(received_sha256, |h| h.clone().finalize().into());
+            (sha256, stripped.outcome)
         };
         // The blanker reports its outcome once the whole source has passed through it.
         let Some(outcome) = outcome.filter(|_| stored.size == size) else {
@@ -736,12 +744,23 @@ impl Stream for MeteredBody {
 }
 
 /// What a [`StripGps`] stream did, read once it has ended.
-#[derive(Default)]
 struct Stripped {
-    /// SHA-256 of the bytes that came out.
-    hasher: Sha256,
+    /// SHA-256 of the bytes that came out, while they may differ from the bytes that went in;
+    /// `None` once the blanker has settled without blanking anything: the bytes out are then
+    /// the bytes in, whose hash the caller has (SHA-256 is a third of an upload's CPU: hashing
+    /// the same bytes twice cost that much again).
+    hasher: Option<Sha256>,
     /// Set when the source ended and the blanker was finished.
     outcome: Option<GpsOutcome>,
+}
+
+impl Default for Stripped {
+    fn default() -> Self {
+        Self {
+            hasher: Some(Sha256::new()),
+            outcome: None,
+        }
+    }
 }
 
 /// Passes a byte stream through a [`GpsBlanker`], hashing what comes out. The blanker holds back
@@ -763,13 +782,20 @@ impl StripGps {
     }
 }
 
-/// Hashes bytes on their way to the store.
-fn emit(state: &Mutex<Stripped>, bytes: Bytes) -> Poll<Option<Result<Bytes, StoreError>>> {
-    state
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .hasher
-        .update(&bytes);
+/// Hashes bytes on their way to the store, until `unchanged` (the blanker settled without
+/// blanking anything, so nothing out differs from what came in).
+fn emit(
+    state: &Mutex<Stripped>,
+    bytes: Bytes,
+    unchanged: bool,
+) -> Poll<Option<Result<Bytes, StoreError>>> {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if unchanged {
+        state.hasher = None;
+    }
+    if let Some(hasher) = state.hasher.as_mut() {
+        hasher.update(&bytes);
+    }
     Poll::Ready(Some(Ok(bytes)))
 }
 
@@ -784,11 +810,14 @@ impl Stream for StripGps {
             };
             match std::task::ready!(this.inner.poll_next_unpin(cx)) {
                 // Past the image data nothing more changes: no copy.
-                Some(Ok(chunk)) if blanker.is_settled() => return emit(&this.state, chunk),
+                Some(Ok(chunk)) if blanker.is_settled() => {
+                    return emit(&this.state, chunk, !blanker.has_blanked());
+                }
                 Some(Ok(chunk)) => {
                     let out = blanker.push(&chunk);
                     if !out.is_empty() {
-                        return emit(&this.state, Bytes::from(out));
+                        let unchanged = blanker.is_settled() && !blanker.has_blanked();
+                        return emit(&this.state, Bytes::from(out), unchanged);
                     }
                     // Held back (an EXIF block in progress): read on.
                 }
@@ -801,14 +830,16 @@ impl Stream for StripGps {
                         return Poll::Ready(None);
                     };
                     let (rest, outcome) = blanker.finish();
-                    this.state
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .outcome = Some(outcome);
+                    let mut state = this.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.outcome = Some(outcome);
+                    if !outcome.changed() {
+                        state.hasher = None;
+                    }
+                    drop(state);
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }
-                    return emit(&this.state, Bytes::from(rest));
+                    return emit(&this.state, Bytes::from(rest), !outcome.changed());
                 }
             }
         }
@@ -824,6 +855,27 @@ mod tests {
         assert_eq!(ascii_safe("holiday photo.jpg"), "holiday photo.jpg");
         assert_eq!(ascii_safe("été 100%.jpg"), "%C3%A9t%C3%A9 100%25.jpg");
         assert_eq!(ascii_safe("a\tb"), "a%09b");
+    }
+
+    /// A file the blanker leaves alone is hashed once, as received: the blanker's own hash of its
+    /// output stops once it has settled, and the bytes pass unchanged.
+    #[tokio::test]
+    async fn strip_gps_stops_hashing_what_it_cannot_change() {
+        for head in [&b"%PDF-1.7\n"[..], b"\x89PNG\r\n\x1a\n"] {
+            let mut file = head.to_vec();
+            file.extend((0..300_000_u32).map(|i| (i % 251) as u8));
+            let chunks: Vec<Result<Bytes, StoreError>> = file
+                .chunks(64 * 1024)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let state = Arc::new(Mutex::new(Stripped::default()));
+            let strip = StripGps::new(Box::pin(futures::stream::iter(chunks)), Arc::clone(&state));
+            let out: Vec<Bytes> = futures::TryStreamExt::try_collect(strip).await.unwrap();
+            assert_eq!(out.concat(), file);
+            let state = state.lock().unwrap();
+            assert!(state.hasher.is_none(), "still hashing after settling");
+            assert_eq!(state.outcome.map(GpsOutcome::changed), Some(false));
+        }
     }
 
     #[tokio::test]
