@@ -1,7 +1,7 @@
 //! The connection pool over either backend, chosen by URL scheme, and the embedded migrations.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection as _};
@@ -116,26 +116,47 @@ struct Manager {
     busy_timeout: Duration,
 }
 
+/// A connection of the pool, with what the pool needs to know to lend it safely without
+/// testing it (`SELECT 1`) on every checkout: a round trip of its own before every call.
+struct Pooled {
+    conn: AnyConnection,
+    /// When a call last used it: one idle longer than [`IDLE_CHECK`] is tested before use,
+    /// since the server may have closed it meanwhile (a restart, an idle timeout).
+    used_at: Instant,
+    /// A call failed as if the server had gone: the pool drops it rather than lend it again.
+    broken: bool,
+}
+
+/// How long a pooled connection may sit idle and still be lent without a test. Under load a
+/// connection is lent again within milliseconds and never tested; after a pause (when a
+/// server restart may have closed it) it is, and replaced if it does not answer.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 impl ManageConnection for Manager {
-    type Connection = AnyConnection;
+    type Connection = Pooled;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
-        match &self.target {
+    fn connect(&self) -> Result<Pooled, r2d2::Error> {
+        let conn = match &self.target {
             Target::Postgres { url } => PgConnection::establish(url)
                 .map(AnyConnection::Postgresql)
                 .map_err(r2d2::Error::ConnectionError),
             Target::SqliteFile { path } => self.sqlite(path),
             Target::SqliteMemory => self.sqlite(":memory:"),
-        }
+        }?;
+        Ok(Pooled {
+            conn,
+            used_at: Instant::now(),
+            broken: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
-        conn.ping().map_err(r2d2::Error::QueryError)
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), r2d2::Error> {
+        pooled.conn.ping().map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        pooled.broken || pooled.conn.is_broken()
     }
 }
 
@@ -164,6 +185,8 @@ pub struct Database {
     pool: Pool<Manager>,
     backend: Backend,
     timeout: Duration,
+    /// [`IDLE_CHECK`], or what a test sets.
+    idle_check: Duration,
 }
 
 impl fmt::Debug for Database {
@@ -202,6 +225,8 @@ impl Database {
                 options.max_connections.max(1)
             })
             .min_idle(Some(1))
+            // `with_connection` tests a connection only after it sat idle (`IDLE_CHECK`).
+            .test_on_check_out(false)
             .connection_timeout(options.connect_timeout);
         if in_memory {
             // The one connection *is* the database: never let the pool close it.
@@ -213,7 +238,17 @@ impl Database {
             pool,
             backend,
             timeout: options.connect_timeout,
+            idle_check: IDLE_CHECK,
         })
+    }
+
+    /// The same pool, testing a connection before a call once it sat idle for `idle_check`
+    /// ([`IDLE_CHECK`] otherwise): tests pin what a call sends with a long one, and the test
+    /// itself with none.
+    #[cfg(test)]
+    pub(crate) fn with_idle_check(mut self, idle_check: Duration) -> Self {
+        self.idle_check = idle_check;
+        self
     }
 
     /// Which backend this pool talks to.
@@ -279,11 +314,18 @@ impl Database {
         F: FnOnce(&mut AnyConnection) -> Result<T, RepoError> + Send + 'static,
     {
         let pool = self.pool.clone();
-        let timeout = self.timeout;
+        let (timeout, idle_check) = (self.timeout, self.idle_check);
+        // A server that closes sessions (PostgreSQL) can leave a pooled connection dead; a
+        // SQLite connection is a file handle (and, in memory, the database itself).
+        let may_die = self.backend == Backend::Postgres;
         let task = tokio::task::spawn_blocking(move || {
-            let mut conn: PooledConnection<Manager> =
-                pool.get_timeout(timeout).map_err(unavailable)?;
-            work(&mut conn)
+            let mut conn = checkout(&pool, timeout, idle_check, may_die)?;
+            let result = work(&mut conn.conn);
+            conn.used_at = Instant::now();
+            if may_die && matches!(result, Err(RepoError::Unavailable { .. })) {
+                conn.broken = true;
+            }
+            result
         });
         match task.await {
             Ok(result) => result,
@@ -291,6 +333,33 @@ impl Database {
             Err(join) => Err(RepoError::Other {
                 source: Box::new(join),
             }),
+        }
+    }
+}
+
+/// A connection from the pool, tested first if it sat idle longer than `idle_check`; one that
+/// does not answer is dropped and the next tried (the pool opens a fresh one when none is left).
+fn checkout(
+    pool: &Pool<Manager>,
+    timeout: Duration,
+    idle_check: Duration,
+    may_die: bool,
+) -> Result<PooledConnection<Manager>, RepoError> {
+    let mut attempts = pool.max_size() + 1;
+    loop {
+        let mut conn = pool.get_timeout(timeout).map_err(unavailable)?;
+        if conn.used_at.elapsed() < idle_check {
+            return Ok(conn);
+        }
+        match conn.conn.ping() {
+            Ok(()) => return Ok(conn),
+            Err(error) => {
+                attempts -= 1;
+                if !may_die || attempts == 0 {
+                    return Err(crate::diesel_repo::db_error(error));
+                }
+                conn.broken = true;
+            }
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::{Database, DatabaseOptions, EventRepository as _, MediaRepository as 
 
 type Log = Arc<Mutex<Vec<String>>>;
 
-/// A pool of exactly one connection, so every later call runs on the connection instrumented.
-async fn single_connection(url: String) -> Database {
+/// A pool of exactly one connection, so every later call runs on the connection instrumented,
+/// which is tested (`SELECT 1`) before a call only once it sat idle for `idle_check`.
+async fn single_connection(url: String, idle_check: Duration) -> Database {
     let options = DatabaseOptions {
         max_connections: 1,
         connect_timeout: Duration::from_secs(5),
@@ -26,10 +27,14 @@ async fn single_connection(url: String) -> Database {
     let db = tokio::task::spawn_blocking(move || Database::connect(&url, options))
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .with_idle_check(idle_check);
     db.run_migrations().await.unwrap();
     db
 }
+
+/// Long enough that no call of a test is preceded by a connection test.
+const NEVER: Duration = Duration::from_secs(3600);
 
 /// Records the text of every statement the pool's connection sends from now on.
 async fn record(db: &Database) -> Log {
@@ -166,14 +171,13 @@ async fn pin_upload_statements(db: Database) {
     db.insert_event(&event).await.unwrap();
     let log = record(&db).await;
 
-    // Each repository call is one hop to the blocking pool, whose checkout tests the
-    // connection (`SELECT 1`). The insert checks the event's owner itself and, alone, needs
-    // no transaction.
-    let insert = owned(&["SELECT 1", "INSERT event_media"]);
+    // Each repository call is one hop to the blocking pool; a connection lent again at once is
+    // not tested first. The insert checks the event's owner itself and, alone, needs no
+    // transaction.
+    let insert = owned(&["INSERT event_media"]);
     // `mark_ready` answers the row from its UPDATE (RETURNING, no reload), and deletes no tags
     // where the pending record had none; its processing job commits with it.
     let ready_without_tags = owned(&[
-        "SELECT 1",
         "BEGIN",
         "UPDATE event_media",
         "INSERT processing_jobs",
@@ -181,7 +185,7 @@ async fn pin_upload_statements(db: Database) {
         "COMMIT",
     ]);
 
-    // An upload without tags, as the benchmark's: 8 statements, two of them per hop.
+    // An upload without tags, as the benchmark's: 6 statements in two hops.
     let [first, then] = upload(&db, &log, event.id, &[], &[]).await;
     assert_eq!(first, insert, "insert_pending");
     assert_eq!(then, ready_without_tags, "mark_ready");
@@ -191,7 +195,7 @@ async fn pin_upload_statements(db: Database) {
     assert_eq!(first, insert, "insert_pending");
     let mut expected = ready_without_tags.clone();
     expected.splice(
-        3..3,
+        2..2,
         owned(&["INSERT event_media_tags", "INSERT event_media_tags"]),
     );
     assert_eq!(then, expected, "mark_ready with tags sent after the file");
@@ -201,7 +205,6 @@ async fn pin_upload_statements(db: Database) {
     assert_eq!(
         first,
         owned(&[
-            "SELECT 1",
             "BEGIN",
             "INSERT event_media",
             "INSERT event_media_tags",
@@ -211,7 +214,7 @@ async fn pin_upload_statements(db: Database) {
     );
     let mut expected = ready_without_tags.clone();
     expected.splice(
-        3..3,
+        2..2,
         owned(&["DELETE event_media_tags", "INSERT event_media_tags"]),
     );
     assert_eq!(then, expected, "mark_ready replacing tags");
@@ -221,7 +224,7 @@ async fn pin_upload_statements(db: Database) {
 async fn sqlite_upload_statements_are_pinned() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("plugs.db").display());
-    pin_upload_statements(single_connection(url).await).await;
+    pin_upload_statements(single_connection(url, NEVER).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +235,66 @@ async fn postgres_upload_statements_are_pinned() {
     else {
         return;
     };
-    pin_upload_statements(single_connection(test_db.url().to_owned()).await).await;
+    pin_upload_statements(single_connection(test_db.url().to_owned(), NEVER).await).await;
+    tokio::task::spawn_blocking(move || drop(test_db))
+        .await
+        .unwrap();
+}
+
+/// A connection that sat idle is tested before it is lent, and one the server closed meanwhile
+/// is replaced without the caller seeing an error; a connection that fails a call is dropped,
+/// so only that call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_replaces_a_connection_the_server_closed() {
+    let Some(test_db) = tokio::task::spawn_blocking(TestDatabase::create)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let url = test_db.url().to_owned();
+    // Ends every session of the test database but the caller's: the pool's one connection.
+    let terminate = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut admin = diesel::PgConnection::establish(&url).unwrap();
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                ),
+                &mut admin,
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let event = EventId::new();
+
+    // Tested before every call: the closed connection is found and replaced.
+    let tested = single_connection(url.clone(), Duration::ZERO).await;
+    let log = record(&tested).await;
+    assert_eq!(tested.find_event(event).await.unwrap(), None);
+    assert_eq!(take(&log), ["SELECT 1", "SELECT events"]);
+    assert_eq!(terminate(url.clone()).await, 1, "the pool's one session");
+    assert_eq!(tested.find_event(event).await.unwrap(), None);
+    drop(tested);
+
+    // Never tested: the call on the closed connection fails as unavailable, and the
+    // connection goes with it, so the next call works on a fresh one.
+    let untested = single_connection(url.clone(), NEVER).await;
+    let log = record(&untested).await;
+    assert_eq!(untested.find_event(event).await.unwrap(), None);
+    assert_eq!(take(&log), ["SELECT events"]);
+    assert_eq!(terminate(url).await, 1, "the pool's one session");
+    let err = untested.find_event(event).await.unwrap_err();
+    assert!(
+        matches!(err, crate::RepoError::Unavailable { .. }),
+        "{err:?}"
+    );
+    assert_eq!(untested.find_event(event).await.unwrap(), None);
+
+    drop(untested);
     tokio::task::spawn_blocking(move || drop(test_db))
         .await
         .unwrap();
