@@ -56,6 +56,7 @@ pub const ENV_NAMES: &[&str] = &[
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
+    "S3_PAYLOAD_SIGNING",
     "ALLOWED_TYPES",
     "STRIP_LOCATION",
     "PROCESSING_WORKERS",
@@ -174,6 +175,7 @@ struct RawSettings {
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
+    s3_payload_signing: String,
     allowed_types: Option<String>,
     strip_location: bool,
     processing_workers: usize,
@@ -356,6 +358,9 @@ pub struct Settings {
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
     pub encryption: plugs_storage::ServerSideEncryption,
+    /// Whether S3 request signatures cover upload payloads sent from memory
+    /// (`S3_PAYLOAD_SIGNING`: `auto`, unsigned over HTTPS and signed over plain HTTP).
+    pub payload_signing: plugs_storage::PayloadSigning,
     /// Log line format.
     pub log_format: LogFormat,
     /// Blank the GPS position in uploaded originals' EXIF (`STRIP_LOCATION`, default on).
@@ -418,6 +423,7 @@ impl Settings {
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
             .set_default("s3_sse", "AES256")?
+            .set_default("s3_payload_signing", "auto")?
             .set_default("strip_location", true)?
             .set_default("processing_workers", 1)?
             .set_default("thumbnail_widths", "256,1024")?
@@ -663,6 +669,17 @@ impl RawSettings {
             }
             _ => return Err(invalid("S3_SSE", "expected AES256, aws:kms or none")),
         };
+        let payload_signing = match self.s3_payload_signing.to_ascii_lowercase().as_str() {
+            "auto" => plugs_storage::PayloadSigning::Auto,
+            "signed" => plugs_storage::PayloadSigning::Signed,
+            "unsigned" => plugs_storage::PayloadSigning::Unsigned,
+            _ => {
+                return Err(invalid(
+                    "S3_PAYLOAD_SIGNING",
+                    "expected auto, signed or unsigned",
+                ));
+            }
+        };
         let processing = processing_config(
             &self.thumbnail_widths,
             self.display_long_edge,
@@ -718,6 +735,7 @@ impl RawSettings {
             ),
             policy,
             encryption,
+            payload_signing,
             log_format,
             strip_location: self.strip_location,
             processing_workers: self.processing_workers,
@@ -1043,6 +1061,20 @@ mod tests {
 
         let err = load(&[("S3_SSE", "rot13")]).unwrap_err().to_string();
         assert!(err.contains("S3_SSE"), "{err}");
+        let err = load(&[("S3_PAYLOAD_SIGNING", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("S3_PAYLOAD_SIGNING"), "{err}");
+        assert_eq!(
+            load(&[]).unwrap().payload_signing,
+            plugs_storage::PayloadSigning::Auto
+        );
+        assert_eq!(
+            load(&[("S3_PAYLOAD_SIGNING", "Unsigned")])
+                .unwrap()
+                .payload_signing,
+            plugs_storage::PayloadSigning::Unsigned
+        );
         let err = load(&[("S3_SSE_KMS_KEY_ID", "k")]).unwrap_err().to_string();
         assert!(err.contains("S3_SSE_KMS_KEY_ID"), "{err}");
         let err = load(&[("ALLOWED_TYPES", "image, text/html")])

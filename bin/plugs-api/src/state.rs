@@ -135,6 +135,7 @@ pub mod s3 {
         let mut config = S3Config::new(bucket.clone(), region.clone());
         config.endpoint_url = endpoint_url.clone();
         config.force_path_style = *force_path_style;
+        config.payload_signing = settings.payload_signing;
         match credentials {
             S3Credentials::DefaultChain => config.use_iam_role = true,
             S3Credentials::Static {

@@ -29,9 +29,9 @@ pub use memory::MemoryStore;
 pub use readahead::{MIN_READ_AHEAD_RANGE, MemoryBudget, ReadAhead, Reservation};
 pub use s3::{
     ABORT_RULE_ID, ARCHIVE_RULE_ID, ArchiveRule, BucketPlan, BucketSetup, BucketState,
-    CORS_RULE_ID, CredentialSource, DEFAULT_PART_BUDGET_WAIT, MIN_PART_SIZE, PendingUpload,
-    ProbeEncryption, REPLICATION_RULE_ID, RULE_PREFIX, S3Config, S3Store, STAGING_RULE_ID,
-    UNBUDGETED_PART_BYTES,
+    CORS_RULE_ID, CredentialSource, DEFAULT_PART_BUDGET_WAIT, MIN_PART_SIZE, PayloadSigning,
+    PendingUpload, ProbeEncryption, REPLICATION_RULE_ID, RULE_PREFIX, S3Config, S3Store,
+    STAGING_RULE_ID, UNBUDGETED_PART_BYTES,
 };
 pub use signing::PresignedParams;
 pub use store::{
