@@ -21,6 +21,6 @@ pub use keys::{Clock, ManualClock, SystemClock};
 pub use media_type::{AllowedType, ContentType, MediaKind, may_run_code, normalize_mime};
 pub use model::{
     DerivedVersion, DirectUploadKind, Event, EventMedia, MediaProcessing, MediaStatus,
-    ProcessingState, Quota, UploadSession, Usage,
+    ProcessableTypes, ProcessingState, Quota, UploadSession, Usage,
 };
 pub use policy::{DEFAULT_MAX_SIZE_BYTES, MediaPolicy, SNIFF_LEN};

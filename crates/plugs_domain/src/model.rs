@@ -233,9 +233,10 @@ impl ProcessingState {
         }
     }
 
-    /// Whether a media of this (sniffed) content type gets derived versions: the still-image
-    /// formats the workers decode (JPEG, PNG, GIF's first frame, WebP). The repository enqueues
-    /// a job for these when their upload finishes.
+    /// Whether a media of this (sniffed) content type gets derived versions in every
+    /// deployment: the still-image formats the workers decode in Rust (JPEG, PNG, GIF's first
+    /// frame, WebP). A deployment with the external decoders adds more
+    /// ([`ProcessableTypes`]).
     pub fn is_processable(content_type: &str) -> bool {
         crate::AllowedType::from_mime(content_type)
             .is_some_and(|allowed| Self::PROCESSABLE.contains(&allowed))
@@ -248,6 +249,64 @@ impl ProcessingState {
         crate::AllowedType::Gif,
         crate::AllowedType::Webp,
     ];
+}
+
+/// The types whose media get derived versions in one deployment: the repository enqueues a
+/// job for these when their upload finishes, and `plugs-api reprocess` walks them. Always the
+/// still images the workers decode in Rust ([`ProcessingState::PROCESSABLE`]); HEIC, AVIF and
+/// videos only where their external decoder (`heif-convert`, `ffmpeg`) was found, so that a
+/// deployment without it leaves them at processing `none` rather than failing their jobs.
+///
+/// ```
+/// use plugs_domain::{AllowedType, ProcessableTypes};
+/// let builtin = ProcessableTypes::default();
+/// assert!(builtin.contains("image/png"));
+/// assert!(!builtin.contains("image/heic"));
+/// let more = builtin.with([AllowedType::Heic, AllowedType::Mp4]);
+/// assert!(more.contains("image/heif"), "aliases count");
+/// assert!(more.contains("video/mp4"));
+/// assert!(!more.contains("application/pdf"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessableTypes {
+    types: Vec<crate::AllowedType>,
+}
+
+impl Default for ProcessableTypes {
+    /// The built-in still images only.
+    fn default() -> Self {
+        Self {
+            types: ProcessingState::PROCESSABLE.to_vec(),
+        }
+    }
+}
+
+impl ProcessableTypes {
+    /// These types as well (each once).
+    #[must_use]
+    pub fn with(mut self, types: impl IntoIterator<Item = crate::AllowedType>) -> Self {
+        for allowed in types {
+            if !self.types.contains(&allowed) {
+                self.types.push(allowed);
+            }
+        }
+        self
+    }
+
+    /// Whether media of this content type (canonical name or alias) get derived versions.
+    pub fn contains(&self, content_type: &str) -> bool {
+        crate::AllowedType::from_mime(content_type).is_some_and(|t| self.types.contains(&t))
+    }
+
+    /// The types, in the order added.
+    pub fn types(&self) -> &[crate::AllowedType] {
+        &self.types
+    }
+
+    /// Their canonical MIME names (what records store).
+    pub fn mimes(&self) -> Vec<&'static str> {
+        self.types.iter().map(|t| t.mime()).collect()
+    }
 }
 
 /// One stored derived version of a media (a thumbnail or the display copy).

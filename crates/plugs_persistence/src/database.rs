@@ -187,6 +187,8 @@ pub struct Database {
     timeout: Duration,
     /// [`IDLE_CHECK`], or what a test sets.
     idle_check: Duration,
+    /// The types `mark_ready` enqueues a processing job for (see [`Database::with_processable`]).
+    pub(crate) processable: std::sync::Arc<plugs_domain::ProcessableTypes>,
 }
 
 impl fmt::Debug for Database {
@@ -239,7 +241,17 @@ impl Database {
             backend,
             timeout: options.connect_timeout,
             idle_check: IDLE_CHECK,
+            processable: std::sync::Arc::default(),
         })
+    }
+
+    /// The same pool, enqueueing processing jobs for the media of these types (by default the
+    /// built-in still images only): what a deployment's workers can decode, which depends on
+    /// the external decoders it has. Every process sharing the database should agree.
+    #[must_use]
+    pub fn with_processable(mut self, types: plugs_domain::ProcessableTypes) -> Self {
+        self.processable = std::sync::Arc::new(types);
+        self
     }
 
     /// The same pool, testing a connection before a call once it sat idle for `idle_check`

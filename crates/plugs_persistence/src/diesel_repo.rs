@@ -782,6 +782,7 @@ impl MediaRepository for Database {
 
     async fn mark_ready(&self, id: MediaId, update: ReadyUpdate) -> Result<EventMedia, RepoError> {
         let size = db_size(update.size_bytes)?;
+        let processable = self.processable.clone();
         self.with_connection(move |conn| {
             conn.transaction::<_, TxError, _>(|conn| {
                 // The write comes first: the `status = 'pending'` guard makes two racing calls
@@ -834,7 +835,7 @@ impl MediaRepository for Database {
                 }
                 let ready = row.into_media(fields.tags).map_err(TxError::Repo)?;
                 // Its processing job commits with it: a media answered `ready` always has one.
-                crate::jobs::enqueue_on_ready(conn, key, &ready.content_type, at)?;
+                crate::jobs::enqueue_on_ready(conn, &processable, key, &ready.content_type, at)?;
                 Ok(ready)
             })
             .map_err(RepoError::from)

@@ -19,7 +19,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Timestamp};
 use plugs_domain::{
-    DerivedVersion, EventId, MediaId, MediaProcessing, MediaStatus, ProcessingState,
+    DerivedVersion, EventId, MediaId, MediaProcessing, MediaStatus, ProcessableTypes,
+    ProcessingState,
 };
 use uuid::Uuid;
 
@@ -349,13 +350,6 @@ fn db_attempt(attempt: u32) -> i32 {
     i32::try_from(attempt).unwrap_or(i32::MAX)
 }
 
-const PROCESSABLE_MIMES: [&str; 4] = [
-    ProcessingState::PROCESSABLE[0].mime(),
-    ProcessingState::PROCESSABLE[1].mime(),
-    ProcessingState::PROCESSABLE[2].mime(),
-    ProcessingState::PROCESSABLE[3].mime(),
-];
-
 // ---------------------------------------------------------------------------------------------
 // Statements shared by the Diesel repository
 
@@ -390,11 +384,12 @@ fn insert_job(
 /// media of a processable type.
 pub(crate) fn enqueue_on_ready(
     conn: &mut AnyConnection,
+    processable: &ProcessableTypes,
     media_id: SqlUuid,
     content_type: &str,
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
-    if ProcessingState::is_processable(content_type) {
+    if processable.contains(content_type) {
         insert_job(conn, media_id, None, db_time(at))?;
     }
     Ok(())
@@ -609,6 +604,7 @@ impl JobRepository for Database {
     ) -> Result<bool, RepoError> {
         let variants = variants.map(encode_variants);
         let at = db_time(at);
+        let mimes = self.processable.mimes();
         self.with_connection(move |conn| {
             conn.transaction::<_, DieselErrorOr, _>(|conn| {
                 let key = SqlUuid(media_id.as_uuid());
@@ -619,7 +615,7 @@ impl JobRepository for Database {
                     event_media::table
                         .filter(event_media::id.eq(key))
                         .filter(event_media::status.eq(MediaStatus::Ready.as_str()))
-                        .filter(event_media::content_type.eq_any(PROCESSABLE_MIMES)),
+                        .filter(event_media::content_type.eq_any(mimes)),
                 )
                 .set(event_media::processing.eq(ProcessingState::Pending.as_str()))
                 .execute(conn)?;
@@ -648,11 +644,12 @@ impl JobRepository for Database {
         after: Option<MediaId>,
         limit: usize,
     ) -> Result<Vec<MediaId>, RepoError> {
+        let mimes = self.processable.mimes();
         self.with_connection(move |conn| {
             let mut query = event_media::table
                 .into_boxed::<crate::connection::MultiBackend>()
                 .filter(event_media::status.eq(MediaStatus::Ready.as_str()))
-                .filter(event_media::content_type.eq_any(PROCESSABLE_MIMES));
+                .filter(event_media::content_type.eq_any(mimes));
             if let Some(event_id) = event_id {
                 query = query.filter(event_media::event_id.eq(SqlUuid(event_id.as_uuid())));
             }
@@ -821,6 +818,8 @@ pub(crate) struct MemoryJobs {
     pub(crate) derived: BTreeMap<(MediaId, String), DerivedVersion>,
     /// Per media: processing state, width, height (absent: `none`, unknown dimensions).
     pub(crate) media: HashMap<MediaId, (ProcessingState, Option<u32>, Option<u32>)>,
+    /// The types `mark_ready` enqueues a job for ([`crate::Database::with_processable`]).
+    pub(crate) processable: ProcessableTypes,
 }
 
 impl MemoryJobs {
@@ -831,7 +830,7 @@ impl MemoryJobs {
         content_type: &str,
         at: DateTime<Utc>,
     ) {
-        if ProcessingState::is_processable(content_type) {
+        if self.processable.contains(content_type) {
             self.insert_job(media_id, None, at);
         }
     }

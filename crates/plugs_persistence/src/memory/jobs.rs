@@ -12,6 +12,16 @@ use super::{InMemoryRepository, RepoOp};
 use crate::jobs::{JobClaim, JobOutcome, JobRepository, JobState, ProcessingJob};
 use crate::{RepoError, truncate_to_micros};
 
+impl InMemoryRepository {
+    /// The fake's [`crate::Database::with_processable`]: jobs are enqueued for media of these
+    /// types from now on.
+    #[must_use]
+    pub fn with_processable(self, types: plugs_domain::ProcessableTypes) -> Self {
+        super::lock(&self.tables).jobs.processable = types;
+        self
+    }
+}
+
 #[async_trait]
 impl JobRepository for InMemoryRepository {
     async fn claim_job(&self, claim: JobClaim) -> Result<Option<ProcessingJob>, RepoError> {
@@ -122,7 +132,7 @@ impl JobRepository for InMemoryRepository {
         self.run(RepoOp::EnqueueJob, |tables| {
             let processable = tables.media.get(&media_id).is_some_and(|media| {
                 media.status == MediaStatus::Ready
-                    && ProcessingState::is_processable(&media.content_type)
+                    && tables.jobs.processable.contains(&media.content_type)
             });
             if !processable {
                 return Ok(false);
@@ -155,7 +165,7 @@ impl JobRepository for InMemoryRepository {
                 .values()
                 .filter(|media| {
                     media.status == MediaStatus::Ready
-                        && ProcessingState::is_processable(&media.content_type)
+                        && tables.jobs.processable.contains(&media.content_type)
                         && event_id.is_none_or(|event| media.event_id == event)
                         && after.is_none_or(|after| media.id.as_uuid() > after.as_uuid())
                 })
