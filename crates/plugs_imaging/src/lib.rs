@@ -10,5 +10,6 @@ pub use error::ImagingError;
 pub use gps::{GpsBlanker, GpsOutcome, MAX_EXIF_BLOCK};
 pub use probe::{ImageFormat, ImageInfo, Orientation, probe};
 pub use render::{
-    DecodeLimits, Encoding, Rendered, Rendition, RenditionSpec, Size, render, target_dimensions,
+    DecodeLimits, Encoding, Rendered, Rendition, RenditionSpec, Size, render, render_upright,
+    target_dimensions,
 };

@@ -141,7 +141,34 @@ pub fn render(
     specs: &[RenditionSpec],
     limits: &DecodeLimits,
 ) -> Result<Rendered, ImagingError> {
-    let info = probe(bytes)?;
+    render_oriented(bytes, specs, limits, true)
+}
+
+/// [`render`] of an image whose pixels are already upright, whatever EXIF orientation it
+/// carries: what an external decoder wrote (`heif-convert` applies a HEIF's rotation and
+/// mirroring itself but copies the EXIF block, whose orientation a HEIF reader must ignore, into
+/// its PNG). [`Rendered::info`] then says [`crate::Orientation::Normal`].
+///
+/// # Errors
+/// As [`render`].
+pub fn render_upright(
+    bytes: &[u8],
+    specs: &[RenditionSpec],
+    limits: &DecodeLimits,
+) -> Result<Rendered, ImagingError> {
+    render_oriented(bytes, specs, limits, false)
+}
+
+fn render_oriented(
+    bytes: &[u8],
+    specs: &[RenditionSpec],
+    limits: &DecodeLimits,
+    exif_orientation: bool,
+) -> Result<Rendered, ImagingError> {
+    let mut info = probe(bytes)?;
+    if !exif_orientation {
+        info.orientation = crate::Orientation::Normal;
+    }
     check_limits(bytes, &info, limits)?;
     let (upright_w, upright_h) = info.upright_dimensions();
     let targets: Vec<(u32, u32)> = specs

@@ -10,7 +10,7 @@ use common::{encode, jpeg_with_exif, png_chunk, two_tone};
 use image::{GenericImageView, ImageBuffer, Rgb};
 use plugs_imaging::{
     DecodeLimits, Encoding, ImageFormat, ImagingError, Orientation, RenditionSpec, Size, probe,
-    render,
+    render, render_upright,
 };
 
 const JPEG_85: Encoding = Encoding::Jpeg { quality: 85 };
@@ -45,6 +45,36 @@ fn probe_reads_dimensions_and_orientation_from_the_headers() {
     assert_eq!(info.orientation, Orientation::Normal);
 
     assert_eq!(probe(b"%PDF-1.7 ..."), Err(ImagingError::UnsupportedFormat));
+}
+
+/// What `heif-convert` writes: pixels already turned upright, and the HEIF's EXIF block (whose
+/// orientation a HEIF reader must ignore) copied into the PNG. Turning it again would stand a
+/// portrait iPhone photo on its side.
+#[test]
+fn render_upright_ignores_the_exif_orientation_that_render_applies() {
+    let plain = encode(&two_tone(64, 48), image::ImageFormat::Png);
+    let mut png = plain[..33].to_vec();
+    png.extend(png_chunk(b"eXIf", &common::exif_tiff(6)));
+    png.extend_from_slice(&plain[33..]);
+    assert_eq!(probe(&png).unwrap().orientation, Orientation::Rotate90);
+    let specs = [RenditionSpec::new(Size::LongEdge(2048), JPEG_85)];
+    let limits = DecodeLimits::default();
+
+    let turned = render(&png, &specs, &limits).unwrap();
+    assert_eq!(turned.info.upright_dimensions(), (48, 64));
+    assert_eq!(
+        (turned.renditions[0].width, turned.renditions[0].height),
+        (48, 64)
+    );
+
+    let upright = render_upright(&png, &specs, &limits).unwrap();
+    assert_eq!(upright.info.orientation, Orientation::Normal);
+    assert_eq!(upright.info.upright_dimensions(), (64, 48));
+    let image = decode(&upright.renditions[0].bytes);
+    assert_eq!(image.dimensions(), (64, 48));
+    // Red stays on top, as stored.
+    assert!(is_red(image.get_pixel(32, 3)));
+    assert!(is_blue(image.get_pixel(32, 44)));
 }
 
 #[test]
