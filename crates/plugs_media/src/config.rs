@@ -56,6 +56,11 @@ pub struct ServiceConfig {
     /// it is stored: in the stream for form uploads, by one streamed rewrite when a direct or
     /// resumable upload is finalized. On by default.
     pub strip_location: bool,
+    /// The external decoders found at start (`ffmpeg`, `heif-convert`, `prlimit`): which types
+    /// get derived versions beyond the built-in still images
+    /// ([`ExternalTools::processable`](crate::ExternalTools::processable)), and what the
+    /// workers run. None by default.
+    pub external_tools: crate::ExternalTools,
 }
 
 impl Default for ServiceConfig {
@@ -75,6 +80,7 @@ impl Default for ServiceConfig {
             quota: plugs_domain::Quota::default(),
             download_signer: None,
             strip_location: true,
+            external_tools: crate::ExternalTools::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod direct;
 mod edit;
 mod error;
+mod external;
 mod import;
 mod listing;
 mod processing;
@@ -22,11 +23,12 @@ pub use direct::{
 };
 pub use edit::{EventEdit, IfMatch, MediaEdit};
 pub use error::MediaError;
+pub use external::{ExternalTool, ExternalTools, HEIF_TYPES, VIDEO_TYPES};
 pub use import::{ImportRequest, Verification};
 pub use listing::MediaQuery;
 pub use processing::{
-    DISPLAY_VARIANT, DerivedFormat, JobReport, ProcessingConfig, ProcessingWorker, VariantRequest,
-    VariantState, derived_key, parse_derived_key, thumbnail_variant,
+    DISPLAY_VARIANT, DerivedFormat, JobReport, POSTER_VARIANT, ProcessingConfig, ProcessingWorker,
+    VariantRequest, VariantState, derived_key, parse_derived_key, thumbnail_variant,
 };
 pub use service::MediaService;
 pub use tus::{

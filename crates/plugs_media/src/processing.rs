@@ -9,6 +9,13 @@
 //! overwrites rather than adds. Decoding and encoding run on the blocking pool, under the decode
 //! limits of `plugs_imaging` (pixels declared, frames, bytes a decoder may allocate) and a
 //! bound on the original's size, since a decoder needs the whole file.
+//!
+//! HEIC, AVIF and videos are decoded by C programs instead (`heif-convert`, `ffmpeg`), each in
+//! a child process under resource limits ([`crate::external`]): the original is streamed from
+//! the store into a private temporary file (never whole in memory; videos have a size limit of
+//! their own), the program writes a PNG (for a video, its poster frame), and that PNG goes
+//! through the same pure-Rust rendering. A video's variants are its thumbnails and `poster`
+//! (the frame, its long edge capped like the display copy's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +33,9 @@ use plugs_storage::{
     GetOptions, GetResult, ObjectKey, PresignMethod, PresignOptions, PresignedUrl,
 };
 use plugs_storage::{ObjectStoreExt as _, PutOptions};
+use tokio::io::AsyncWriteExt as _;
 
+use crate::external::{self, ChildLimits, Decoder, ExternalError};
 use crate::{MediaError, MediaService};
 
 /// How derived versions are encoded.
@@ -85,6 +94,12 @@ pub struct ProcessingConfig {
     pub poll_interval: Duration,
     /// Wait before the first retry of a failed job; doubled for each later attempt.
     pub retry_backoff: Duration,
+    /// Bytes of address space an external decoder (`heif-convert`, `ffmpeg`) may map.
+    pub child_address_space: u64,
+    /// CPU seconds an external decoder may use before the kernel kills it.
+    pub child_cpu_seconds: u64,
+    /// Largest video a worker reads (streamed to a temporary file, not held in memory).
+    pub max_video_bytes: u64,
 }
 
 impl Default for ProcessingConfig {
@@ -103,12 +118,18 @@ impl Default for ProcessingConfig {
             job_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_secs(1),
             retry_backoff: Duration::from_secs(5),
+            child_address_space: 2 << 30,
+            child_cpu_seconds: 60,
+            max_video_bytes: 1 << 30,
         }
     }
 }
 
 /// The display copy's variant name.
 pub const DISPLAY_VARIANT: &str = "display";
+
+/// A video's poster frame's variant name (its long edge capped like the display copy's).
+pub const POSTER_VARIANT: &str = "poster";
 
 /// The variant name of the thumbnail of this width.
 pub fn thumbnail_variant(width: u32) -> String {
@@ -128,6 +149,29 @@ impl ProcessingConfig {
             Size::LongEdge(self.display_long_edge),
         ));
         variants
+    }
+
+    /// Every variant a video gets: the thumbnails of its poster frame, and the frame itself.
+    pub fn video_variants(&self) -> Vec<(String, Size)> {
+        let mut variants: Vec<(String, Size)> = self
+            .thumbnail_widths
+            .iter()
+            .map(|&width| (thumbnail_variant(width), Size::Width(width)))
+            .collect();
+        variants.push((
+            POSTER_VARIANT.to_owned(),
+            Size::LongEdge(self.display_long_edge),
+        ));
+        variants
+    }
+
+    /// The variants a media of this content type gets.
+    fn variants_for(&self, content_type: &str) -> Vec<(String, Size)> {
+        if external::Decoder::for_type(content_type) == Some(external::Decoder::Video) {
+            self.video_variants()
+        } else {
+            self.variants()
+        }
     }
 
     fn limits(&self) -> DecodeLimits {
@@ -210,6 +254,15 @@ impl From<MediaError> for Failure {
         Self {
             message: error_chain(&error),
             permanent: false,
+        }
+    }
+}
+
+impl From<ExternalError> for Failure {
+    fn from(error: ExternalError) -> Self {
+        Self {
+            message: error.message,
+            permanent: error.permanent,
         }
     }
 }
@@ -402,18 +455,23 @@ impl ProcessingWorker {
             }
             Err(error) => return Err(MediaError::from(error).into()),
         };
-        if media.size_bytes > self.config.max_original_bytes {
+        let decoder = Decoder::for_type(&media.content_type);
+        let max_bytes = match decoder {
+            Some(Decoder::Video) => self.config.max_video_bytes,
+            _ => self.config.max_original_bytes,
+        };
+        if media.size_bytes > max_bytes {
             return Err(Failure {
                 message: format!(
-                    "the original has {} bytes, more than the limit of {}",
-                    media.size_bytes, self.config.max_original_bytes
+                    "the original has {} bytes, more than the limit of {max_bytes}",
+                    media.size_bytes
                 ),
                 permanent: true,
             });
         }
         let variants: Vec<(String, Size)> = self
             .config
-            .variants()
+            .variants_for(&media.content_type)
             .into_iter()
             .filter(|(name, _)| {
                 job.variants
@@ -421,20 +479,41 @@ impl ProcessingWorker {
                     .is_none_or(|wanted| wanted.iter().any(|w| w == name))
             })
             .collect();
-        let original = self.read_original(&media).await?;
         let encoding = self.config.format.encoding(self.config.quality);
         let specs: Vec<RenditionSpec> = variants
             .iter()
             .map(|(_, size)| RenditionSpec::new(*size, encoding))
             .collect();
         let limits = self.config.limits();
-        let rendered =
-            tokio::task::spawn_blocking(move || plugs_imaging::render(&original, &specs, &limits))
+        let rendered = match decoder {
+            None => {
+                let original = self.read_original(&media).await?;
+                tokio::task::spawn_blocking(move || {
+                    plugs_imaging::render(&original, &specs, &limits)
+                })
                 .await
-                .map_err(|join| Failure {
-                    message: format!("the renderer stopped: {join}"),
-                    permanent: false,
-                })??;
+            }
+            Some(decoder) => {
+                // The job's private directory, removed with everything in it when dropped.
+                let dir = tempfile::Builder::new()
+                    .prefix("plugs-decode-")
+                    .tempdir()
+                    .map_err(|error| Failure {
+                        message: format!("cannot create a temporary directory: {error}"),
+                        permanent: false,
+                    })?;
+                let png = self.decode_externally(&media, decoder, dir.path()).await?;
+                tokio::task::spawn_blocking(move || {
+                    // The decoder turned the pixels upright already.
+                    plugs_imaging::render_upright(&png, &specs, &limits)
+                })
+                .await
+            }
+        }
+        .map_err(|join| Failure {
+            message: format!("the renderer stopped: {join}"),
+            permanent: false,
+        })??;
         let (width, height) = rendered.info.upright_dimensions();
         let mut versions = Vec::with_capacity(variants.len());
         for ((name, _), rendition) in variants.iter().zip(rendered.renditions) {
@@ -464,6 +543,81 @@ impl ProcessingWorker {
             height,
             versions,
         })
+    }
+
+    /// Streams the original into `dir`, has `decoder` turn it into a PNG there under the child
+    /// limits, and reads the PNG back (at most the decoders' allocation limit: a PNG is never
+    /// much larger than its pixels).
+    async fn decode_externally(
+        &self,
+        media: &EventMedia,
+        decoder: Decoder,
+        dir: &std::path::Path,
+    ) -> Result<Vec<u8>, Failure> {
+        let limit = match decoder {
+            Decoder::Video => self.config.max_video_bytes,
+            Decoder::Heif => self.config.max_original_bytes,
+        };
+        let input = dir.join("original");
+        self.download_original(media, &input, limit).await?;
+        let limits = ChildLimits {
+            address_space: self.config.child_address_space,
+            cpu_seconds: self.config.child_cpu_seconds.max(1),
+            file_size: self.config.max_decode_bytes,
+            max_pixels: self.config.max_pixels,
+        };
+        let tools = &self.service.config.external_tools;
+        let png = external::decode_to_png(tools, decoder, &input, dir, limits).await?;
+        let local = |error: std::io::Error| Failure {
+            message: format!("cannot read the decoded image: {error}"),
+            permanent: false,
+        };
+        let size = tokio::fs::metadata(&png).await.map_err(local)?.len();
+        if size > self.config.max_decode_bytes {
+            return Err(Failure {
+                message: format!(
+                    "the decoded image has {size} bytes, more than the limit of {}",
+                    self.config.max_decode_bytes
+                ),
+                permanent: true,
+            });
+        }
+        tokio::fs::read(&png).await.map_err(local)
+    }
+
+    /// Streams the original into the file `path`, refusing more than `limit` bytes.
+    async fn download_original(
+        &self,
+        media: &EventMedia,
+        path: &std::path::Path,
+        limit: u64,
+    ) -> Result<(), Failure> {
+        let local = |error: std::io::Error| Failure {
+            message: format!("cannot write the original to a temporary file: {error}"),
+            permanent: false,
+        };
+        let key = ObjectKey::parse(media.s3_key.as_str()).map_err(MediaError::from)?;
+        let result = self
+            .service
+            .store
+            .get(&key, GetOptions::default())
+            .await
+            .map_err(MediaError::from)?;
+        let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+        let mut written = 0_u64;
+        let mut body = result.body;
+        while let Some(chunk) = body.try_next().await.map_err(MediaError::from)? {
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(Failure {
+                    message: format!("the original is larger than the limit of {limit} bytes"),
+                    permanent: true,
+                });
+            }
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(())
     }
 
     /// The original's bytes, refusing more than the limit however long the stream runs.
