@@ -112,6 +112,17 @@ fn clippy() -> Result<()> {
 fn tests() -> Result<()> {
     // The imaging tests write and read GPS tags with exiftool, as a user's tools would.
     crate::bench_api::http::find_or_install("exiftool", "libimage-exiftool-perl", "exiftool")?;
+    // The external decoders' tests (bin/plugs-api/tests/external_decoders.rs) make HEIC, AVIF
+    // and MP4 files with these and the server decodes them with them (prlimit is util-linux's,
+    // on every Debian).
+    crate::bench_api::http::find_or_install("ffmpeg", "ffmpeg", "ffmpeg")?;
+    crate::bench_api::http::find_or_install("heif-enc", "libheif-examples", "libheif's heif-enc")?;
+    crate::bench_api::http::find_or_install(
+        "heif-convert",
+        "libheif-examples",
+        "libheif's heif-convert",
+    )?;
+    crate::bench_api::http::find_or_install("prlimit", "util-linux", "prlimit (util-linux)")?;
     let services = Services::start()?;
     let skip_log = services.scratch_dir().join("skipped-tests.log");
     let mut env = services.env();

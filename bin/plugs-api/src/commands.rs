@@ -25,8 +25,17 @@ use crate::state::{self, Migrations};
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 /// Runs `command` (`serve` when `None`).
-pub async fn run(command: Option<Command>, settings: Settings) -> anyhow::Result<()> {
-    match command.unwrap_or(Command::Serve) {
+pub async fn run(command: Option<Command>, mut settings: Settings) -> anyhow::Result<()> {
+    let command = command.unwrap_or(Command::Serve);
+    // What makes derived versions or enqueues them (uploads, imports, reprocess) must know
+    // which types the external decoders found here make processable.
+    if matches!(
+        command,
+        Command::Serve | Command::Worker(_) | Command::Reprocess(_) | Command::Backfill(_)
+    ) {
+        settings.detect_external_tools().await;
+    }
+    match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             state::connect_database(&settings, Migrations::Apply).await?;

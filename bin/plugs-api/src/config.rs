@@ -68,6 +68,9 @@ pub const ENV_NAMES: &[&str] = &[
     "PROCESSING_MAX_ATTEMPTS",
     "PROCESSING_JOB_LEASE",
     "PROCESSING_JOB_TIMEOUT",
+    "PROCESSING_CHILD_MEMORY",
+    "PROCESSING_CHILD_CPU_SECONDS",
+    "PROCESSING_MAX_VIDEO_SIZE",
 ];
 
 /// A value that must never reach a log line, an error message or `Debug` output.
@@ -187,6 +190,9 @@ struct RawSettings {
     processing_max_attempts: u32,
     processing_job_lease: u64,
     processing_job_timeout: u64,
+    processing_child_memory: u64,
+    processing_child_cpu_seconds: u64,
+    processing_max_video_size: u64,
 }
 
 /// How log lines are written.
@@ -370,11 +376,41 @@ pub struct Settings {
     pub processing_workers: usize,
     /// Derived versions and the workers' limits (`THUMBNAIL_WIDTHS`, `DISPLAY_LONG_EDGE`,
     /// `DERIVED_FORMAT`, `DERIVED_QUALITY`, `PROCESSING_MAX_PIXELS`, `PROCESSING_MAX_ATTEMPTS`,
-    /// `PROCESSING_JOB_LEASE`, `PROCESSING_JOB_TIMEOUT`).
+    /// `PROCESSING_JOB_LEASE`, `PROCESSING_JOB_TIMEOUT`, `PROCESSING_CHILD_MEMORY`,
+    /// `PROCESSING_CHILD_CPU_SECONDS`, `PROCESSING_MAX_VIDEO_SIZE`).
     pub processing: plugs_media::ProcessingConfig,
+    /// The external decoders found on `PATH` (`ffmpeg`, `heif-convert`, `prlimit`). Not a
+    /// setting: none when loaded; the commands that make or enqueue derived versions look for
+    /// them at start ([`Settings::detect_external_tools`]).
+    pub external_tools: plugs_media::ExternalTools,
 }
 
 impl Settings {
+    /// Looks for the external decoders on `PATH`, logs what it found (path and version, or that
+    /// a program is missing and which types therefore get no derived versions) and keeps it.
+    pub async fn detect_external_tools(&mut self) {
+        let tools = plugs_media::ExternalTools::detect(std::env::var_os("PATH").as_deref()).await;
+        for (name, tool) in tools.by_name() {
+            match tool {
+                Some(tool) => {
+                    tracing::info!(program = name, path = %tool.path.display(), version = %tool.version, "external decoder found")
+                }
+                None => tracing::info!(program = name, "external decoder not found on PATH"),
+            }
+        }
+        if !tools.decodes_heif() {
+            tracing::warn!(
+                "HEIC and AVIF get no derived versions (processing `none`): heif-convert (libheif-examples) and prlimit (util-linux) are both needed"
+            );
+        }
+        if !tools.decodes_video() {
+            tracing::warn!(
+                "videos get no poster frame (processing `none`): ffmpeg and prlimit (util-linux) are both needed"
+            );
+        }
+        self.external_tools = tools;
+    }
+
     /// Layers defaults, the TOML file at `file` (if any), the process environment and `flags`,
     /// then validates.
     pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, ConfigError> {
@@ -433,7 +469,10 @@ impl Settings {
             .set_default("processing_max_pixels", 100_000_000)?
             .set_default("processing_max_attempts", 5)?
             .set_default("processing_job_lease", 60)?
-            .set_default("processing_job_timeout", 120)?;
+            .set_default("processing_job_timeout", 120)?
+            .set_default("processing_child_memory", 2_u64 << 30)?
+            .set_default("processing_child_cpu_seconds", 60)?
+            .set_default("processing_max_video_size", 1_u64 << 30)?;
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
@@ -680,7 +719,7 @@ impl RawSettings {
                 ));
             }
         };
-        let processing = processing_config(
+        let mut processing = processing_config(
             &self.thumbnail_widths,
             self.display_long_edge,
             &self.derived_format,
@@ -690,6 +729,27 @@ impl RawSettings {
             self.processing_job_lease,
             self.processing_job_timeout,
         )?;
+        if self.processing_child_memory < MIN_CHILD_MEMORY {
+            return Err(invalid(
+                "PROCESSING_CHILD_MEMORY",
+                format!("expected at least {MIN_CHILD_MEMORY} bytes"),
+            ));
+        }
+        if self.processing_child_cpu_seconds == 0 {
+            return Err(invalid(
+                "PROCESSING_CHILD_CPU_SECONDS",
+                "expected at least 1 second",
+            ));
+        }
+        if self.processing_max_video_size == 0 {
+            return Err(invalid(
+                "PROCESSING_MAX_VIDEO_SIZE",
+                "expected at least 1 byte",
+            ));
+        }
+        processing.child_address_space = self.processing_child_memory;
+        processing.child_cpu_seconds = self.processing_child_cpu_seconds;
+        processing.max_video_bytes = self.processing_max_video_size;
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -740,9 +800,14 @@ impl RawSettings {
             strip_location: self.strip_location,
             processing_workers: self.processing_workers,
             processing,
+            external_tools: plugs_media::ExternalTools::default(),
         })
     }
 }
+
+/// The smallest `PROCESSING_CHILD_MEMORY`: 16 MiB. `ffmpeg` alone needs several hundred MiB of
+/// address space to load its libraries, `heif-convert` tens.
+const MIN_CHILD_MEMORY: u64 = 16 << 20;
 
 /// The derived versions' settings: `THUMBNAIL_WIDTHS` (comma-separated pixels, each 16 to
 /// 8192, at most 8), `DISPLAY_LONG_EDGE` (16 to 16384), `DERIVED_FORMAT` (`jpeg` or `webp`,

@@ -58,7 +58,9 @@ pub async fn connect_database(
             .context("DATABASE_URL: cannot connect to the database")
     })
     .await
-    .context("database connection task failed")??;
+    .context("database connection task failed")??
+    // Uploads enqueue jobs for the types this process's workers (and its peers') can decode.
+    .with_processable(settings.external_tools.processable());
     if migrations == Migrations::Apply {
         database
             .run_migrations()
@@ -250,6 +252,7 @@ async fn build_service_on(
         download_signer,
         quota: settings.quota,
         strip_location: settings.strip_location,
+        external_tools: settings.external_tools.clone(),
         ..ServiceConfig::default()
     };
     let service = MediaService::new(

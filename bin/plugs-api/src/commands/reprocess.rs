@@ -19,7 +19,8 @@ pub struct ReprocessArgs {
     /// Only this event's media.
     #[arg(long)]
     pub event: Option<String>,
-    /// Only this variant (`thumb-256`, `display`, ...; repeatable); default: every variant.
+    /// Only this variant (`thumb-256`, `display`, `poster`, ...; repeatable); default: every
+    /// variant.
     #[arg(long = "variant")]
     pub variants: Vec<String>,
 }
@@ -32,12 +33,18 @@ pub async fn run(settings: &Settings, args: ReprocessArgs) -> anyhow::Result<()>
         .as_deref()
         .map(|text| text.parse().context("--event: not an event id"))
         .transpose()?;
-    let known: Vec<String> = settings
+    let mut known: Vec<String> = settings
         .processing
         .variants()
         .into_iter()
         .map(|(name, _)| name)
         .collect();
+    // A video's `poster` too (its thumbnails share the images' names).
+    for (name, _) in settings.processing.video_variants() {
+        if !known.contains(&name) {
+            known.push(name);
+        }
+    }
     if let Some(unknown) = args.variants.iter().find(|name| !known.contains(name)) {
         anyhow::bail!(
             "--variant {unknown:?}: not a configured variant (configured: {})",

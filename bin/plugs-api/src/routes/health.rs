@@ -19,6 +19,59 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// The body of a ready `/readyz`: the status, and what this process can make derived versions
+/// of.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: &'static str,
+    /// What the processing workers of this process can decode.
+    pub details: ReadinessDetails,
+}
+
+/// The details of [`Readiness`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessDetails {
+    /// The external decoders looked for at start (`ffmpeg`, `heif-convert`, `prlimit`).
+    pub external_decoders: Vec<ExternalDecoder>,
+    /// The content types whose media get derived versions here. HEIC and AVIF need
+    /// `heif-convert` and `prlimit`, videos `ffmpeg` and `prlimit`; without them such media
+    /// keep processing `none`.
+    pub processable_types: Vec<String>,
+}
+
+/// One external decoder, found or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExternalDecoder {
+    /// The program's name.
+    pub name: &'static str,
+    /// Whether it was found on `PATH` and answered.
+    pub found: bool,
+    /// The version it reported, when found.
+    pub version: Option<String>,
+}
+
+fn details(service: &MediaService) -> ReadinessDetails {
+    let tools = &service.config().external_tools;
+    ReadinessDetails {
+        external_decoders: tools
+            .by_name()
+            .into_iter()
+            .map(|(name, tool)| ExternalDecoder {
+                name,
+                found: tool.is_some(),
+                version: tool.map(|tool| tool.version.clone()),
+            })
+            .collect(),
+        processable_types: tools
+            .processable()
+            .mimes()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
 /// Registers the routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", get_or_head().to(healthz))
@@ -77,11 +130,13 @@ impl ReadyCache {
 }
 
 /// Readiness: the database and the object store answer. Costs the same whatever the store
-/// holds (one query, one look at the store), at most once a second per worker.
+/// holds (one query, one look at the store), at most once a second per worker. The answer's
+/// details say which external decoders this process found and so which types get derived
+/// versions.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = Status),
+        (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Database or store unreachable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -103,7 +158,10 @@ pub async fn readyz(
         None => check().await,
     };
     if ready {
-        HttpResponse::Ok().json(Status { status: "ready" })
+        HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            details: details(&service),
+        })
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -111,7 +111,10 @@ pub struct MediaBody {
 impl MediaBody {
     pub(crate) fn new(media: EventMedia, service: &MediaService) -> Self {
         let url = media_url(&media, service.config().cdn_base_url.as_deref());
-        let processing = crate::routes::variants::initial_processing(&media.content_type);
+        let processing = crate::routes::variants::initial_processing(
+            &media.content_type,
+            &service.config().external_tools.processable(),
+        );
         Self {
             id: media.id.as_uuid(),
             event_id: media.event_id.as_uuid(),

@@ -7,7 +7,7 @@ use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTa
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use plugs_domain::{EventId, MediaId, MediaProcessing, ProcessingState};
+use plugs_domain::{EventId, MediaId, MediaProcessing, ProcessableTypes, ProcessingState};
 use plugs_media::{MediaError, MediaService, VariantRequest, VariantState};
 use plugs_storage::{GetOptions, StoreError};
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,10 @@ impl From<ProcessingState> for ProcessingBody {
 }
 
 /// The processing state a record has before a worker looked at it: `pending` for the types the
-/// workers read (their job was enqueued with the upload's `ready`), `none` for the rest.
-pub fn initial_processing(content_type: &str) -> ProcessingBody {
-    if ProcessingState::is_processable(content_type) {
+/// workers read (`processable`: their job was enqueued with the upload's `ready`), `none` for
+/// the rest.
+pub fn initial_processing(content_type: &str, processable: &ProcessableTypes) -> ProcessingBody {
+    if processable.contains(content_type) {
         ProcessingBody::Pending
     } else {
         ProcessingBody::None
