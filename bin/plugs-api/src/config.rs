@@ -53,6 +53,7 @@ pub const ENV_NAMES: &[&str] = &[
     "DOWNLOAD_RANGE_SIZE",
     "DOWNLOAD_RANGES_IN_FLIGHT",
     "DOWNLOAD_MEMORY_BUDGET",
+    "UPLOAD_MEMORY_BUDGET",
     "LOG_FORMAT",
     "S3_SSE",
     "S3_SSE_KMS_KEY_ID",
@@ -175,6 +176,7 @@ struct RawSettings {
     download_range_size: u64,
     download_ranges_in_flight: usize,
     download_memory_budget: u64,
+    upload_memory_budget: u64,
     log_format: String,
     s3_sse: String,
     s3_sse_kms_key_id: Option<String>,
@@ -293,6 +295,12 @@ pub struct CdnSigning {
 /// The most one download's read-ahead may hold (issue 15: memory per transfer <= 64 MiB).
 pub const MAX_DOWNLOAD_MEMORY: u64 = 64 * 1024 * 1024;
 
+/// The part size of uploads to S3 (`S3Config::new`'s), the least `UPLOAD_MEMORY_BUDGET` may be.
+pub const UPLOAD_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// `UPLOAD_MEMORY_BUDGET` when unset: eight parts in flight across all uploads.
+pub const DEFAULT_UPLOAD_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+
 /// `JWT_MAX_LIFETIME` when unset: one day.
 pub const DEFAULT_JWT_MAX_LIFETIME_SECS: u64 = 86_400;
 
@@ -358,8 +366,13 @@ pub struct Settings {
     /// download). One download holds at most `DOWNLOAD_RANGE_SIZE × (this + 1)`, at most 64 MiB.
     pub download_ranges_in_flight: usize,
     /// Bytes the read-ahead buffers of all downloads may hold at once (`DOWNLOAD_MEMORY_BUDGET`);
-    /// downloads wait for budget rather than allocate past it.
+    /// a download never waits for it: one that finds no range's worth free is one plain GET.
     pub download_memory_budget: u64,
+    /// Bytes the S3 multipart writer's part buffers of all uploads may hold at once
+    /// (`UPLOAD_MEMORY_BUDGET`, at least one part): each upload waits in line for its first
+    /// part's share for at most a few seconds, then takes it beyond the budget; further parts
+    /// in flight only when free (see `plugs_storage::S3Config::part_budget`).
+    pub upload_memory_budget: u64,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,
     /// Server-side encryption asked for every new object (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
@@ -456,6 +469,7 @@ impl Settings {
             .set_default("download_range_size", 8 * 1024 * 1024)?
             .set_default("download_ranges_in_flight", 4)?
             .set_default("download_memory_budget", 256 * 1024 * 1024)?
+            .set_default("upload_memory_budget", DEFAULT_UPLOAD_MEMORY_BUDGET)?
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
             .set_default("s3_sse", "AES256")?
@@ -629,6 +643,12 @@ impl RawSettings {
                 "must hold at least one range (DOWNLOAD_RANGE_SIZE)",
             ));
         }
+        if self.upload_memory_budget < UPLOAD_PART_SIZE {
+            return Err(invalid(
+                "UPLOAD_MEMORY_BUDGET",
+                format!("must hold at least one upload part ({UPLOAD_PART_SIZE} bytes)"),
+            ));
+        }
 
         let jwt = match (self.jwt_jwks_url, self.jwt_public_key_pem, self.jwt_secret) {
             (Some(url), None, None) => {
@@ -789,6 +809,7 @@ impl RawSettings {
             download_range_size: self.download_range_size,
             download_ranges_in_flight: self.download_ranges_in_flight,
             download_memory_budget: self.download_memory_budget,
+            upload_memory_budget: self.upload_memory_budget,
             upload_lease: self.upload_lease.map_or(
                 Duration::from_secs((self.upload_idle_timeout.saturating_mul(2)).max(60)),
                 Duration::from_secs,
@@ -1025,6 +1046,29 @@ mod tests {
             0,
             "0 turns read-ahead off"
         );
+    }
+
+    #[test]
+    fn the_upload_budget_holds_at_least_one_part() {
+        assert_eq!(
+            load(&[]).unwrap().upload_memory_budget,
+            DEFAULT_UPLOAD_MEMORY_BUDGET
+        );
+        assert_eq!(
+            load(&[("UPLOAD_MEMORY_BUDGET", "8388608")])
+                .unwrap()
+                .upload_memory_budget,
+            UPLOAD_PART_SIZE
+        );
+        assert_eq!(
+            plugs_storage::S3Config::new("bucket", "us-east-1").part_size as u64,
+            UPLOAD_PART_SIZE,
+            "the store's part size"
+        );
+        let refused = load(&[("UPLOAD_MEMORY_BUDGET", "8388607")])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("UPLOAD_MEMORY_BUDGET"), "{refused}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Prometheus metrics: request counts and durations by route and status, upload bytes, and the
-//! orphan count the reconciler last saw.
+//! Prometheus metrics: request counts and durations by route and status, upload bytes, the
+//! orphan count the reconciler last saw, and the memory budgets of downloads and uploads.
 
 use std::time::Instant;
 
@@ -24,6 +24,8 @@ pub struct Metrics {
     pub orphans_found: IntGauge,
     /// Downloads' read-ahead budget, read at every scrape.
     download_budget: Option<BudgetGauges>,
+    /// Uploads' part buffer budget, read at every scrape.
+    upload_budget: Option<BudgetGauges>,
     /// Whether the main listener answers `/metrics` (false when `METRICS_BIND_ADDR` gives
     /// them a listener of their own, so that they stay off the public address).
     on_main_listener: bool,
@@ -70,6 +72,7 @@ impl Metrics {
             upload_bytes,
             orphans_found,
             download_budget: None,
+            upload_budget: None,
             on_main_listener: true,
         })
     }
@@ -81,22 +84,58 @@ impl Metrics {
         mut self,
         budget: &plugs_storage::MemoryBudget,
     ) -> Result<Self, prometheus::Error> {
-        let capacity = IntGauge::new(
-            "plugs_download_buffer_budget_bytes",
-            "Bytes the read-ahead buffers of all downloads may hold at once (DOWNLOAD_MEMORY_BUDGET)",
-        )?;
+        self.download_budget = Some(self.budget_gauges(
+            budget,
+            (
+                "plugs_download_buffer_budget_bytes",
+                "Bytes the read-ahead buffers of all downloads may hold at once (DOWNLOAD_MEMORY_BUDGET)",
+            ),
+            (
+                "plugs_download_buffer_bytes",
+                "Bytes the read-ahead buffers of downloads hold now",
+            ),
+        )?);
+        Ok(self)
+    }
+
+    /// The same metrics, also showing the budget of uploads' part buffers (S3): its size
+    /// (`plugs_upload_buffer_budget_bytes`) and what part buffers hold now
+    /// (`plugs_upload_buffer_bytes`, above the size when uploads that waited too long for
+    /// budget went beyond it), read at each scrape.
+    pub fn with_upload_budget(
+        mut self,
+        budget: &plugs_storage::MemoryBudget,
+    ) -> Result<Self, prometheus::Error> {
+        self.upload_budget = Some(self.budget_gauges(
+            budget,
+            (
+                "plugs_upload_buffer_budget_bytes",
+                "Bytes the part buffers of all uploads may hold at once (UPLOAD_MEMORY_BUDGET)",
+            ),
+            (
+                "plugs_upload_buffer_bytes",
+                "Bytes the part buffers of uploads hold now, beyond the budget included",
+            ),
+        )?);
+        Ok(self)
+    }
+
+    /// Registers a budget's two gauges: its size, set once, and its use, set at each scrape.
+    fn budget_gauges(
+        &self,
+        budget: &plugs_storage::MemoryBudget,
+        (capacity_name, capacity_help): (&str, &str),
+        (in_use_name, in_use_help): (&str, &str),
+    ) -> Result<BudgetGauges, prometheus::Error> {
+        let capacity = IntGauge::new(capacity_name, capacity_help)?;
         capacity.set(i64::try_from(budget.capacity()).unwrap_or(i64::MAX));
-        let in_use = IntGauge::new(
-            "plugs_download_buffer_bytes",
-            "Bytes the read-ahead buffers of downloads hold now",
-        )?;
+        let in_use = IntGauge::new(in_use_name, in_use_help)?;
         self.registry.register(Box::new(capacity))?;
         self.registry.register(Box::new(in_use.clone()))?;
-        self.download_budget = Some(BudgetGauges {
+        Ok(BudgetGauges {
             budget: budget.clone(),
             in_use,
-        });
-        Ok(self)
+        })
     }
 
     /// The same metrics, served only on a listener of their own ([`metrics_app`]): the main
@@ -118,7 +157,10 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        if let Some(gauges) = &self.download_budget {
+        for gauges in [&self.download_budget, &self.upload_budget]
+            .into_iter()
+            .flatten()
+        {
             gauges
                 .in_use
                 .set(i64::try_from(gauges.budget.in_use()).unwrap_or(i64::MAX));

@@ -74,6 +74,21 @@ pub async fn connect_database(
 pub async fn build_store(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<LocalObjects>)> {
+    build_store_with(settings, upload_budget(settings)).await
+}
+
+/// The budget the S3 store's part buffers share (`UPLOAD_MEMORY_BUDGET`); none for the local
+/// store, which writes the bytes to a file as they come and buffers no parts.
+pub fn upload_budget(settings: &Settings) -> Option<plugs_storage::MemoryBudget> {
+    matches!(settings.storage, StorageSettings::S3 { .. })
+        .then(|| plugs_storage::MemoryBudget::new(settings.upload_memory_budget))
+}
+
+/// [`build_store`], the S3 store's part buffers taking from `upload_budget`.
+async fn build_store_with(
+    settings: &Settings,
+    upload_budget: Option<plugs_storage::MemoryBudget>,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, Option<LocalObjects>)> {
     match &settings.storage {
         StorageSettings::Local { root } => {
             let signing_key = presign_key(&settings.data_dir)?;
@@ -95,27 +110,37 @@ pub async fn build_store(
             };
             Ok((Arc::new(store), Some(local)))
         }
-        StorageSettings::S3 { .. } => s3::build(settings).await.map(|store| (store, None)),
+        StorageSettings::S3 { .. } => s3::build(settings, upload_budget)
+            .await
+            .map(|store| (store, None)),
     }
 }
 
 /// The S3 store, built from settings.
 pub mod s3 {
-    use plugs_storage::{S3Config, S3Store};
+    use plugs_storage::{MemoryBudget, S3Config, S3Store};
 
     use anyhow::Context as _;
 
     use super::{Arc, ObjectStore, Settings, StorageSettings};
     use crate::config::S3Credentials;
 
-    /// The S3 store. Makes no request: a wrong bucket or credentials show in `/readyz`.
-    pub(super) async fn build(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
-        Ok(Arc::new(store(settings).await?))
+    /// The S3 store, its part buffers taking from `part_budget`. Makes no request: a wrong
+    /// bucket or credentials show in `/readyz`.
+    pub(super) async fn build(
+        settings: &Settings,
+        part_budget: Option<MemoryBudget>,
+    ) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        Ok(Arc::new(store(settings, part_budget).await?))
     }
 
     /// The S3 store itself.
-    async fn store(settings: &Settings) -> anyhow::Result<S3Store> {
-        let config = config(settings)?;
+    async fn store(
+        settings: &Settings,
+        part_budget: Option<MemoryBudget>,
+    ) -> anyhow::Result<S3Store> {
+        let mut config = config(settings)?;
+        config.part_budget = part_budget;
         let (bucket, endpoint_url) = (config.bucket.clone(), config.endpoint_url.clone());
         let store = S3Store::new(config).await.context("S3 settings refused")?;
         tracing::info!(bucket = %bucket, endpoint = ?endpoint_url, "objects stored in S3");
@@ -228,15 +253,16 @@ pub async fn build_service(
     migrations: Migrations,
 ) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
     let database = Arc::new(connect_database(settings, migrations).await?);
-    build_service_on(settings, database).await
+    build_service_on(settings, database, upload_budget(settings)).await
 }
 
 /// [`build_service`] over a database already open.
 async fn build_service_on(
     settings: &Settings,
     database: Arc<Database>,
+    upload_budget: Option<plugs_storage::MemoryBudget>,
 ) -> anyhow::Result<(MediaService, Option<LocalObjects>)> {
-    let (store, local) = build_store(settings).await?;
+    let (store, local) = build_store_with(settings, upload_budget).await?;
     let download_signer = cdn_signer(settings)?;
     let config = ServiceConfig {
         policy: settings.policy.clone(),
@@ -302,8 +328,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<AppState> {
     let keys = JwtKeys::from_settings(settings)?;
     keys.prefetch().await;
     let database = Arc::new(connect_database(settings, Migrations::Apply).await?);
-    let (service, local_objects) = build_service_on(settings, database.clone()).await?;
+    let upload_budget = upload_budget(settings);
+    let (service, local_objects) =
+        build_service_on(settings, database.clone(), upload_budget.clone()).await?;
     let mut metrics = Metrics::new().context("registering metrics failed")?;
+    if let Some(budget) = &upload_budget {
+        metrics = metrics
+            .with_upload_budget(budget)
+            .context("registering metrics failed")?;
+    }
     if let Some(budget) = service
         .read_ahead()
         .and_then(plugs_storage::ReadAhead::budget)

@@ -2,7 +2,9 @@
 //! store in ranges (small settings here, so that a file of a few MiB spans many ranges and
 //! several downloads at once contend for the memory budget) and deliver exactly the uploaded
 //! bytes, whole and for client ranges, on PostgreSQL with s3s-fs and with a local directory; the
-//! budget shows in `/metrics`; and list pages answer an `ETag` and 304 on `If-None-Match`.
+//! budget shows in `/metrics`; and list pages answer an `ETag` and 304 on `If-None-Match`. Also
+//! the budget of uploads' part buffers on S3 (`UPLOAD_MEMORY_BUDGET`), whose size and use show
+//! in `/metrics` while an upload is under way.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
@@ -207,6 +209,114 @@ async fn postgres_and_s3s_fs_downloads_read_ahead() {
     ]));
     let server = Server::start(&env, dir.path());
     downloads_are_the_uploaded_bytes(&server).await;
+}
+
+/// The value of the metric `name` in a scrape of `server`'s `/metrics`.
+async fn metric(server: &Server, name: &str) -> Option<u64> {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_s3s_fs_upload_part_buffers_show_in_metrics() {
+    let Some(s3) = S3TestServer::s3s() else {
+        return;
+    };
+    let Some(db) = plugs_test_support::pg::TestDatabase::create() else {
+        return;
+    };
+    let bucket = s3.unique_bucket("upload-budget");
+    let mut config = S3Config::new(bucket.clone(), "us-east-1");
+    config.endpoint_url = Some(s3.endpoint.clone());
+    config.force_path_style = true;
+    config.access_key_id = Some(s3.access_key.clone());
+    config.secret_access_key = Some(s3.secret_key.clone());
+    S3Store::new(config)
+        .await
+        .unwrap()
+        .ensure_bucket()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part: u64 = 8 * 1024 * 1024;
+    let budget = (2 * part).to_string();
+    let env = pairs(&[
+        ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
+        ("DATABASE_URL", db.url()),
+        ("S3_BUCKET_NAME", &bucket),
+        ("S3_ENDPOINT_URL", &s3.endpoint),
+        ("S3_FORCE_PATH_STYLE", "true"),
+        ("AWS_ACCESS_KEY_ID", &s3.access_key),
+        ("AWS_SECRET_ACCESS_KEY", &s3.secret_key),
+        ("MAX_FILE_SIZE", "33554432"),
+        ("UPLOAD_MEMORY_BUDGET", &budget),
+        ("PROCESSING_WORKERS", "0"),
+    ]);
+    let server = Server::start(&env, dir.path());
+    assert_eq!(
+        metric(&server, "plugs_upload_buffer_budget_bytes").await,
+        Some(2 * part)
+    );
+    assert_eq!(metric(&server, "plugs_upload_buffer_bytes").await, Some(0));
+
+    // A form whose file is two parts and a bit, sent up to 1 MiB into the file, then held.
+    let client = Client::new(&server);
+    let event = client.event().await;
+    let bytes = payload(2 * part as usize + 4321);
+    let form = multipart(&[Part::File("file", "big.png", Some("image/png"), &bytes)]);
+    let held_at = form.len() - bytes.len() + 1024 * 1024;
+    let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    sender.unbounded_send(Ok(form[..held_at].to_vec())).unwrap();
+    let upload = tokio::spawn({
+        let request = client
+            .http
+            .post(format!("{}/events/{event}/media", client.base))
+            .bearer_auth(&client.token)
+            .header(header::CONTENT_TYPE, multipart_content_type())
+            .body(reqwest::Body::wrap_stream(receiver));
+        async move { request.send().await.unwrap() }
+    });
+    // The part being filled holds more than 256 KiB: it has taken one part's share.
+    let started = std::time::Instant::now();
+    loop {
+        let in_use = metric(&server, "plugs_upload_buffer_bytes").await;
+        if in_use == Some(part) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the upload's part buffer never showed: {in_use:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    sender.unbounded_send(Ok(form[held_at..].to_vec())).unwrap();
+    drop(sender);
+    let response = upload.await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let media = body["id"].as_str().unwrap();
+    let stored = client
+        .get(&format!("/events/{event}/media/{media}/download"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(stored == bytes, "the uploaded bytes");
+    assert_eq!(
+        metric(&server, "plugs_upload_buffer_bytes").await,
+        Some(0),
+        "every share given back once the upload is done"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
