@@ -1021,7 +1021,13 @@ struct PartReader {
     body: ByteStream,
     check: BodyCheck,
     part_size: usize,
+    /// A part's first chunks, kept as they came while they hold at most
+    /// [`UNBUDGETED_PART_BYTES`] (a small body is sent from them without a part buffer).
     chunks: Vec<Bytes>,
+    /// The part buffer, once the part holds more: every chunk is copied in as it comes, so the
+    /// chunks (and the larger buffers of the connection they may be slices of) are freed at
+    /// once, and the part is sent from it without another copy.
+    buf: Option<BytesMut>,
     len: usize,
     /// Bytes read and not yet in a part: the rest of a chunk that crossed a part's end, or a
     /// chunk waiting for the part's share.
@@ -1042,6 +1048,7 @@ impl PartReader {
             check,
             part_size,
             chunks: Vec::new(),
+            buf: None,
             len: 0,
             leftover: None,
             ended: false,
@@ -1061,13 +1068,23 @@ impl PartReader {
 
     fn take(&mut self, chunk: Bytes) {
         let room = self.part_size - self.len;
-        if chunk.len() > room {
+        let chunk = if chunk.len() > room {
             self.leftover = Some(chunk.slice(room..));
-            self.chunks.push(chunk.slice(..room));
-            self.len += room;
+            chunk.slice(..room)
         } else {
-            self.len += chunk.len();
-            self.chunks.push(chunk);
+            chunk
+        };
+        self.len += chunk.len();
+        if self.buf.is_none() && self.len > UNBUDGETED_PART_BYTES {
+            let mut buf = BytesMut::with_capacity(self.part_size);
+            for kept in self.chunks.drain(..) {
+                buf.extend_from_slice(&kept);
+            }
+            self.buf = Some(buf);
+        }
+        match &mut self.buf {
+            Some(buf) => buf.extend_from_slice(&chunk),
+            None => self.chunks.push(chunk),
         }
     }
 
@@ -1174,7 +1191,9 @@ impl PartReader {
             // The last part may be shorter: what it does not use goes back now.
             share.release(share.bytes().saturating_sub(len as u64));
         }
-        let bytes = if chunks.len() == 1 {
+        let bytes = if let Some(buf) = self.buf.take() {
+            buf.freeze()
+        } else if chunks.len() == 1 {
             chunks.into_iter().next().unwrap_or_default()
         } else {
             let mut part = BytesMut::with_capacity(len);
