@@ -318,9 +318,10 @@ impl MediaService {
             finished: false,
         };
         let stripped = Arc::new(Mutex::new(Stripped::default()));
-        // Counted, limited and hashed as received; then blanked, and hashed again as stored.
+        // Counted, limited and hashed as received; then blanked, and hashed again as stored only
+        // if the blanker changed something (else the bytes stored are the bytes received).
         let body: ByteStream = if self.config.strip_location {
-            Box::pin(StripGps::new(Box::pin(body), Arc::clone(&stripped)))
+            Box::pin(StripGps::new(Box::pin(body), Arc::clone(&stripped), false))
         } else {
             Box::pin(body)
         };
@@ -412,7 +413,9 @@ impl MediaService {
         }
         let stripped = Arc::new(Mutex::new(Stripped::default()));
         let source = self.store.get(staging, GetOptions::default()).await?.body;
-        let body = StripGps::new(source, Arc::clone(&stripped));
+        // Hashed as stored whatever the blanker does: these bytes are read back from the staging
+        // key, which a client holding its upload URL could have rewritten since it was hashed.
+        let body = StripGps::new(source, Arc::clone(&stripped), true);
         let mut options = self.put_options(media);
         options.size = Some(size);
         let stored = self.store.put(&key, Box::pin(body), options).await?;
@@ -422,6 +425,7 @@ impl MediaService {
                 .hasher
                 .as_ref()
                 .map_or(received_sha256, |h| h.clone().finalize().into());
+            debug_assert!(stripped.hasher.is_some(), "a rewrite hashes what it stores");
             (sha256, stripped.outcome)
         };
         // The blanker reports its outcome once the whole source has passed through it.
@@ -746,9 +750,10 @@ impl Stream for MeteredBody {
 /// What a [`StripGps`] stream did, read once it has ended.
 struct Stripped {
     /// SHA-256 of the bytes that came out, while they may differ from the bytes that went in;
-    /// `None` once the blanker has settled without blanking anything: the bytes out are then
-    /// the bytes in, whose hash the caller has (SHA-256 is a third of an upload's CPU: hashing
-    /// the same bytes twice cost that much again).
+    /// `None` once the blanker has settled without blanking anything (unless the stream was
+    /// told to hash throughout): the bytes out are then the bytes in, whose hash the caller has
+    /// (SHA-256 is a third of an upload's CPU: hashing the same bytes twice cost that much
+    /// again).
     hasher: Option<Sha256>,
     /// Set when the source ended and the blanker was finished.
     outcome: Option<GpsOutcome>,
@@ -770,14 +775,17 @@ struct StripGps {
     /// `None` once the source has ended.
     blanker: Option<GpsBlanker>,
     state: Arc<Mutex<Stripped>>,
+    /// Hash what comes out to the end, even when nothing was blanked.
+    hash_throughout: bool,
 }
 
 impl StripGps {
-    fn new(inner: ByteStream, state: Arc<Mutex<Stripped>>) -> Self {
+    fn new(inner: ByteStream, state: Arc<Mutex<Stripped>>, hash_throughout: bool) -> Self {
         Self {
             inner,
             blanker: Some(GpsBlanker::new()),
             state,
+            hash_throughout,
         }
     }
 }
@@ -811,12 +819,14 @@ impl Stream for StripGps {
             match std::task::ready!(this.inner.poll_next_unpin(cx)) {
                 // Past the image data nothing more changes: no copy.
                 Some(Ok(chunk)) if blanker.is_settled() => {
-                    return emit(&this.state, chunk, !blanker.has_blanked());
+                    let unchanged = !this.hash_throughout && !blanker.has_blanked();
+                    return emit(&this.state, chunk, unchanged);
                 }
                 Some(Ok(chunk)) => {
                     let out = blanker.push(&chunk);
                     if !out.is_empty() {
-                        let unchanged = blanker.is_settled() && !blanker.has_blanked();
+                        let unchanged =
+                            !this.hash_throughout && blanker.is_settled() && !blanker.has_blanked();
                         return emit(&this.state, Bytes::from(out), unchanged);
                     }
                     // Held back (an EXIF block in progress): read on.
@@ -830,16 +840,17 @@ impl Stream for StripGps {
                         return Poll::Ready(None);
                     };
                     let (rest, outcome) = blanker.finish();
+                    let unchanged = !this.hash_throughout && !outcome.changed();
                     let mut state = this.state.lock().unwrap_or_else(PoisonError::into_inner);
                     state.outcome = Some(outcome);
-                    if !outcome.changed() {
+                    if unchanged {
                         state.hasher = None;
                     }
                     drop(state);
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }
-                    return emit(&this.state, Bytes::from(rest), !outcome.changed());
+                    return emit(&this.state, Bytes::from(rest), unchanged);
                 }
             }
         }
@@ -858,10 +869,16 @@ mod tests {
     }
 
     /// A file the blanker leaves alone is hashed once, as received: the blanker's own hash of its
-    /// output stops once it has settled, and the bytes pass unchanged.
+    /// output stops once it has settled, and the bytes pass unchanged. Told to hash throughout
+    /// (a staged object read back), it hashes every byte it passes.
     #[tokio::test]
     async fn strip_gps_stops_hashing_what_it_cannot_change() {
-        for head in [&b"%PDF-1.7\n"[..], b"\x89PNG\r\n\x1a\n"] {
+        use sha2::Digest as _;
+        for (head, throughout) in [
+            (&b"%PDF-1.7\n"[..], false),
+            (b"\x89PNG\r\n\x1a\n", false),
+            (b"\x89PNG\r\n\x1a\n", true),
+        ] {
             let mut file = head.to_vec();
             file.extend((0..300_000_u32).map(|i| (i % 251) as u8));
             let chunks: Vec<Result<Bytes, StoreError>> = file
@@ -869,11 +886,21 @@ mod tests {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
             let state = Arc::new(Mutex::new(Stripped::default()));
-            let strip = StripGps::new(Box::pin(futures::stream::iter(chunks)), Arc::clone(&state));
+            let strip = StripGps::new(
+                Box::pin(futures::stream::iter(chunks)),
+                Arc::clone(&state),
+                throughout,
+            );
             let out: Vec<Bytes> = futures::TryStreamExt::try_collect(strip).await.unwrap();
             assert_eq!(out.concat(), file);
             let state = state.lock().unwrap();
-            assert!(state.hasher.is_none(), "still hashing after settling");
+            match &state.hasher {
+                None => assert!(!throughout, "stopped hashing though told not to"),
+                Some(hasher) => {
+                    assert!(throughout, "still hashing after settling");
+                    assert_eq!(hasher.clone().finalize(), Sha256::digest(&file));
+                }
+            }
             assert_eq!(state.outcome.map(GpsOutcome::changed), Some(false));
         }
     }
