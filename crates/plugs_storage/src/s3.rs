@@ -292,7 +292,9 @@ impl S3Store {
             max_parts_in_flight: config.max_parts_in_flight,
             part_budget: config.part_budget,
             part_budget_wait: config.part_budget_wait,
-            sign_payload: config.payload_signing.signs(config.endpoint_url.as_deref()),
+            // The endpoint the SDK resolved: `endpoint_url` here, or `AWS_ENDPOINT_URL(_S3)`
+            // or a profile's `endpoint_url`, which it also reads.
+            sign_payload: config.payload_signing.signs(shared.endpoint_url()),
         })
     }
 
