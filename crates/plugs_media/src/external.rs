@@ -197,8 +197,12 @@ impl ChildLimits {
 pub(crate) enum Decoder {
     /// `heif-convert`: HEIC, AVIF.
     Heif,
-    /// `ffmpeg`: a video's poster frame.
-    Video,
+    /// `ffmpeg`: a video's poster frame, read with this demuxer only (the one for the sniffed
+    /// type; ffmpeg would otherwise pick one from the content, playlists among them).
+    Video {
+        /// ffmpeg's `-f` name.
+        demuxer: &'static str,
+    },
 }
 
 impl Decoder {
@@ -208,7 +212,12 @@ impl Decoder {
         if HEIF_TYPES.contains(&allowed) {
             Some(Self::Heif)
         } else if VIDEO_TYPES.contains(&allowed) {
-            Some(Self::Video)
+            let demuxer = if allowed == AllowedType::Webm {
+                "matroska"
+            } else {
+                "mov"
+            };
+            Some(Self::Video { demuxer })
         } else {
             None
         }
@@ -217,7 +226,7 @@ impl Decoder {
     const fn program(self) -> &'static str {
         match self {
             Self::Heif => "heif-convert",
-            Self::Video => "ffmpeg",
+            Self::Video { .. } => "ffmpeg",
         }
     }
 }
@@ -293,11 +302,11 @@ pub(crate) async fn decode_to_png(
                 "heif-convert wrote no image".to_owned(),
             ))
         }
-        Decoder::Video => {
+        Decoder::Video { demuxer } => {
             let program = tools.ffmpeg.as_ref().ok_or_else(|| missing("ffmpeg"))?;
             let (out, out_path) = name_in("poster.png");
             for seek in [Some(POSTER_AT), None] {
-                let args = ffmpeg_args(input, &out, seek, limits.max_pixels);
+                let args = ffmpeg_args(input, demuxer, &out, seek, limits.max_pixels);
                 run_limited(prlimit, program, "ffmpeg", &args, dir, limits).await?;
                 if tokio::fs::metadata(&out_path)
                     .await
@@ -314,8 +323,16 @@ pub(crate) async fn decode_to_png(
 }
 
 /// One frame of `input` as an 8-bit RGB PNG, turned upright (ffmpeg applies a video's rotation
-/// by default), decoded on one thread.
-fn ffmpeg_args(input: &Path, out: &Path, seek: Option<&str>, max_pixels: u64) -> Vec<OsString> {
+/// by default), decoded on one thread. The input is read with `demuxer` only and through the
+/// `file` protocol only: a file crafted as a playlist or a concat list cannot make ffmpeg
+/// fetch a URL or read another file into the poster.
+fn ffmpeg_args(
+    input: &Path,
+    demuxer: &str,
+    out: &Path,
+    seek: Option<&str>,
+    max_pixels: u64,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         .into_iter()
         .map(OsString::from)
@@ -325,7 +342,20 @@ fn ffmpeg_args(input: &Path, out: &Path, seek: Option<&str>, max_pixels: u64) ->
     }
     // ffmpeg takes at most INT_MAX here.
     let max_pixels = max_pixels.min(i32::MAX as u64).to_string();
-    args.extend(["-threads", "1", "-max_pixels", &max_pixels, "-i"].map(OsString::from));
+    args.extend(
+        [
+            "-threads",
+            "1",
+            "-max_pixels",
+            &max_pixels,
+            "-protocol_whitelist",
+            "file",
+            "-f",
+            demuxer,
+            "-i",
+        ]
+        .map(OsString::from),
+    );
     args.push(input.as_os_str().to_owned());
     args.extend(
         [
@@ -436,10 +466,16 @@ fn failure_message(name: &str, status: ExitStatus, said: &str, limits: ChildLimi
     .iter()
     .any(|sign| said.contains(sign));
     let what = match (status.signal(), status.code()) {
-        (Some(SIGXCPU | SIGKILL), _) => format!(
-            "{name} was killed at its CPU-time limit of {} seconds (signal {})",
-            limits.cpu_seconds,
-            status.signal().unwrap_or_default()
+        (Some(SIGXCPU), _) => format!(
+            "{name} was stopped at its CPU-time limit of {} seconds (SIGXCPU)",
+            limits.cpu_seconds
+        ),
+        // With equal soft and hard limits the kernel kills at the CPU limit with SIGKILL, but so
+        // do the out-of-memory killer and an operator: name the limit as one possible cause.
+        (Some(SIGKILL), _) => format!(
+            "{name} was killed (SIGKILL): at its CPU-time limit of {} seconds, or by the system \
+             (out of memory, an operator)",
+            limits.cpu_seconds
         ),
         (Some(SIGXFSZ), _) => format!(
             "{name} was stopped at its file-size limit of {} bytes",
@@ -478,13 +514,41 @@ mod tests {
         assert_eq!(parse_version(""), "unknown");
     }
 
+    /// The input options come before `-i`: ffmpeg reads the file with the sniffed type's
+    /// demuxer and the `file` protocol only.
+    #[test]
+    fn ffmpeg_reads_the_input_with_one_demuxer_and_no_network() {
+        let args = ffmpeg_args(
+            Path::new("original"),
+            "mov",
+            Path::new("poster.png"),
+            None,
+            100,
+        );
+        let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+        let input = args.iter().position(|a| *a == "-i").unwrap();
+        assert_eq!(args[input + 1], "original");
+        let before = &args[..input];
+        let value = |flag: &str| {
+            let at = before.iter().position(|a| *a == flag).unwrap();
+            before[at + 1]
+        };
+        assert_eq!(value("-f"), "mov");
+        assert_eq!(value("-protocol_whitelist"), "file");
+        assert_eq!(value("-max_pixels"), "100");
+    }
+
     #[test]
     fn decoders_by_type() {
         assert_eq!(Decoder::for_type("image/heic"), Some(Decoder::Heif));
         assert_eq!(Decoder::for_type("image/heif"), Some(Decoder::Heif));
         assert_eq!(Decoder::for_type("image/avif"), Some(Decoder::Heif));
-        for video in ["video/mp4", "video/quicktime", "video/webm"] {
-            assert_eq!(Decoder::for_type(video), Some(Decoder::Video));
+        for (video, demuxer) in [
+            ("video/mp4", "mov"),
+            ("video/quicktime", "mov"),
+            ("video/webm", "matroska"),
+        ] {
+            assert_eq!(Decoder::for_type(video), Some(Decoder::Video { demuxer }));
         }
         assert_eq!(Decoder::for_type("image/jpeg"), None);
         assert_eq!(Decoder::for_type("audio/mpeg"), None);

@@ -167,7 +167,10 @@ impl ProcessingConfig {
 
     /// The variants a media of this content type gets.
     fn variants_for(&self, content_type: &str) -> Vec<(String, Size)> {
-        if external::Decoder::for_type(content_type) == Some(external::Decoder::Video) {
+        if matches!(
+            external::Decoder::for_type(content_type),
+            Some(external::Decoder::Video { .. })
+        ) {
             self.video_variants()
         } else {
             self.variants()
@@ -457,7 +460,7 @@ impl ProcessingWorker {
         };
         let decoder = Decoder::for_type(&media.content_type);
         let max_bytes = match decoder {
-            Some(Decoder::Video) => self.config.max_video_bytes,
+            Some(Decoder::Video { .. }) => self.config.max_video_bytes,
             _ => self.config.max_original_bytes,
         };
         if media.size_bytes > max_bytes {
@@ -555,7 +558,7 @@ impl ProcessingWorker {
         dir: &std::path::Path,
     ) -> Result<Vec<u8>, Failure> {
         let limit = match decoder {
-            Decoder::Video => self.config.max_video_bytes,
+            Decoder::Video { .. } => self.config.max_video_bytes,
             Decoder::Heif => self.config.max_original_bytes,
         };
         let input = dir.join("original");
