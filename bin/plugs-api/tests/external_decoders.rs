@@ -349,7 +349,10 @@ async fn scenario(backend: &Backend) {
     let ready = readyz(&backend.server).await;
     for decoder in ready["details"]["external_decoders"].as_array().unwrap() {
         assert_eq!(decoder["found"], true, "{ready}");
-        assert!(decoder["version"].as_str().is_some_and(|v| !v.is_empty()));
+        assert!(
+            decoder.get("version").is_none(),
+            "no version to strangers: {ready}"
+        );
     }
     let types = &ready["details"]["processable_types"];
     for mime in [
@@ -562,7 +565,6 @@ async fn without_the_programs_these_types_have_none_until_reprocessed_sqlite_loc
     let ready = readyz(&backend.server).await;
     for decoder in ready["details"]["external_decoders"].as_array().unwrap() {
         assert_eq!(decoder["found"], false, "{ready}");
-        assert_eq!(decoder["version"], Value::Null, "{ready}");
     }
     let types = ready["details"]["processable_types"].as_array().unwrap();
     assert!(types.contains(&json!("image/png")));

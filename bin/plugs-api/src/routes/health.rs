@@ -45,10 +45,10 @@ pub struct ReadinessDetails {
 pub struct ExternalDecoder {
     /// The program's name.
     pub name: &'static str,
-    /// Whether it was found on `PATH` and answered.
+    /// Whether it was found on `PATH` and answered. Its version is in the startup log, not
+    /// here: `/readyz` answers anyone who reaches it, and the exact versions of the decoders
+    /// that read strangers' files would tell an attacker which flaws to try.
     pub found: bool,
-    /// The version it reported, when found.
-    pub version: Option<String>,
 }
 
 fn details(service: &MediaService) -> ReadinessDetails {
@@ -60,7 +60,6 @@ fn details(service: &MediaService) -> ReadinessDetails {
             .map(|(name, tool)| ExternalDecoder {
                 name,
                 found: tool.is_some(),
-                version: tool.map(|tool| tool.version.clone()),
             })
             .collect(),
         processable_types: tools
