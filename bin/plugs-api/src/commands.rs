@@ -82,6 +82,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         &settings.processing,
         settings.processing_workers,
     );
+    processing.stop_on_signal();
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     tracing::info!(addr = %settings.bind_addr, workers, "listening");
     let metrics = state.metrics.clone();
@@ -92,8 +93,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("BIND_ADDR: cannot listen on {}", settings.bind_addr))?
         .run();
     let Some(metrics_addr) = settings.metrics_bind_addr else {
-        main.await.context("the HTTP server failed")?;
-        return processing.drain().await;
+        let served = main.await.context("the HTTP server failed");
+        processing.drain().await?;
+        return served;
     };
     // Scrapers only: one worker is plenty, and it stops with the main server on a signal.
     tracing::info!(addr = %metrics_addr, "serving /metrics");
@@ -103,10 +105,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .bind(metrics_addr)
         .with_context(|| format!("METRICS_BIND_ADDR: cannot listen on {metrics_addr}"))?
         .run();
-    futures::future::try_join(main, scrape)
+    let served = futures::future::try_join(main, scrape)
         .await
-        .context("the HTTP server failed")?;
-    processing.drain().await
+        .context("the HTTP server failed");
+    processing.drain().await?;
+    served.map(|_| ())
 }
 
 /// The server's reconciler: the same pass as `gc --apply` (finishes or rolls back what faults

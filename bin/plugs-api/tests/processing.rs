@@ -720,6 +720,12 @@ async fn serve_finishes_the_job_in_hand_on_sigterm_postgres_s3s_fs() {
         assert!(Instant::now() < deadline, "the job never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Queued behind it: once the signal has come, nothing more is claimed.
+    let next = client.upload("next.jpg", &big).await;
+    let next_sql = format!(
+        "SELECT state, attempts FROM processing_jobs WHERE media_id = '{}'",
+        next["id"].as_str().unwrap()
+    );
 
     let status = backend
         .server
@@ -727,6 +733,7 @@ async fn serve_finishes_the_job_in_hand_on_sigterm_postgres_s3s_fs() {
         .expect("serve should exit once the job in hand is done");
     assert!(status.success(), "{status:?}");
     assert_eq!(query(&backend.database, &state_sql), ["done|1"]);
+    assert_eq!(query(&backend.database, &next_sql), ["queued|0"]);
     let versions = query(
         &backend.database,
         &format!("SELECT COUNT(*) FROM derived_versions WHERE media_id = '{id}'"),

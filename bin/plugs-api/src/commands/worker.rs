@@ -20,7 +20,7 @@ pub struct WorkerArgs {
 /// Workers running on the current runtime, until [`Workers::drain`].
 #[derive(Debug)]
 pub struct Workers {
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -41,13 +41,32 @@ impl Workers {
                 })
             })
             .collect();
-        Self { stop, tasks }
+        Self {
+            stop: std::sync::Arc::new(stop),
+            tasks,
+        }
+    }
+
+    /// Tells the workers to stop claiming jobs as soon as SIGTERM or SIGINT arrives, while the
+    /// HTTP server (which hears the same signal) finishes its requests: the jobs in hand then
+    /// finish alongside, rather than after, the server's own shutdown.
+    pub fn stop_on_signal(&self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let stop = std::sync::Arc::clone(&self.stop);
+        tokio::spawn(async move {
+            if shutdown_signal().await.is_ok() {
+                tracing::info!("processing workers: signal received, claiming no more jobs");
+                let _ = stop.send(true);
+            }
+        });
     }
 
     /// No workers (processing off in this process).
     fn none() -> Self {
         Self {
-            stop: tokio::sync::watch::channel(false).0,
+            stop: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             tasks: Vec::new(),
         }
     }
