@@ -286,7 +286,9 @@ async fn postgres_pool_replaces_a_connection_the_server_closed() {
     let log = record(&untested).await;
     assert_eq!(untested.find_event(event).await.unwrap(), None);
     assert_eq!(take(&log), ["SELECT events"]);
-    assert_eq!(terminate(url).await, 1, "the pool's one session");
+    // The first pool's session may still be closing (a dropped pool closes its connections
+    // without waiting): at least the second pool's one session is ended.
+    assert!(terminate(url).await >= 1, "the pool's one session");
     let err = untested.find_event(event).await.unwrap_err();
     assert!(
         matches!(err, crate::RepoError::Unavailable { .. }),
