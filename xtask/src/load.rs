@@ -468,7 +468,8 @@ fn list_all(media_url: &str, token: &str) -> Result<Vec<Value>> {
 }
 
 /// Every record matches an upload, downloads whole with its recorded SHA-256 (that of the file
-/// sent), and is in the bucket with its size; the bucket holds nothing else.
+/// sent), and is in the bucket with its size; the bucket holds nothing else but derived versions
+/// of those originals (thumbnails a processing worker made meanwhile).
 fn verify(
     records: &[Value],
     files: &[File],
@@ -509,12 +510,22 @@ fn verify(
         );
     }
 
-    // The bucket, read from s3s-fs's directory: exactly the recorded keys, of the recorded sizes.
+    // The bucket, read from s3s-fs's directory: the recorded keys, of the recorded sizes, and
+    // their derived versions.
     let mut stored = BTreeMap::new();
     list_files(bucket_dir, bucket_dir, &mut stored)?;
+    // A derived version (`{original key}.{variant}.{ext}`, written by a processing worker while
+    // the load ran) is claimed by its original's record.
+    let derived_of_recorded = |key: &str| {
+        let mut parts = key.rsplitn(3, '.');
+        let (_ext, _variant) = (parts.next(), parts.next());
+        parts
+            .next()
+            .is_some_and(|original| expected.contains_key(original))
+    };
     let orphans: Vec<&String> = stored
         .keys()
-        .filter(|k| !expected.contains_key(*k))
+        .filter(|k| !expected.contains_key(*k) && !derived_of_recorded(k))
         .collect();
     ensure!(orphans.is_empty(), "objects no record claims: {orphans:?}");
     for (key, (_, file)) in &expected {
