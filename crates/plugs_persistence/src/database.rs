@@ -209,6 +209,11 @@ impl Database {
     /// Establishes one connection before returning, so a wrong URL or an unreachable server is
     /// reported here as [`RepoError::Unavailable`] within `connect_timeout`. Blocks the calling
     /// thread meanwhile; call it at start-up or from `spawn_blocking`.
+    ///
+    /// Further connections are opened only when a caller is waiting for one, never ahead of
+    /// demand in the background: a process that exits (a one-shot command such as `migrate`)
+    /// then has no connection being established on the pool's thread while the C libraries
+    /// clean up at exit, which crashed the process with SIGSEGV inside libpq's OpenSSL.
     pub fn connect(url: &str, options: DatabaseOptions) -> Result<Self, RepoError> {
         let target = Target::parse(url, options.connect_timeout)?;
         let backend = target.backend();
@@ -226,7 +231,9 @@ impl Database {
             } else {
                 options.max_connections.max(1)
             })
-            .min_idle(Some(1))
+            // No spare connection opened in the background after each checkout (see above);
+            // idle connections are kept until `idle_timeout` as before.
+            .min_idle(Some(0))
             // `with_connection` tests a connection only after it sat idle (`IDLE_CHECK`).
             .test_on_check_out(false)
             .connection_timeout(options.connect_timeout);
@@ -235,6 +242,9 @@ impl Database {
             builder = builder.idle_timeout(None).max_lifetime(None);
         }
         let pool = builder.build(manager).map_err(unavailable)?;
+        // The first connection, established now (and kept idle in the pool): with no idle
+        // minimum, `build` waited for none.
+        drop(pool.get().map_err(unavailable)?);
         tracing::debug!(?backend, "database pool ready");
         Ok(Self {
             pool,
@@ -435,5 +445,31 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"));
         let err = Target::parse("hunter2@db", timeout).err().unwrap();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    /// A one-shot command (`plugs-api migrate`) connects, makes its calls and exits. The pool
+    /// must not be opening another connection on its own thread meanwhile: with an idle
+    /// minimum of one it did after every checkout that emptied it, and the process crashed
+    /// (SIGSEGV in libpq's OpenSSL, cleaned up at exit under that thread) about one exit in
+    /// four. Calls one at a time use the one connection `connect` opened, and nothing more.
+    #[tokio::test]
+    async fn calls_one_at_a_time_open_no_connection_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plugs.db").display());
+        let database = Database::connect(&url, DatabaseOptions::default()).unwrap();
+        assert_eq!(database.pool.state().connections, 1);
+        database.run_migrations().await.unwrap();
+        for _ in 0..3 {
+            database.with_connection(|_| Ok(())).await.unwrap();
+        }
+        // A background connection would have been asked for at the first checkout; give the
+        // pool's thread ample time to have opened it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let state = database.pool.state();
+        assert_eq!(
+            (state.connections, state.idle_connections),
+            (1, 1),
+            "the pool opened connections nobody waited for"
+        );
     }
 }
