@@ -467,8 +467,12 @@ impl Settings {
             .set_default("direct_upload_part_size", 16 * 1024 * 1024)?
             .set_default("direct_upload_async_complete_above", 128 * 1024 * 1024)?
             .set_default("download_range_size", 8 * 1024 * 1024)?
-            .set_default("download_ranges_in_flight", 4)?
-            .set_default("download_memory_budget", 256 * 1024 * 1024)?
+            // One download's read-ahead at most 64 MiB (issue 15): 7 ranges in flight and the
+            // one being sent, which is what brought `/stream` to the parallel client's rate.
+            .set_default("download_ranges_in_flight", 7)?
+            // All downloads' read-ahead together: one download's worth, so 16 at once stay
+            // within 128 MiB of RSS; the others stream from one GET each meanwhile.
+            .set_default("download_memory_budget", MAX_DOWNLOAD_MEMORY)?
             .set_default("upload_memory_budget", DEFAULT_UPLOAD_MEMORY_BUDGET)?
             .set_default("log_format", "text")?
             .set_default("cdn_hash_algorithm", "SHA256")?
@@ -1022,7 +1026,7 @@ mod tests {
                 settings.download_ranges_in_flight,
                 settings.download_memory_budget
             ),
-            (8 << 20, 4, 256 << 20)
+            (8 << 20, 7, 64 << 20)
         );
         let settings = load(&[
             ("DOWNLOAD_RANGE_SIZE", "16777216"),
