@@ -113,12 +113,75 @@ const SMOKE: Profile = Profile {
     tus: (6, 2),
 };
 
-fn parse_args(args: &[&str]) -> Result<Profile> {
-    match args {
-        [] | ["--profile", "full"] => Ok(FULL),
-        ["--profile", "smoke"] => Ok(SMOKE),
-        _ => bail!("usage: cargo xtask bench api [--profile full|smoke]"),
+/// The parts of a run, in the order they run.
+const PHASES: [&str; 6] = [
+    "transfers",
+    "direct",
+    "tus",
+    "concurrent",
+    "small",
+    "metadata",
+];
+
+const USAGE: &str = "usage: cargo xtask bench api [--profile full|smoke] [--only PHASE,...] \
+                     [--system-allocator]\n  phases: transfers, direct, tus, concurrent, small, \
+                     metadata (listing and the leak readings)";
+
+/// What the command line asks for beyond the profile.
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    profile: Profile,
+    /// The phases to run; a run of only some of them prints its table and writes no section.
+    only: Option<Vec<&'static str>>,
+    /// plugs-api built without its default `jemalloc` feature: the system's allocator, for
+    /// measuring both (issue 15, target 7). Such a run writes no section either.
+    system_allocator: bool,
+}
+
+impl Options {
+    fn runs(&self, phase: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&phase))
     }
+
+    /// Whether the run is the whole default one, the only kind that writes docs/PERFORMANCE.md.
+    fn is_complete(&self) -> bool {
+        self.only.is_none() && !self.system_allocator
+    }
+}
+
+fn parse_args(args: &[&str]) -> Result<Options> {
+    let mut options = Options {
+        profile: FULL,
+        only: None,
+        system_allocator: false,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--profile" => {
+                options.profile = match args.next() {
+                    Some(&"full") => FULL,
+                    Some(&"smoke") => SMOKE,
+                    _ => bail!("{USAGE}"),
+                }
+            }
+            "--only" => {
+                let list = args.next().with_context(|| USAGE.to_string())?;
+                let mut phases = Vec::new();
+                for name in list.split(',') {
+                    let phase = PHASES
+                        .iter()
+                        .find(|phase| **phase == name)
+                        .with_context(|| format!("no phase {name:?}\n{USAGE}"))?;
+                    phases.push(*phase);
+                }
+                options.only = Some(phases);
+            }
+            "--system-allocator" => options.system_allocator = true,
+            _ => bail!("{USAGE}"),
+        }
+    }
+    Ok(options)
 }
 
 /// The `smoke` profile, as a `cargo xtask ci` step: every benchmark path works end to end.
@@ -127,9 +190,10 @@ pub(crate) fn smoke() -> Result<()> {
 }
 
 pub(crate) fn run(args: &[&str]) -> Result<()> {
-    let profile = parse_args(args)?;
+    let options = parse_args(args)?;
+    let profile = options.profile.clone();
     let command = format!("cargo xtask bench api --profile {}", profile.name);
-    let (api_binary, store_bench) = build(&profile)?;
+    let (api_binary, store_bench) = build(&profile, options.system_allocator)?;
     let wrk = http::find_or_install_wrk()?;
 
     let services = Services::start()?;
@@ -192,16 +256,31 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         profile: profile.clone(),
         rows: Vec::new(),
     };
-    bench.transfers()?;
-    bench.direct_uploads()?;
-    bench.tus_upload()?;
-    bench.concurrent()?;
-    bench.small_files()?;
-    bench.metadata_and_leaks()?;
+    if options.runs("transfers") {
+        bench.transfers()?;
+    }
+    if options.runs("direct") {
+        bench.direct_uploads()?;
+    }
+    if options.runs("tus") {
+        bench.tus_upload()?;
+    }
+    if options.runs("concurrent") {
+        bench.concurrent()?;
+    }
+    if options.runs("small") {
+        bench.small_files()?;
+    }
+    if options.runs("metadata") {
+        bench.metadata_and_leaks()?;
+    }
 
     let table = table(&bench.rows);
     println!("\n{table}");
-    if profile.release {
+    if options.system_allocator {
+        println!("(plugs-api built with --no-default-features: the system's allocator)");
+    }
+    if profile.release && options.is_complete() {
         let section = section(
             &profile,
             &table,
@@ -220,19 +299,33 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
 }
 
 /// Builds plugs-api and, if it exists, the store_bench example; returns their paths.
-fn build(profile: &Profile) -> Result<(PathBuf, Option<PathBuf>)> {
+///
+/// With `system_allocator`, plugs-api is built without its default features (jemalloc), in the
+/// same target directory (only the binary's own crate is compiled again), and copied aside as
+/// `plugs-api-system-allocator`: the next default build puts the usual binary back.
+fn build(profile: &Profile, system_allocator: bool) -> Result<(PathBuf, Option<PathBuf>)> {
     let metadata = process::metadata()?;
     let target = metadata["target_directory"]
         .as_str()
         .context("cargo metadata has no target_directory")?;
     let dir = Path::new(target).join(if profile.release { "release" } else { "debug" });
     let release: &[&str] = if profile.release { &["--release"] } else { &[] };
-    process::run(cargo().arg("build").args(release).args([
-        "-p",
-        "plugs-api",
-        "--bin",
-        "plugs-api",
-    ]))?;
+    let mut api = cargo();
+    api.arg("build")
+        .args(release)
+        .args(["-p", "plugs-api", "--bin", "plugs-api"]);
+    if system_allocator {
+        api.arg("--no-default-features");
+    }
+    process::run(&mut api)?;
+    let api_binary = if system_allocator {
+        let copy = dir.join("plugs-api-system-allocator");
+        fs::copy(dir.join("plugs-api"), &copy)
+            .with_context(|| format!("copying plugs-api to {}", copy.display()))?;
+        copy
+    } else {
+        dir.join("plugs-api")
+    };
     let store_bench = if bench_common::has_example(&metadata, "plugs_storage", "store_bench") {
         process::run(cargo().arg("build").args(release).args([
             "-p",
@@ -247,7 +340,7 @@ fn build(profile: &Profile) -> Result<(PathBuf, Option<PathBuf>)> {
         );
         None
     };
-    Ok((dir.join("plugs-api"), store_bench))
+    Ok((api_binary, store_bench))
 }
 
 /// Creates `bucket` on the S3 server at `s3` (also used by `cargo xtask load`).
@@ -978,6 +1071,10 @@ impl Bench {
         let gallery = self.create_event(&server, "bench gallery")?;
         let mixed = self.create_event(&server, "bench mixed")?;
         let small = self.dir.join("small.png");
+        if !small.exists() {
+            // Written by the small-files phase; a run of `--only metadata` writes it here.
+            http::write_png_file(&small, self.profile.small_kib * 1024)?;
+        }
         let (_, small_media) = self.upload(&server, &mixed, &small, false)?;
         drop(server);
         self.seed(&gallery)?;
@@ -1175,6 +1272,12 @@ impl Bench {
                     1
                 };
                 let load = self.wrk(script, &server, connections, seconds)?;
+                // The mix's uploads add rows to one event all along. This machine's PostgreSQL
+                // runs with autovacuum off, so without a fresh ANALYZE the planner goes on
+                // believing that event holds a handful of rows, sorts all of them for each
+                // page, and the rate decays with the count (what kept an earlier run at 160
+                // requests/s): analyze between slices, as autovacuum would.
+                self.database.sql("ANALYZE event_media")?;
                 done += load.requests;
                 elapsed += load.seconds;
                 errors += load.status_errors + load.socket_errors;
@@ -1393,9 +1496,14 @@ fn section(profile: &Profile, table: &str, command: &str, machine: &str, date: &
          the form field `size` (the file's length) before the file (\"size declared\", which \
          lets the server stream it to S3 as one PutObject), and read back with \
          `GET .../stream`, the median of {rounds} rounds. References, in the same run, to the same \
-         s3s-fs: the bare aws-sdk-s3 client streaming the same file \
-         (`store_bench --mode sdk-put` / `sdk-get`, the ratio's reference when present) and curl \
-         with its own SigV4 and an unsigned payload (no hashing at all: the wire's cost alone).\n\
+         s3s-fs, the ratio's reference named first: for uploads without `size`, the bare \
+         aws-sdk-s3 client's multipart upload with the server's part size and parts in flight \
+         (`store_bench --mode sdk-put-multipart`); for uploads with `size`, its one streamed \
+         PutObject (`sdk-put`); for downloads, its ranged GETs of 8 MiB, 10 in flight, as \
+         boto3 makes them (`sdk-get-parallel`); beside them the single-stream SDK GetObject \
+         (`sdk-get`) and curl with its own SigV4 and an unsigned payload (no hashing at all: the \
+         wire's cost alone). Server CPU: user and system seconds of the server process from \
+         `/proc/PID/stat` over the largest transfer, per GiB.\n\
          - Memory: VmHWM, the kernel's high-water mark of the server's resident set, of a server \
          process started fresh for that one transfer; the idle figure is a fresh server's mark \
          before any request.\n\
@@ -1409,7 +1517,9 @@ fn section(profile: &Profile, table: &str, command: &str, machine: &str, date: &
          {secs} s each after a 1 s warm-up.\n\
          - Leaks: one process serving a mix of listing, metadata, stream (100 KiB), `/healthz`, \
          4 KiB upload and event-list requests; its VmRSS after about {l0}, {l1} and {l2} \
-         requests.\n\n\
+         requests.\n\
+         - The server runs with its default settings and allocator (jemalloc), no processing \
+         workers.\n\n\
          {table}",
         rounds = profile.rounds,
         small = profile.small_kib,
@@ -1429,9 +1539,20 @@ mod tests {
 
     #[test]
     fn profiles_parse() {
-        assert_eq!(parse_args(&[]).unwrap().name, "full");
-        assert_eq!(parse_args(&["--profile", "smoke"]).unwrap(), SMOKE);
+        let default = parse_args(&[]).unwrap();
+        assert_eq!(default.profile.name, "full");
+        assert!(default.is_complete() && default.runs("transfers"));
+        assert_eq!(parse_args(&["--profile", "smoke"]).unwrap().profile, SMOKE);
         assert!(parse_args(&["--profile", "huge"]).is_err());
+        assert!(parse_args(&["--profile"]).is_err());
+
+        let some = parse_args(&["--only", "metadata,small", "--system-allocator"]).unwrap();
+        assert_eq!(some.profile, FULL);
+        assert!(some.runs("metadata") && some.runs("small") && !some.runs("transfers"));
+        assert!(some.system_allocator && !some.is_complete());
+        assert!(!parse_args(&["--only", "metadata"]).unwrap().is_complete());
+        assert!(parse_args(&["--only", "leaks"]).is_err());
+        assert!(parse_args(&["--only"]).is_err());
     }
 
     #[test]
