@@ -33,9 +33,12 @@ commands:
   layers                        check that each crate depends only on the layers below it
   bench storage [--size-mib N]  S3Store against bare aws-sdk-s3 on s3s-fs (default 256 MiB);
                                 writes the figures into docs/PERFORMANCE.md
-  bench api [--profile full|smoke]
+  bench api [--profile full|smoke] [--only PHASE,...] [--system-allocator]
                                 the release plugs-api end to end against bare S3 clients;
-                                full writes the figures into docs/PERFORMANCE.md
+                                a whole full run writes the figures into docs/PERFORMANCE.md;
+                                --only runs some phases (transfers, direct, tus, concurrent,
+                                small, metadata), --system-allocator builds plugs-api without
+                                jemalloc; either only prints its table
   bench imaging [--profile full|smoke]
                                 thumbnails per second per core of 12-megapixel JPEGs against
                                 vipsthumbnail; full writes the figures into docs/PERFORMANCE.md
