@@ -61,6 +61,24 @@ struct Shared {
     overdrawn: AtomicU64,
     /// The most ever held at once, as seen when a share was taken.
     peak: AtomicU64,
+    /// Callers of [`MemoryBudget::reserve`] waiting in line now.
+    waiting: AtomicU64,
+}
+
+/// One caller in line for budget, counted while it waits (also when its wait is given up).
+struct InLine<'a>(&'a AtomicU64);
+
+impl<'a> InLine<'a> {
+    fn new(waiting: &'a AtomicU64) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for MemoryBudget {
@@ -88,6 +106,7 @@ impl MemoryBudget {
                 capacity,
                 overdrawn: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
+                waiting: AtomicU64::new(0),
             }),
         }
     }
@@ -108,6 +127,12 @@ impl MemoryBudget {
     /// Bytes taken beyond the budget now (see [`MemoryBudget::reserve_within`]).
     pub fn overdrawn(&self) -> u64 {
         self.shared.overdrawn.load(Ordering::Relaxed)
+    }
+
+    /// Whether someone is waiting in line for a share now: a holder that could keep its share
+    /// for later should give it back instead.
+    pub fn has_waiters(&self) -> bool {
+        self.shared.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// The most [`MemoryBudget::in_use`] has been, as seen each time a share was taken.
@@ -151,6 +176,7 @@ impl MemoryBudget {
     pub async fn reserve(&self, bytes: u64) -> Reservation {
         // The semaphore is never closed, so acquiring cannot fail; if it ever were, the
         // caller goes on without a share rather than failing a transfer.
+        let _in_line = InLine::new(&self.shared.waiting);
         let permit = Arc::clone(&self.shared.semaphore)
             .acquire_many_owned(self.permits(bytes))
             .await

@@ -1121,13 +1121,17 @@ impl PartReader {
         true
     }
 
-    /// Keeps a sent part's share for the next part if none is kept yet; gives it back to the
-    /// budget otherwise.
+    /// Keeps a sent part's share for the next part if none is kept yet and nobody is waiting
+    /// in line for budget; gives it back to the budget otherwise. Kept while others waited, the
+    /// shares stayed with the uploads that held them first until they ended, the others
+    /// waited past `budget_wait` and took theirs beyond the budget (16 uploads of 64 MiB at
+    /// once held 16 part buffers under a budget of 8); given back, the uploads take turns.
     fn give_back(&mut self, share: Option<Reservation>) {
         if let Some(share) = share
             && self.spare.is_none()
             && self.share.is_none()
             && share.bytes() == self.part_size as u64
+            && !self.budget.as_ref().is_some_and(MemoryBudget::has_waiters)
         {
             self.spare = Some(share);
         }
@@ -2102,6 +2106,45 @@ mod tests {
         drop((reader, last));
         assert_eq!(budget.in_use(), 0, "every share given back");
         assert_eq!(budget.peak(), 2 * part, "never beyond the budget");
+    }
+
+    #[tokio::test]
+    async fn a_sent_parts_share_goes_to_an_upload_waiting_in_line_not_to_the_spare() {
+        let part = MIN_PART_SIZE as u64;
+        let budget = MemoryBudget::new(part);
+        let len = 2 * MIN_PART_SIZE + UNBUDGETED_PART_BYTES + 100;
+        let mut reader = budgeted_reader(len, &budget, Duration::from_secs(60));
+        let Next::Part(first) = reader.next_part(true).await.unwrap() else {
+            panic!("a first part");
+        };
+        // Another upload waits in line for the one part's worth the budget has.
+        let other = budget.clone();
+        let waiter = tokio::spawn(async move { other.reserve(part).await });
+        while !budget.has_waiters() {
+            tokio::task::yield_now().await;
+        }
+        reader.give_back(first.share);
+        let share = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the share went back to the budget")
+            .unwrap();
+        assert_eq!(share.bytes(), part, "the upload in line got it");
+        assert!(!budget.has_waiters());
+        assert!(
+            matches!(reader.next_part(false).await.unwrap(), Next::NoBudget),
+            "this upload kept no spare: its next part takes its turn"
+        );
+        drop(share);
+        // With nobody in line, a sent part's share is kept for the next part, as before.
+        let Next::Part(second) = reader.next_part(true).await.unwrap() else {
+            panic!("a second part");
+        };
+        reader.give_back(second.share);
+        assert_eq!(budget.in_use(), part, "kept as the spare");
+        let Next::Part(last) = reader.next_part(false).await.unwrap() else {
+            panic!("the last part, on the spare");
+        };
+        assert_eq!(last.bytes.len(), UNBUDGETED_PART_BYTES + 100);
     }
 
     #[tokio::test]
