@@ -369,9 +369,9 @@ pub struct Settings {
     /// a download never waits for it: one that finds no range's worth free is one plain GET.
     pub download_memory_budget: u64,
     /// Bytes the S3 multipart writer's part buffers of all uploads may hold at once
-    /// (`UPLOAD_MEMORY_BUDGET`, at least one part): each upload waits in line for its first
-    /// part's share for at most a few seconds, then takes it beyond the budget; further parts
-    /// in flight only when free (see `plugs_storage::S3Config::part_budget`).
+    /// (`UPLOAD_MEMORY_BUDGET`, at least one part): an upload holding no share waits in line
+    /// for one for at most a few seconds each time, then takes it beyond the budget; further
+    /// parts in flight only when free (see `plugs_storage::S3Config::part_budget`).
     pub upload_memory_budget: u64,
     /// What uploads may be: `MAX_FILE_SIZE` and `ALLOWED_TYPES`.
     pub policy: plugs_domain::MediaPolicy,

@@ -87,16 +87,17 @@ pub struct S3Config {
     /// A budget, shared by every upload through this store (and its clones), for the buffers
     /// of parts being filled and sent; `None`: each upload holds what it needs.
     ///
-    /// Each upload has one part buffer of its own for its whole length: the first part's share,
-    /// taken from the budget, waiting in line for it while the upload holds no other share
-    /// (never while holding one), for at most [`S3Config::part_budget_wait`], and beyond the
-    /// budget (an overdraft, shown in [`MemoryBudget::in_use`]) if it is not free by then. Every
-    /// further part buffer (parts in flight beyond the first) is taken only when the budget has
-    /// it free at once; otherwise the upload waits for its own parts in flight, not the budget.
-    /// So an upload never waits on a budget it holds part of, and the one wait it has is
-    /// bounded: slow clients holding the budget slow others down by `part_budget_wait` at most.
+    /// An upload waits in line for a part's share only while it holds no share at all (never
+    /// while holding one), for at most [`S3Config::part_budget_wait`] each time, and takes it
+    /// beyond the budget (an overdraft, shown in [`MemoryBudget::in_use`]) if it is not free by
+    /// then; an overdraft, once taken, stays the upload's own until it ends. Every further part
+    /// buffer (parts in flight beyond the first) is taken only when the budget has it free at
+    /// once; otherwise the upload waits for its own parts in flight, not the budget. A sent
+    /// part's share is kept for the upload's next part unless another upload waits in line,
+    /// which then gets it: uploads take turns. So an upload never waits on a budget it holds
+    /// part of, and each of its waits is bounded by `part_budget_wait`.
     pub part_budget: Option<MemoryBudget>,
-    /// How long an upload waits in line for its first part's share (see
+    /// How long an upload holding no share waits in line for one (see
     /// [`S3Config::part_budget`]); [`DEFAULT_PART_BUDGET_WAIT`] by default.
     pub part_budget_wait: Duration,
     /// Time to open a connection.
@@ -1126,12 +1127,15 @@ impl PartReader {
     /// shares stayed with the uploads that held them first until they ended, the others
     /// waited past `budget_wait` and took theirs beyond the budget (16 uploads of 64 MiB at
     /// once held 16 part buffers under a budget of 8); given back, the uploads take turns.
+    /// A share taken beyond the budget (an overdraft) is always kept: giving it back frees
+    /// nothing anyone in line could take, and the upload would only wait and overdraw again.
     fn give_back(&mut self, share: Option<Reservation>) {
         if let Some(share) = share
             && self.spare.is_none()
             && self.share.is_none()
             && share.bytes() == self.part_size as u64
-            && !self.budget.as_ref().is_some_and(MemoryBudget::has_waiters)
+            && (share.is_overdraft()
+                || !self.budget.as_ref().is_some_and(MemoryBudget::has_waiters))
         {
             self.spare = Some(share);
         }
@@ -2145,6 +2149,38 @@ mod tests {
             panic!("the last part, on the spare");
         };
         assert_eq!(last.bytes.len(), UNBUDGETED_PART_BYTES + 100);
+    }
+
+    #[tokio::test]
+    async fn a_part_taken_beyond_the_budget_stays_the_uploads_own() {
+        let part = MIN_PART_SIZE as u64;
+        let budget = MemoryBudget::new(part);
+        // A stalled upload holds the whole budget.
+        let stalled = budget.try_reserve(part).unwrap();
+        let len = 2 * MIN_PART_SIZE + UNBUDGETED_PART_BYTES + 100;
+        let mut reader = budgeted_reader(len, &budget, Duration::from_millis(50));
+        let Next::Part(first) = reader.next_part(true).await.unwrap() else {
+            panic!("a first part, beyond the budget after the wait");
+        };
+        assert!(first.share.as_ref().is_some_and(Reservation::is_overdraft));
+        // Another upload waits in line; giving the overdraft back would free nothing for it.
+        let other = budget.clone();
+        let waiter = tokio::spawn(async move { other.reserve(part).await });
+        while !budget.has_waiters() {
+            tokio::task::yield_now().await;
+        }
+        reader.give_back(first.share);
+        let Next::Part(second) = reader.next_part(false).await.unwrap() else {
+            panic!("the second part, on the kept overdraft, without waiting again");
+        };
+        assert!(second.share.as_ref().is_some_and(Reservation::is_overdraft));
+        assert!(budget.has_waiters(), "the one in line still waits for real budget");
+        drop(stalled);
+        let share = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the stalled upload's share went to the one in line")
+            .unwrap();
+        assert!(!share.is_overdraft());
     }
 
     #[tokio::test]
