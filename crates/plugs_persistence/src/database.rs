@@ -232,7 +232,8 @@ impl Database {
                 options.max_connections.max(1)
             })
             // No spare connection opened in the background after each checkout (see above);
-            // idle connections are kept until `idle_timeout` as before.
+            // idle connections are kept until `idle_timeout` (10 minutes) as before, so after
+            // a quiet spell that long the next call pays for connecting.
             .min_idle(Some(0))
             // `with_connection` tests a connection only after it sat idle (`IDLE_CHECK`).
             .test_on_check_out(false)

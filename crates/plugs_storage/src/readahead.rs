@@ -611,7 +611,7 @@ impl Stream for Ranges {
     }
 }
 /// Bytes handed on at a time from a range read whole: large enough that the HTTP layer writes
-/// in few calls, small enough that a share goes back to the budget steadily.
+/// in few calls, small enough that no single write holds a large piece of the range.
 const DELIVERY_CHUNK: usize = 256 * 1024;
 
 /// One range read whole into one buffer of exactly its length, holding its share of the budget
@@ -700,8 +700,9 @@ fn changed(key: &ObjectKey, what: &str) -> StoreError {
 }
 
 /// A range's bytes, handed on [`DELIVERY_CHUNK`] at a time: views of its one buffer, not
-/// copies, so the buffer lives until its last view is dropped, and the range's share of the
-/// budget goes back with its last view, not piece by piece.
+/// copies, so the buffer lives until its last view is dropped. The range's share of the budget
+/// goes back when its last view is taken (the HTTP layer copies each view into its write buffer
+/// as it takes it), not piece by piece.
 struct Held {
     bytes: Bytes,
     share: Option<Reservation>,
