@@ -2174,7 +2174,10 @@ mod tests {
             panic!("the second part, on the kept overdraft, without waiting again");
         };
         assert!(second.share.as_ref().is_some_and(Reservation::is_overdraft));
-        assert!(budget.has_waiters(), "the one in line still waits for real budget");
+        assert!(
+            budget.has_waiters(),
+            "the one in line still waits for real budget"
+        );
         drop(stalled);
         let share = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
